@@ -1,0 +1,14 @@
+"""Pyro guides (installed as ``vrm_pyro.guides``)."""
+
+from vrm_pyro.guides.amortised import (
+    AmortisedDirichletWeightGuide,
+    AmortisedFeatureGuide,
+    AmortisedLogisticNormalWeightGuide,
+)
+from vrm_pyro.guides.base import EmptyGuide, FeatureGuide, VariationalGuide, WeightGuide
+from vrm_pyro.guides.mean_field import MeanFieldWeightGuide
+
+__all__ = [
+    "AmortisedDirichletWeightGuide", "AmortisedFeatureGuide", "AmortisedLogisticNormalWeightGuide",
+    "EmptyGuide", "FeatureGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
+]

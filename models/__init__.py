@@ -1,0 +1,23 @@
+"""Pyro generative models of preference judgments (installed as ``vrm_pyro.models``)."""
+
+from vrm_pyro.models.base import PreferenceModel, RewardOutput, pairs_plate
+from vrm_pyro.models.bradley_terry import BradleyTerryModel
+from vrm_pyro.models.priors import (
+    DirichletWeightPrior,
+    FeaturePrior,
+    LogisticNormalWeightPrior,
+    PromptDirichletWeightPrior,
+    PromptGaussianFeaturePrior,
+    PromptLogisticNormalWeightPrior,
+    ResponseGaussianFeaturePrior,
+    StandardNormalFeaturePrior,
+    WeightPrior,
+)
+from vrm_pyro.models.vrm import VariationalRewardModel
+
+__all__ = [
+    "BradleyTerryModel", "DirichletWeightPrior", "FeaturePrior", "LogisticNormalWeightPrior",
+    "PreferenceModel", "PromptDirichletWeightPrior", "PromptGaussianFeaturePrior",
+    "PromptLogisticNormalWeightPrior", "ResponseGaussianFeaturePrior", "RewardOutput",
+    "StandardNormalFeaturePrior", "VariationalRewardModel", "WeightPrior", "pairs_plate",
+]

