@@ -19,10 +19,9 @@ from vrm_pyro.errors import ConfigError
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
-def _field(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _field(default: Any, help: str, flag: str | None = None) -> Any:
+    """A dataclass field with CLI help text and, optionally, its own flag name."""
+    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 class _Config:
@@ -51,12 +50,12 @@ class DataConfig(_Config):
                               "default: the bundled HH-RLHF harmless slice.")
     format: str = _field("auto", "Row format: pairs (prompt/chosen/rejected), hh (whole dialogues), "
                          "alpaca_eval (instruction/output_1/output_2/preference) or auto.")
-    split: str = _field("train", "Split name when `data` is a `datasets` name or a dataset dict.")
+    split: str = _field("train", flag="--data-split", help="Split name when `data` is a `datasets` name or a dataset dict.")
     prompt_column: str | None = _field(None, "Column holding the prompt (renames before parsing).")
     chosen_column: str | None = _field(None, "Column holding the preferred response (pairs format).")
     rejected_column: str | None = _field(None, "Column holding the other response (pairs format).")
     label_column: str | None = _field(None, "Optional column with P(chosen preferred) in [0, 1] (soft label).")
-    limit: int | None = _field(None, "Use only the first N valid rows.")
+    limit: int | None = _field(None, flag="--data-limit", help="Use only the first N valid rows.")
     skip_invalid: bool = _field(False, "Skip malformed rows (counted and reported) instead of failing on the first.")
     val_fraction: float = _field(0.1, "Fraction of prompts held out for validation / early stopping.")
     test_fraction: float = _field(0.2, "Fraction of prompts held out for the reported test metrics.")
@@ -73,16 +72,16 @@ class DataConfig(_Config):
 
 @dataclass
 class EncoderConfig(_Config):
-    name: str = _field(DEFAULT_ENCODER, "Encoder: a local model directory, a hub name available "
+    name: str = _field(DEFAULT_ENCODER, flag="--encoder", help="Encoder: a local model directory, a hub name available "
                        "offline in the HF cache, or the bundled all-MiniLM-L6-v2.")
-    pooling: str = _field("auto", "mean (encoder models), last (decoder-only LLMs) or auto.")
+    pooling: str = _field("auto", flag="--pooling", help="mean (encoder models), last (decoder-only LLMs) or auto.")
     max_length: int = _field(256, "Maximum tokens per text; long texts keep the prompt start and the response end.")
-    batch_size: int = _field(64, "Texts per encoder forward pass.")
-    mode: str = _field("frozen", "frozen (embed once, cache on disk) or lora (adapters trained by the ELBO).")
+    batch_size: int = _field(64, flag="--encoder-batch-size", help="Texts per encoder forward pass.")
+    mode: str = _field("frozen", flag="--encoder-mode", help="frozen (embed once, cache on disk) or lora (adapters trained by the ELBO).")
     lora_r: int = _field(16, "LoRA rank (encoder mode lora).")
     lora_alpha: int = _field(32, "LoRA alpha (encoder mode lora).")
     lora_dropout: float = _field(0.0, "LoRA dropout (encoder mode lora).")
-    dtype: str = _field("float32", "Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
+    dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
 

@@ -1,0 +1,127 @@
+"""Checkpoint directories: ``config.json`` (schema-versioned JSON) + ``model.safetensors``.
+
+No pickle anywhere: weights are safetensors, everything else is JSON validated on load.
+A directory is written to a temporary sibling and renamed into place, so an interrupted
+save never leaves a half-written checkpoint that loads. Loading refuses a checkpoint of
+another schema version, or whose weights do not match its config, with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vrm_pyro.config import EncoderConfig, ModelConfig, TrainConfig
+from vrm_pyro.errors import CheckpointError, ConfigError
+from vrm_pyro.reward_model import RewardModel
+
+SCHEMA_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the reward model plus what is needed to embed new text for it."""
+
+    reward_model: RewardModel
+    encoder: EncoderConfig
+    encoder_identity: str | None = None
+    train: TrainConfig | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: EncoderConfig | None = None,
+                    encoder_identity: str | None = None, train: TrainConfig | None = None,
+                    metadata: dict | None = None) -> Path:
+    """Write ``rm`` and its configs to directory ``path`` atomically (replacing an old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        config = {
+            "schema_version": SCHEMA_VERSION,
+            "library": "vrm-pyro",
+            "kind": rm.kind,
+            "emb_dim": rm.emb_dim,
+            "model": rm.config.to_dict(),
+            "encoder": (encoder or EncoderConfig()).to_dict(),
+            "encoder_identity": encoder_identity,
+            "train": train.to_dict() if train is not None else None,
+            "metadata": metadata or {},
+        }
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=float))
+        state = {k: v.detach().contiguous().cpu() for k, v in rm.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"schema_version": str(SCHEMA_VERSION)})
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The validated ``config.json`` of a checkpoint directory."""
+    path = Path(path)
+    cfg_path = path / CONFIG_NAME
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory (it should hold {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}; create one with `vrm train --output {path}`)")
+    if not cfg_path.is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{path}: incomplete checkpoint, {CONFIG_NAME} or {WEIGHTS_NAME} is missing")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object")
+    version = cfg.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(f"{cfg_path}: schema_version {version!r} is not supported by this vrm-pyro "
+                              f"(expects {SCHEMA_VERSION}); re-train or use the matching vrm-pyro version")
+    for key, kind in (("kind", str), ("emb_dim", int), ("model", dict), ("encoder", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise CheckpointError(f"{cfg_path}: field '{key}' missing or not a {kind.__name__}")
+    return cfg
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory written by :func:`save_checkpoint` (VRM or baseline)."""
+    from vrm_pyro.registry import build_reward_model
+
+    path = Path(path)
+    cfg = read_config(path)
+    try:
+        model_cfg = ModelConfig.from_dict(cfg["model"], where=str(path / CONFIG_NAME))
+        encoder_cfg = EncoderConfig.from_dict(cfg["encoder"], where=str(path / CONFIG_NAME))
+        train_cfg = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
+    rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"])
+    try:
+        state = load_file(str(path / WEIGHTS_NAME))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path / WEIGHTS_NAME}: unreadable safetensors file ({exc})") from exc
+    expected = rm.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path}: weights do not match config.json (missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}, wrong shape {wrong[:5]}); the files are from different models")
+    rm.load_state_dict(state)
+    rm.to(device).eval()
+    return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}))

