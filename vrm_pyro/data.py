@@ -433,15 +433,33 @@ class PairEmbeddings:
     prompt, response_a, response_b: ``(N, E)`` float32; label: ``(N,)`` in [0, 1].
     Build one with :func:`vrm_pyro.encoders.embed_pairs`, or directly from tensors you
     computed yourself (no encoder needed).
+
+    ``prompt_multiplicity`` ``(N,)``: how many pairs of the dataset share this pair's prompt
+    (default 1). The objective weights ``w`` are a per-prompt latent; the trainer scales
+    each pair's ``w`` site by ``1 / multiplicity`` so a prompt pays its KL once, not once
+    per pair (the same ELBO in expectation as one ``w`` per prompt).
     """
 
     prompt: Any
     response_a: Any
     response_b: Any
     label: Any
+    prompt_multiplicity: Any = None
+
+    @staticmethod
+    def multiplicity(prompts: Sequence[Any]) -> np.ndarray:
+        """For each item, how often its prompt occurs in ``prompts``."""
+        count: dict[Any, int] = {}
+        for p in prompts:
+            count[p] = count.get(p, 0) + 1
+        return np.array([count[p] for p in prompts], dtype=np.float32)
 
     def __post_init__(self) -> None:
         import torch
+
+        if self.prompt_multiplicity is None:
+            self.prompt_multiplicity = torch.ones(len(self.label))
+        self.prompt_multiplicity = torch.as_tensor(self.prompt_multiplicity, dtype=torch.float32)
 
         self.prompt, self.response_a, self.response_b = (
             torch.as_tensor(t, dtype=torch.float32) for t in (self.prompt, self.response_a, self.response_b))
@@ -454,6 +472,8 @@ class PairEmbeddings:
                                 source="PairEmbeddings")
         if self.label.shape != (n,):
             raise DataError(f"label must have shape ({n},), got {tuple(self.label.shape)}", source="PairEmbeddings")
+        if self.prompt_multiplicity.shape != (n,) or (self.prompt_multiplicity < 1).any():
+            raise DataError(f"prompt_multiplicity must have shape ({n},) with values >= 1", source="PairEmbeddings")
         if not torch.isfinite(self.label).all() or (self.label < 0).any() or (self.label > 1).any():
             raise DataError("labels must be finite probabilities in [0, 1]", source="PairEmbeddings", field="label")
         for name in ("prompt", "response_a", "response_b"):
@@ -469,7 +489,12 @@ class PairEmbeddings:
 
     def to(self, device) -> PairEmbeddings:
         return PairEmbeddings(self.prompt.to(device), self.response_a.to(device),
-                              self.response_b.to(device), self.label.to(device))
+                              self.response_b.to(device), self.label.to(device), self.prompt_multiplicity.to(device))
+
+    def subset(self, index) -> PairEmbeddings:
+        """Rows ``index``, keeping each row's multiplicity (its prompt's count in the full data)."""
+        return PairEmbeddings(self.prompt[index], self.response_a[index], self.response_b[index],
+                              self.label[index], self.prompt_multiplicity[index])
 
     def batch(self, index) -> tuple:
         """``(prompt, response_a, response_b, label)`` rows ``index`` (a tensor on the same device)."""

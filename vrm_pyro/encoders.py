@@ -234,4 +234,5 @@ def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, progress: bool 
     n = len(pairs)
     prompt_emb = encoder.encode(pairs.prompt, progress=progress)
     responses = encoder.encode(pairs.prompt + pairs.prompt, pairs.response_a + pairs.response_b, progress=progress)
-    return PairEmbeddings(prompt_emb, responses[:n], responses[n:], pairs.label)
+    return PairEmbeddings(prompt_emb, responses[:n], responses[n:], pairs.label,
+                          PairEmbeddings.multiplicity(pairs.prompt))

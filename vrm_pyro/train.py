@@ -70,9 +70,14 @@ def set_seed(seed: int) -> None:
     pyro.set_rng_seed(seed)
 
 
-def kl_weights(cfg: TrainConfig, step: int) -> dict[str, float]:
+def kl_weights(cfg: TrainConfig, step: int, prompt_multiplicity: torch.Tensor | None = None) -> dict:
+    """Per-site KL weights at ``step``: ``beta * warm-up ramp``; for ``w`` also divided by the
+    number of pairs sharing the prompt (a ``(B,)`` tensor), so each prompt pays its KL once."""
     ramp = 1.0 if cfg.kl_warmup_steps <= 0 else min(1.0, step / cfg.kl_warmup_steps)
-    return {site: ramp * getattr(cfg, attr) for site, attr in KL_GROUPS.items()}
+    scales: dict = {site: ramp * getattr(cfg, attr) for site, attr in KL_GROUPS.items()}
+    if prompt_multiplicity is not None:
+        scales["w"] = scales["w"] / prompt_multiplicity
+    return scales
 
 
 @torch.no_grad()
@@ -161,8 +166,9 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
         perm = torch.randperm(n, device=device, generator=gen)
         total = torch.zeros((), device=device)
         for i in range(steps_per_epoch):
-            batch = train_d.batch(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-            with SiteScale(kl_weights(cfg, step)):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            batch = train_d.batch(idx)
+            with SiteScale(kl_weights(cfg, step, train_d.prompt_multiplicity[idx])):
                 loss = elbo(*batch, size=n)
             optim.zero_grad(set_to_none=True)
             loss.backward()
