@@ -64,7 +64,7 @@ def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, progress: 
 def fit_and_evaluate(model_cfg: ModelConfig, train_cfg: TrainConfig, embedded: dict[str, PairEmbeddings],
                      *, name: str | None = None) -> RunResult:
     """Build from ``model_cfg``, fit on ``train`` with early stopping on ``validation``, test on ``test``."""
-    rm = build_reward_model(model_cfg, emb_dim=embedded["train"].dim)
+    rm = build_reward_model(model_cfg, emb_dim=embedded["train"].dim, seed=train_cfg.seed)
     result = fit(rm, embedded["train"], embedded.get("validation"), train_cfg)
     test = embedded.get("test") or embedded.get("validation")
     metrics = evaluate_pairs(rm, test, num_samples=train_cfg.eval_samples, seed=train_cfg.seed) if test is not None else {}

