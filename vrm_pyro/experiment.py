@@ -78,6 +78,7 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
 
     The model is saved to ``output``; the baseline trained beside VRM to ``output/baseline``.
     """
+    build_reward_model(model_cfg, emb_dim=8)  # fail on unknown prior/guide names before any encoding
     encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, progress=progress)
     result = ExperimentResult(split_sizes={k: len(v) for k, v in splits.items()}, skipped_rows=pairs.skipped)
     configs = [(model_cfg.model, model_cfg)]

@@ -1,0 +1,97 @@
+"""End-to-end: `vrm train / eval / score / inspect` on small slices with the real MiniLM encoder."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vrm_pyro.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    out = root / "run"
+    rc = main(["train", "--data-limit", "40", "--epochs", "2", "--hidden-dim", "32", "--output", str(out),
+               "--cache-dir", str(root / "cache"), "--no-progress"])
+    assert rc == 0
+    return root, out
+
+
+def test_train_writes_vrm_and_baseline_checkpoints_and_prints_both(trained, capsys):
+    root, out = trained
+    for d in (out, out / "baseline"):
+        assert (d / "config.json").is_file() and (d / "model.safetensors").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "vrm" and json.loads((out / "baseline" / "config.json").read_text())["kind"] == "bt"
+    assert cfg["metadata"]["split_sizes"]["train"] + cfg["metadata"]["split_sizes"]["test"] <= 40
+    assert 0.0 <= cfg["metadata"]["test_metrics"]["accuracy"] <= 1.0
+
+
+def test_score_contract_keeps_fields_and_adds_reward_std_weights(trained, tmp_path):
+    root, out = trained
+    rows = [{"prompt": "How do I bake bread?", "response": "Flour, water, yeast; knead and bake.", "id": 7},
+            {"prompt": "How do I bake bread?", "response": "No idea.", "extra": [1, 2]}]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for ckpt, kind in ((out, "vrm"), (out / "baseline", "bt")):
+        dst = tmp_path / f"{kind}.jsonl"
+        assert main(["score", "--checkpoint", str(ckpt), "--input", str(inp), "--output", str(dst),
+                     "--cache-dir", str(root / "cache")]) == 0
+        got = [json.loads(x) for x in dst.read_text().splitlines()]
+        assert [g["id"] for g in got[:1]] == [7] and got[1]["extra"] == [1, 2]
+        assert all(isinstance(g["reward"], float) for g in got)
+        if kind == "vrm":
+            assert all(g["reward_std"] > 0 and len(g["weights"]) == 8 for g in got)
+            assert abs(sum(got[0]["weights"]) - 1) < 1e-4 and got[0]["weights"] == got[1]["weights"]
+        else:
+            assert all(g["reward_std"] is None and g["weights"] is None for g in got)
+
+
+def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):
+    root, out = trained
+    report = tmp_path / "m.json"
+    assert main(["eval", "--checkpoint", str(out), "--cache-dir", str(root / "cache"), "--output", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    saved = json.loads((out / "config.json").read_text())["metadata"]["test_metrics"]
+    assert metrics["n"] == saved["n"] and metrics["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_inspect_writes_weights_table_and_heatmap(trained, tmp_path):
+    root, out = trained
+    inp = tmp_path / "prompts.jsonl"
+    inp.write_text(json.dumps({"prompt": "Tell me a joke"}) + "\n" + json.dumps({"prompt": "How to pick a lock?"}) + "\n")
+    assert main(["inspect", "--checkpoint", str(out), "--input", str(inp), "--output", str(tmp_path / "w.csv"),
+                 "--plot", str(tmp_path / "w.png"), "--cache-dir", str(root / "cache")]) == 0
+    table = pd.read_csv(tmp_path / "w.csv")
+    assert list(table.columns[:4]) == ["prompt", "w0", "w0_lo", "w0_hi"] and len(table) == 2
+    assert ((table["w0_lo"] <= table["w0"]) & (table["w0"] <= table["w0_hi"])).all()
+    assert (tmp_path / "w.png").stat().st_size > 1000
+
+
+def test_errors_are_one_line_without_traceback(trained, tmp_path, capsys):
+    root, out = trained
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok", "response": "fine"}\n{"prompt": "x", "response": 5}\n')
+    assert main(["score", "--checkpoint", str(out), "--input", str(bad), "--output", str(tmp_path / "o.jsonl"),
+                 "--cache-dir", str(root / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2: field 'response': expected a string" in err and "Traceback" not in err
+    assert main(["train", "--data", str(tmp_path / "none.jsonl"), "--no-progress"]) == 2
+    assert "none.jsonl: file does not exist" in capsys.readouterr().err
+    assert main(["train", "--weight-prior", "gamma", "--data-limit", "10", "--no-progress",
+                 "--cache-dir", str(root / "cache"), "--output", str(tmp_path / "r")]) == 2
+    assert "unknown weight prior 'gamma'" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_subprocess(trained):
+    proc = subprocess.run([sys.executable, "-m", "vrm_pyro.cli", "train", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--data", "--format", "--model", "--encoder", "--seed", "--output", "--num-objectives",
+                 "--weight-prior", "--kl-weight-w", "--encoder-mode", "--lora-r"):
+        assert flag in proc.stdout
