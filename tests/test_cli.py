@@ -95,3 +95,23 @@ def test_console_script_runs_as_a_subprocess(trained):
     for flag in ("--data", "--format", "--model", "--encoder", "--seed", "--output", "--num-objectives",
                  "--weight-prior", "--kl-weight-w", "--encoder-mode", "--lora-r"):
         assert flag in proc.stdout
+
+
+def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
+    root, out = trained
+    rows = [{"prompt": f"Question {i}?", "response": f"Answer number {i}."} for i in range(5)]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    full = tmp_path / "full.jsonl"
+    assert main(["score", "--checkpoint", str(out), "--input", str(inp), "--output", str(full),
+                 "--cache-dir", str(root / "cache"), "--chunk-size", "2"]) == 0
+    lines = full.read_text().splitlines(keepends=True)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(lines[:2]) + lines[2][:15])  # killed while writing row 3
+    from vrm_pyro.scoring import score_file
+
+    written = score_file(out, str(inp), str(part), cache_dir=str(root / "cache"), resume=True)
+    assert written == 3
+    got, ref = [json.loads(x) for x in part.read_text().splitlines()], [json.loads(x) for x in lines]
+    assert [g["prompt"] for g in got] == [r["prompt"] for r in ref]
+    assert all(abs(g["reward"] - r["reward"]) < 1e-5 for g, r in zip(got, ref))  # batches differ: float rounding

@@ -52,6 +52,18 @@ def _rows(out: RewardOutput, i: int) -> dict:
     }
 
 
+def _complete_rows(path: Path) -> int:
+    """Count complete lines of a previous output and cut off a half-written last line (a kill mid-write)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+    return data[:keep].count(b"\n")
+
+
 def score_file(checkpoint_dir: str | os.PathLike, input_path: str, output_path: str, *,
                chunk_size: int = 512, num_samples: int = 32, cache_dir: str | None = None,
                device: str = "cpu", resume: bool = False) -> int:
@@ -62,10 +74,7 @@ def score_file(checkpoint_dir: str | os.PathLike, input_path: str, output_path: 
     ckpt = load_checkpoint(checkpoint_dir, device=device)
     encoder = encoder_for(ckpt, cache_dir=cache_dir, device=device)
     out_path = Path(output_path)
-    done = 0
-    if resume and out_path.exists():
-        with open(out_path, encoding="utf-8") as fh:
-            done = sum(1 for line in fh if line.endswith("\n"))
+    done = _complete_rows(out_path) if resume else 0
     mode = "a" if resume and done else "w"
     written = 0
     with open(out_path, mode, encoding="utf-8") as fh:
