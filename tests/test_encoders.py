@@ -84,3 +84,26 @@ def test_unknown_encoder_fails_without_network():
 
     with pytest.raises(ConfigError, match="cannot load encoder 'no/such-model'.*without the network"):
         TextEncoder(EncoderConfig(name="no/such-model"))
+
+
+def test_encoding_is_stored_in_chunks_so_an_interruption_keeps_progress(tiny_bert, tmp_path, monkeypatch):
+    from vrm_pyro import encoders
+
+    model, tok = tiny_bert
+    monkeypatch.setattr(encoders, "CACHE_CHUNK", 2)
+    enc = TextEncoder(EncoderConfig(name="tiny-bert", max_length=16, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    calls = {"n": 0}
+    real = enc._compute
+
+    def failing(ids, progress):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(ids, progress)
+
+    monkeypatch.setattr(enc, "_compute", failing)
+    with pytest.raises(KeyboardInterrupt):
+        enc.encode([f"text {i}" for i in range(6)])
+    enc2 = TextEncoder(EncoderConfig(name="tiny-bert", max_length=16, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    enc2.encode([f"text {i}" for i in range(6)])
+    assert enc2.forward_texts == 2  # the first two chunks (4 texts) survived the interruption

