@@ -29,8 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig  # noqa: E402
-from vrm_pyro.encoders import TextEncoder, embed_pairs  # noqa: E402
 from vrm_pyro.data import load_from_config  # noqa: E402
+from vrm_pyro.encoders import TextEncoder, embed_pairs  # noqa: E402
 from vrm_pyro.evaluate import evaluate_pairs  # noqa: E402
 from vrm_pyro.registry import build_reward_model  # noqa: E402
 from vrm_pyro.train import fit  # noqa: E402

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from pyro import distributions as dist
 from torch.distributions.transforms import StickBreakingTransform
-
-from vrm_pyro.config import ModelConfig
 from vrm_pyro.guides.base import FeatureGuide, WeightGuide, dirichlet_moments, sample_moments
 from vrm_pyro.models.base import standard_normal_noise
 from vrm_pyro.models.nets import bounded, mlp, positive
+
+from vrm_pyro.config import ModelConfig
 
 
 class AmortisedDirichletWeightGuide(WeightGuide):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-
 from vrm_pyro.models.base import pairs_plate
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 from pyro import distributions as dist
-
-from vrm_pyro.config import ModelConfig
 from vrm_pyro.guides.base import WeightGuide, dirichlet_moments
 from vrm_pyro.models.nets import positive
+
+from vrm_pyro.config import ModelConfig
 
 
 class MeanFieldWeightGuide(WeightGuide):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from vrm_pyro.config import ModelConfig
 from vrm_pyro.models.base import PreferenceModel, RewardOutput
 from vrm_pyro.models.nets import mlp
+
+from vrm_pyro.config import ModelConfig
 
 
 class BradleyTerryModel(PreferenceModel):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from pyro import distributions as dist
 from torch import nn
+from vrm_pyro.models.nets import bounded, mlp, positive
 
 from vrm_pyro.config import ModelConfig
-from vrm_pyro.models.nets import bounded, mlp, positive
 
 
 class WeightPrior(nn.Module):

@@ -20,8 +20,6 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-
-from vrm_pyro.config import ModelConfig
 from vrm_pyro.models.base import PreferenceModel, RewardOutput, fixed_rng, standard_normal_noise
 from vrm_pyro.models.nets import mlp
 from vrm_pyro.models.priors import (
@@ -30,6 +28,8 @@ from vrm_pyro.models.priors import (
     StandardNormalFeaturePrior,
     WeightPrior,
 )
+
+from vrm_pyro.config import ModelConfig
 
 
 class VariationalRewardModel(PreferenceModel):

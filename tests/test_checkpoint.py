@@ -5,7 +5,15 @@ import json
 import pytest
 import torch
 
-from vrm_pyro import CheckpointError, EncoderConfig, ModelConfig, PairEmbeddings, TrainConfig, build_reward_model, fit
+from vrm_pyro import (
+    CheckpointError,
+    EncoderConfig,
+    ModelConfig,
+    PairEmbeddings,
+    TrainConfig,
+    build_reward_model,
+    fit,
+)
 from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
 
 E = 12

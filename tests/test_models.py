@@ -6,10 +6,18 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
-
-from vrm_pyro import ConfigError, ModelConfig, ModelGuideMismatch, PairEmbeddings, TrainConfig, build_reward_model, fit
 from vrm_pyro.guides import AmortisedFeatureGuide, VariationalGuide
 from vrm_pyro.guides.base import dirichlet_moments
+
+from vrm_pyro import (
+    ConfigError,
+    ModelConfig,
+    ModelGuideMismatch,
+    PairEmbeddings,
+    TrainConfig,
+    build_reward_model,
+    fit,
+)
 from vrm_pyro.registry import FEATURE_PRIORS, WEIGHT_GUIDES, WEIGHT_PRIORS, check_sites
 from vrm_pyro.synthetic import SyntheticProcess
 from vrm_pyro.train import SiteScale

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from vrm_pyro import ModelConfig, NumericalError, PairEmbeddings, TrainConfig, build_reward_model, fit
+from vrm_pyro import (
+    ModelConfig,
+    NumericalError,
+    PairEmbeddings,
+    TrainConfig,
+    build_reward_model,
+    fit,
+)
 from vrm_pyro.synthetic import SyntheticProcess, matched_weight_correlation
 from vrm_pyro.train import kl_weights
 

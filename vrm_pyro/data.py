@@ -211,8 +211,7 @@ def _iter_dataset_rows(data: str, split: str) -> Iterator[tuple[int, Any]]:
         if split not in ds:
             raise DataError(f"split {split!r} not found; available: {list(ds)}", source=data)
         ds = ds[split]
-    for i, row in enumerate(ds):
-        yield i, row
+    yield from enumerate(ds)
 
 
 def iter_rows(data: str, split: str = "train") -> Iterator[tuple[int, Any]]:

@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from vrm_pyro.checkpoint import Checkpoint, load_checkpoint
 from vrm_pyro.data import load_score_rows
 from vrm_pyro.errors import CheckpointError
