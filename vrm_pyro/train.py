@@ -117,8 +117,8 @@ class FitResult:
         return [h["loss"] for h in self.history]
 
 
-def _check_finite(rm: RewardModel, loss: torch.Tensor, step: int) -> str | None:
-    """Return a description of the first non-finite value (loss, gradient or parameter), else None."""
+def _find_nonfinite(rm: RewardModel, loss: torch.Tensor) -> str:
+    """Name the first non-finite value (loss, gradient or parameter); called only after a failed check."""
     if not torch.isfinite(loss):
         return f"the ELBO loss is {loss.item()}"
     for name, p in rm.named_parameters():
@@ -126,7 +126,7 @@ def _check_finite(rm: RewardModel, loss: torch.Tensor, step: int) -> str | None:
             return f"the gradient of {name}"
         if not torch.isfinite(p).all():
             return f"the parameter {name}"
-    return None
+    return "the gradient norm"
 
 
 def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = None,
@@ -172,10 +172,11 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
                 loss = elbo(*batch, size=n)
             optim.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            fault = _check_finite(rm, loss, step)
-            if fault is not None:
+            # one check per step: the total gradient norm is non-finite if any gradient is, and
+            # parameters only turn non-finite through such a step (the tensor is named on failure)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+            if not bool(torch.isfinite(loss + norm)):
+                fault = _find_nonfinite(rm, loss)
                 if skip_nonfinite:
                     result.skipped_batches += 1
                     optim.zero_grad(set_to_none=True)
