@@ -24,9 +24,9 @@ def trained(tmp_path_factory):
 
 def test_train_writes_vrm_and_baseline_checkpoints_and_prints_both(trained, capsys):
     root, out = trained
-    for d in (out, out / "baseline"):
+    for d in (out / "model", out / "baseline"):
         assert (d / "config.json").is_file() and (d / "model.safetensors").is_file()
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["kind"] == "vrm" and json.loads((out / "baseline" / "config.json").read_text())["kind"] == "bt"
     assert cfg["metadata"]["split_sizes"]["train"] + cfg["metadata"]["split_sizes"]["test"] <= 40
     assert 0.0 <= cfg["metadata"]["test_metrics"]["accuracy"] <= 1.0
@@ -57,7 +57,7 @@ def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):
     report = tmp_path / "m.json"
     assert main(["eval", "--checkpoint", str(out), "--cache-dir", str(root / "cache"), "--output", str(report)]) == 0
     metrics = json.loads(report.read_text())
-    saved = json.loads((out / "config.json").read_text())["metadata"]["test_metrics"]
+    saved = json.loads((out / "model" / "config.json").read_text())["metadata"]["test_metrics"]
     assert metrics["n"] == saved["n"] and metrics["accuracy"] == pytest.approx(saved["accuracy"])
 
 

@@ -81,5 +81,5 @@ def test_nan_embeddings_are_refused_and_nan_steps_are_caught():
     data = PairEmbeddings(torch.randn(8, E), torch.randn(8, E), torch.randn(8, E), torch.ones(8))
     with pytest.raises(NumericalError, match="non-finite value at step 0"):
         fit(rm, data, None, TrainConfig(epochs=1, progress=False))
-    res = fit(rm, data, None, TrainConfig(epochs=1, batch_size=4, progress=False), skip_nonfinite=True)
+    res = fit(rm, data, None, TrainConfig(epochs=1, batch_size=4, progress=False, skip_nonfinite=True))
     assert res.skipped_batches == 2

@@ -74,9 +74,17 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
     return path
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """The validated ``config.json`` of a checkpoint directory."""
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/model`` when ``path`` is a training-run directory (``vrm train --output``)."""
     path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / "run.json").is_file() and (path / "model").is_dir():
+        return path / "model"
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The validated ``config.json`` of a checkpoint directory (or of a run directory's model)."""
+    path = resolve_checkpoint_dir(path)
     cfg_path = path / CONFIG_NAME
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory (it should hold {CONFIG_NAME} and "
@@ -103,7 +111,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     """Load a checkpoint directory written by :func:`save_checkpoint` (VRM or baseline)."""
     from vrm_pyro.registry import build_reward_model
 
-    path = Path(path)
+    path = resolve_checkpoint_dir(path)
     cfg = read_config(path)
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"], where=str(path / CONFIG_NAME))

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
-from vrm_pyro.errors import VRMError
+from vrm_pyro.errors import ConfigError, VRMError
 
 CONFIGS = (DataConfig, EncoderConfig, ModelConfig, TrainConfig)
 
@@ -59,13 +59,37 @@ def configs_from_args(args: argparse.Namespace) -> dict[str, object]:
 # ----------------------------------------------------------------------------- commands
 
 
+def _resume_configs(args, cfg: dict) -> dict:
+    """The saved configs of the run in ``--resume DIR``; options given beside it must agree with them."""
+    from vrm_pyro.experiment import read_run
+
+    saved = read_run(args.resume)
+    by_class = {"DataConfig": saved["data_cfg"], "EncoderConfig": saved["encoder_cfg"],
+                "ModelConfig": saved["model_cfg"], "TrainConfig": saved["train_cfg"]}
+    conflicts = []
+    for cls in CONFIGS:
+        for f in dataclasses.fields(cls):
+            given, stored = getattr(cfg[cls.__name__], f.name), getattr(by_class[cls.__name__], f.name)
+            if given != f.default and given != stored and f.name != "progress":
+                conflicts.append(f"{_flag(f)} {given!r} (the run has {stored!r})")
+    if conflicts:
+        raise ConfigError(f"--resume {args.resume} continues the run with its saved configuration "
+                          f"({Path(args.resume) / 'run.json'}); drop these options: {'; '.join(conflicts)}")
+    by_class["TrainConfig"] = by_class["TrainConfig"].replace(progress=cfg["TrainConfig"].progress)
+    return {**by_class, "compare_baseline": saved["compare_baseline"]}
+
+
 def cmd_train(args) -> int:
     from vrm_pyro.experiment import train_and_evaluate
 
     cfg = configs_from_args(args)
+    baseline, output = args.baseline, args.output
+    if args.resume:
+        cfg = _resume_configs(args, cfg)
+        baseline, output = cfg["compare_baseline"], args.resume
     result = train_and_evaluate(cfg["DataConfig"], cfg["EncoderConfig"], cfg["ModelConfig"], cfg["TrainConfig"],
-                                output=args.output, compare_baseline=args.baseline,
-                                progress=cfg["TrainConfig"].progress)
+                                output=output, compare_baseline=baseline,
+                                progress=cfg["TrainConfig"].progress, resume=bool(args.resume))
     sizes = result.split_sizes
     print(f"pairs: train {sizes.get('train', 0)}, validation {sizes.get('validation', 0)}, "
           f"test {sizes.get('test', 0)} (split by prompt)" + (f"; skipped {result.skipped_rows} invalid rows"
@@ -133,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Fit VRM (and the Bradley–Terry baseline beside it) and save a checkpoint.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output", default="runs/vrm", help="Checkpoint directory (baseline in OUTPUT/baseline).")
+    p.add_argument("--output", default="runs/vrm", help="Run directory: OUTPUT/model (VRM), OUTPUT/baseline, "
+                   "OUTPUT/checkpoints (training snapshots), OUTPUT/run.json (configs).")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="Continue the interrupted run in DIR from its latest snapshot, with its saved configuration.")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="Also fit the Bradley–Terry baseline on the same splits and print both.")
     for cls in CONFIGS:

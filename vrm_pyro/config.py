@@ -136,11 +136,17 @@ class TrainConfig(_Config):
     device: str = _field("auto", "cpu, cuda, cuda:N or auto (cuda when available).")
     eval_samples: int = _field(32, "Monte Carlo samples of the guide for predictions and reward_std.")
     progress: bool = _field(True, "Show a tqdm progress bar.")
+    save_every: int = _field(0, "Write a training snapshot every N steps (and at each new best epoch) "
+                             "so that --resume can continue; 0 = only at new best epochs and the end.")
+    skip_nonfinite: bool = _field(False, "Skip (and count) a step whose ELBO or gradient is NaN/Inf instead of stopping.")
+    keep_last: int = _field(3, "Training snapshots kept (the best by validation NLL is kept as well).")
 
     def __post_init__(self) -> None:
         if self.elbo not in ("trace", "mean_field"):
             raise ConfigError(f"TrainConfig.elbo must be 'trace' or 'mean_field', got {self.elbo!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.num_particles < 1:
             raise ConfigError("TrainConfig: batch_size, epochs and num_particles must be >= 1")
+        if self.save_every < 0 or self.keep_last < 1:
+            raise ConfigError("TrainConfig: save_every must be >= 0 and keep_last >= 1")
         if self.kl_weight_w < 0 or self.kl_weight_z < 0:
             raise ConfigError("TrainConfig: KL weights must be >= 0")

@@ -6,13 +6,17 @@ run the same thing with :func:`train_and_evaluate` or step by step.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vrm_pyro.checkpoint import save_checkpoint
+from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.data import PairEmbeddings, load_from_config
+from vrm_pyro.errors import ConfigError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.registry import build_reward_model
 from vrm_pyro.reward_model import RewardModel
@@ -61,36 +65,98 @@ def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, progress: 
     return encoder, embedded, pairs, splits
 
 
+RUN_FILE = "run.json"
+RUN_SCHEMA = 1
+
+
 def fit_and_evaluate(model_cfg: ModelConfig, train_cfg: TrainConfig, embedded: dict[str, PairEmbeddings],
-                     *, name: str | None = None) -> RunResult:
-    """Build from ``model_cfg``, fit on ``train`` with early stopping on ``validation``, test on ``test``."""
+                     *, name: str | None = None, checkpoint_dir: str | Path | None = None,
+                     resume: bool = False) -> RunResult:
+    """Build from ``model_cfg``, fit on ``train`` with early stopping on ``validation``, test on ``test``.
+
+    With ``checkpoint_dir`` the fit writes training snapshots there (and continues from the
+    latest one when ``resume``)."""
     rm = build_reward_model(model_cfg, emb_dim=embedded["train"].dim, seed=train_cfg.seed)
-    result = fit(rm, embedded["train"], embedded.get("validation"), train_cfg)
+    result = fit(rm, embedded["train"], embedded.get("validation"), train_cfg,
+                 checkpoint_dir=checkpoint_dir, resume=resume)
+    return RunResult(name or model_cfg.model, rm, result, _test_metrics(rm, embedded, train_cfg))
+
+
+def _test_metrics(rm: RewardModel, embedded: dict[str, PairEmbeddings], train_cfg: TrainConfig) -> dict:
     test = embedded.get("test") or embedded.get("validation")
-    metrics = evaluate_pairs(rm, test, num_samples=train_cfg.eval_samples, seed=train_cfg.seed) if test is not None else {}
-    return RunResult(name or model_cfg.model, rm, result, metrics)
+    return evaluate_pairs(rm, test, num_samples=train_cfg.eval_samples, seed=train_cfg.seed) if test is not None else {}
+
+
+def read_run(output: str | Path) -> dict:
+    """The ``run.json`` of a training run directory: its four configs and the baseline flag."""
+    path = Path(output) / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: no run to resume here (it is written when `vrm train --output {output}` starts)")
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if run.get("schema_version") != RUN_SCHEMA:
+        raise ConfigError(f"{path}: schema_version {run.get('schema_version')!r} is not {RUN_SCHEMA}")
+    return {"data_cfg": DataConfig.from_dict(run["data"], where=str(path)),
+            "encoder_cfg": EncoderConfig.from_dict(run["encoder"], where=str(path)),
+            "model_cfg": ModelConfig.from_dict(run["model"], where=str(path)),
+            "train_cfg": TrainConfig.from_dict(run["train"], where=str(path)),
+            "compare_baseline": bool(run["compare_baseline"])}
 
 
 def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_cfg: ModelConfig,
                        train_cfg: TrainConfig, *, output: str | Path | None = None,
-                       compare_baseline: bool = True, progress: bool = True) -> ExperimentResult:
+                       compare_baseline: bool = True, progress: bool = True, resume: bool = False) -> ExperimentResult:
     """Fit ``model_cfg`` (and, for VRM, the Bradley–Terry baseline on the same splits); save checkpoints.
 
-    The model is saved to ``output``; the baseline trained beside VRM to ``output/baseline``.
+    Layout of ``output``::
+
+        run.json                      the configs (what `vrm train --resume OUTPUT` reads)
+        model/                        final checkpoint of the model (VRM)
+        baseline/                     final checkpoint of the Bradley-Terry baseline
+        checkpoints/{model,baseline}/ training snapshots (every --save-every steps, best marked)
+
+    With ``resume``, a model whose final checkpoint exists is loaded instead of refitted and
+    the others continue from their latest snapshot.
     """
     build_reward_model(model_cfg, emb_dim=8)  # fail on unknown prior/guide names before any encoding
+    if output is not None and not resume:
+        _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
     encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, progress=progress)
     result = ExperimentResult(split_sizes={k: len(v) for k, v in splits.items()}, skipped_rows=pairs.skipped)
-    configs = [(model_cfg.model, model_cfg)]
+    configs = [("model", model_cfg)]
     if compare_baseline and model_cfg.model != "bt":
-        configs.append(("bt", model_cfg.replace(model="bt")))
-    for name, cfg in configs:
-        run = fit_and_evaluate(cfg, train_cfg, embedded, name=name)
-        if output is not None:
-            path = Path(output) if name == model_cfg.model else Path(output) / "baseline"
+        configs.append(("baseline", model_cfg.replace(model="bt")))
+    for slot, cfg in configs:
+        path = Path(output) / slot if output is not None else None
+        if resume and path is not None and (path / "config.json").is_file():
+            ckpt = load_checkpoint(path)
+            rm = ckpt.reward_model
+            history = ckpt.metadata.get("history", [])
+            run = RunResult(cfg.model, rm, FitResult(history=history, best_epoch=ckpt.metadata.get("best_epoch", -1)),
+                            _test_metrics(rm, embedded, train_cfg), path)
+            result.runs[cfg.model] = run
+            continue
+        snapshots = Path(output) / "checkpoints" / slot if output is not None else None
+        run = fit_and_evaluate(cfg, train_cfg, embedded, name=cfg.model, checkpoint_dir=snapshots, resume=resume)
+        if path is not None:
             run.checkpoint = save_checkpoint(
                 path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.identity, train=train_cfg,
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
                           "split_sizes": result.split_sizes, "history": run.fit.history})
-        result.runs[name] = run
+        result.runs[cfg.model] = run
     return result
+
+
+def _write_run(output: Path, data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline: bool) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    if (output / "checkpoints").exists():
+        log.warning("%s already holds training snapshots; they are replaced (use --resume to continue them)", output)
+        shutil.rmtree(output / "checkpoints")
+    doc = {"schema_version": RUN_SCHEMA, "library": "vrm-pyro", "data": data_cfg.to_dict(),
+           "encoder": encoder_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+           "compare_baseline": compare_baseline}
+    tmp = output / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, output / RUN_FILE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from vrm_pyro.data import PairEmbeddings
 from vrm_pyro.errors import NumericalError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.reward_model import RewardModel
+from vrm_pyro.snapshots import TrainingSnapshots, optimizer_from_tensors, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +119,10 @@ class FitResult:
         return [h["loss"] for h in self.history]
 
 
-def _find_nonfinite(rm: RewardModel, loss: torch.Tensor) -> str:
-    """Name the first non-finite value (loss, gradient or parameter); called only after a failed check."""
+def _find_nonfinite(rm: RewardModel, loss: torch.Tensor, batch: tuple) -> str:
+    """Name the first non-finite value (ELBO site, gradient or parameter); called after a failed check."""
     if not torch.isfinite(loss):
-        return f"the ELBO loss is {loss.item()}"
+        return f"the ELBO loss is {loss.item()}" + _nonfinite_site(rm, batch)
     for name, p in rm.named_parameters():
         if p.grad is not None and not torch.isfinite(p.grad).all():
             return f"the gradient of {name}"
@@ -129,17 +131,44 @@ def _find_nonfinite(rm: RewardModel, loss: torch.Tensor) -> str:
     return "the gradient norm"
 
 
+@torch.no_grad()
+def _nonfinite_site(rm: RewardModel, batch: tuple) -> str:
+    """Which sample site of guide or model has a non-finite log-density on ``batch`` (if one does)."""
+    try:
+        guide_tr = poutine.trace(rm.guide).get_trace(*batch)
+        model_tr = poutine.trace(poutine.replay(rm.model, trace=guide_tr)).get_trace(*batch)
+        for where, tr in (("guide", guide_tr), ("model", model_tr)):
+            for name, node in tr.nodes.items():
+                if node["type"] == "sample" and not torch.isfinite(node["fn"].log_prob(node["value"])).all():
+                    return f" (site '{name}' of the {where} has a non-finite log-density)"
+    except (ValueError, RuntimeError) as exc:  # a distribution refusing its parameters names the site too
+        return f" ({exc})"
+    return ""
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The data order of ``epoch``: a permutation drawn from ``(seed, epoch)`` alone, so a resumed run
+    replays it without saving it."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen).to(device)
+
+
 def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = None,
         cfg: TrainConfig | None = None, *, on_epoch: Callable[[dict], None] | None = None,
-        skip_nonfinite: bool = False) -> FitResult:
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False) -> FitResult:
     """Train ``rm`` in place by SVI on ``train``; early-stop on ``val``.
 
     Args:
         rm: built by :func:`vrm_pyro.registry.build_reward_model` (VRM or ``bt``).
         train, val: embedded pairs (``val`` optional; without it no early stopping).
-        cfg: optimisation settings.
-        on_epoch: called with each history row (e.g. for logging or checkpoints).
-        skip_nonfinite: skip a step whose loss or gradient is NaN/Inf (counted) instead of raising.
+        cfg: optimisation settings (``save_every`` and ``keep_last`` for snapshots; ``skip_nonfinite``
+            skips a step whose loss or gradient is NaN/Inf, counted, instead of raising).
+        on_epoch: called with each history row (e.g. for logging).
+        checkpoint_dir: where training snapshots go (every ``cfg.save_every`` steps and at each
+            new best epoch); see :mod:`vrm_pyro.snapshots`.
+        resume: continue from the latest snapshot in ``checkpoint_dir`` (parameters, optimizer,
+            RNG states, data order, step); the result equals an uninterrupted run's.
 
     Returns:
         :class:`FitResult`. ``rm`` holds the best parameters by validation NLL.
@@ -154,18 +183,44 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
     elbo = rm.elbo(cfg.elbo, num_particles=cfg.num_particles)
     params = [p for p in rm.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    snapshots = TrainingSnapshots(checkpoint_dir, keep_last=cfg.keep_last) if checkpoint_dir is not None else None
     result = FitResult()
-    best_nll, best_state, bad_epochs = math.inf, None, 0
-    start = time.perf_counter()
+    loop = {"step": 0, "epoch": 0, "batch": 0, "best_nll": math.inf, "bad_epochs": 0}
+    total = torch.zeros((), device=device)
+    best_state = None
+    seconds_before = 0.0
+    if resume and snapshots is not None and (snap := snapshots.load()) is not None:
+        rm.load_state_dict(snap.modules)
+        optimizer_from_tensors(optim, snap.optimizer, snap.optimizer_groups)
+        set_rng_state(snap.rng, snap.state["rng"])
+        loop = snap.state["loop"]
+        total = torch.tensor(snap.state["epoch_loss"], device=device, dtype=torch.float32)
+        result = FitResult(history=snap.state["history"], best_epoch=snap.state["best_epoch"],
+                           best_val=snap.state["best_val"], skipped_batches=snap.state["skipped_batches"],
+                           stopped_early=snap.state["stopped_early"])
+        seconds_before = snap.state["seconds"]
+        if snapshots.best is not None:
+            best_state = {k: v.to(device) for k, v in snapshots.load_modules(snapshots.best).items()}
+        log.info("resumed %s at step %d (epoch %d) from %s", rm.kind, loop["step"], loop["epoch"], snap.path)
+    start = time.perf_counter() - seconds_before
+
+    def save_snapshot(best: bool = False) -> None:
+        state = {"loop": loop, "epoch_loss": float(total), "history": result.history,
+                 "best_epoch": result.best_epoch, "best_val": result.best_val,
+                 "skipped_batches": result.skipped_batches, "stopped_early": result.stopped_early, "seconds": time.perf_counter() - start,
+                 "train_config": cfg.to_dict()}
+        snapshots.save(loop["step"], modules=rm.state_dict(), optimizer=optim, state=state, best=best)
+
     bar = _progress(cfg.epochs * steps_per_epoch, cfg.progress, desc=f"fit {rm.kind}")
-    step = 0
-    for epoch in range(cfg.epochs):
+    bar.update(loop["step"])
+    stop = loop["epoch"] >= cfg.epochs
+    while not stop:
+        epoch = loop["epoch"]
         rm.train()
-        perm = torch.randperm(n, device=device, generator=gen)
-        total = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
+        perm = epoch_order(n, cfg.seed, epoch, device)
+        for i in range(loop["batch"], steps_per_epoch):
+            step = loop["step"]
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             batch = train_d.batch(idx)
             with SiteScale(kl_weights(cfg, step, train_d.prompt_multiplicity[idx])):
@@ -175,43 +230,52 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
             # one check per step: the total gradient norm is non-finite if any gradient is, and
             # parameters only turn non-finite through such a step (the tensor is named on failure)
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+            loop["step"], loop["batch"] = step + 1, i + 1
             if not bool(torch.isfinite(loss + norm)):
-                fault = _find_nonfinite(rm, loss)
-                if skip_nonfinite:
-                    result.skipped_batches += 1
-                    optim.zero_grad(set_to_none=True)
-                    step += 1
-                    continue
-                raise NumericalError(f"non-finite value at step {step} (epoch {epoch}): {fault}. "
-                                     "Lower the learning rate, check the embeddings, or train with "
-                                     "skip_nonfinite=True (--skip-nonfinite) to skip such batches.")
-            optim.step()
-            total += loss.detach()
-            step += 1
+                fault = _find_nonfinite(rm, loss, batch)
+                if not cfg.skip_nonfinite:
+                    raise NumericalError(
+                        f"non-finite value at step {step} (epoch {epoch}): {fault}. Lower the learning rate, "
+                        "check the embeddings, or set TrainConfig.skip_nonfinite (--skip-nonfinite) to skip "
+                        "such batches" + (f"; the last good snapshot is in {snapshots.latest}"
+                                          if snapshots is not None and snapshots.latest else "") + ".")
+                result.skipped_batches += 1
+                log.warning("skipped step %d: %s", step, fault)
+                optim.zero_grad(set_to_none=True)
+            else:
+                optim.step()
+                total += loss.detach()
             bar.update(1)
-        row = {"epoch": epoch, "step": step, "loss": float(total) / n / steps_per_epoch,
+            if snapshots is not None and cfg.save_every > 0 and loop["step"] % cfg.save_every == 0:
+                save_snapshot()
+        row = {"epoch": epoch, "step": loop["step"], "loss": float(total) / n / steps_per_epoch,
                "seconds": time.perf_counter() - start}
+        improved = False
         if val_d is not None:
             metrics = evaluate_pairs(rm, val_d, num_samples=cfg.eval_samples, seed=cfg.seed)
             row.update({"val_nll": metrics["nll"], "val_accuracy": metrics["accuracy"]})
             row.update(site_kls(rm, val_d.batch(slice(0, 1024))))
-            if metrics["nll"] < best_nll - 1e-4:
-                best_nll, bad_epochs = metrics["nll"], 0
+            if metrics["nll"] < loop["best_nll"] - 1e-4:
+                loop["best_nll"], loop["bad_epochs"], improved = metrics["nll"], 0, True
                 best_state = copy.deepcopy(rm.state_dict())
                 result.best_epoch, result.best_val = epoch, metrics
             else:
-                bad_epochs += 1
+                loop["bad_epochs"] += 1
         result.history.append(row)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "val_nll", "val_accuracy")})
         if on_epoch is not None:
             on_epoch(row)
-        if val_d is not None and cfg.patience > 0 and bad_epochs >= cfg.patience:
-            result.stopped_early = True
-            break
+        stopped_early = val_d is not None and cfg.patience > 0 and loop["bad_epochs"] >= cfg.patience
+        loop["epoch"], loop["batch"] = epoch + 1, 0
+        total = torch.zeros((), device=device)
+        stop = stopped_early or loop["epoch"] >= cfg.epochs
+        result.stopped_early = stopped_early
+        if snapshots is not None and (improved or stop):
+            save_snapshot(best=improved)
     bar.close()
     if best_state is not None:
         rm.load_state_dict(best_state)
-    result.steps, result.seconds = step, time.perf_counter() - start
+    result.steps, result.seconds = loop["step"], time.perf_counter() - start
     rm.eval()
     return result
 
