@@ -243,7 +243,20 @@ def _text(row: dict, key: str, source: str, line: int) -> str:
                         source=source, line=line, field=key)
     if not value.strip():
         raise DataError("empty text", source=source, line=line, field=key)
+    unicode_problem = invalid_unicode(value)
+    if unicode_problem:
+        raise DataError(unicode_problem, source=source, line=line, field=key)
     return value
+
+
+def invalid_unicode(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate, e.g. from a JSON ``\\ud800`` escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"not valid Unicode ({exc.reason} {text[exc.start]!r} at character {exc.start}); "
+                "fix the text or drop the row")
+    return None
 
 
 def _render_messages(messages: list, source: str, line: int, key: str) -> str:
@@ -278,6 +291,7 @@ def _parse_pairs(row: dict, source: str, line: int, label_column: str | None) ->
         if chosen.startswith(prompt) and rejected.startswith(prompt):
             chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
     label = 1.0
+    label_column = label_column or ("label" if "label" in row else None)  # a `label` column is always used
     if label_column is not None:
         label = _label(row, label_column, source, line)
         if not 0.0 <= label <= 1.0:
@@ -319,7 +333,7 @@ def _parse_alpaca_eval(row: dict, source: str, line: int, label_column: str | No
 _PARSERS = {"pairs": _parse_pairs, "hh": _parse_hh, "alpaca_eval": _parse_alpaca_eval}
 
 
-def detect_format(row: dict, source: str = "<data>") -> str:
+def detect_format(row: dict, source: str = "<data>", line: int | None = None) -> str:
     """Guess the row format from its keys."""
     keys = set(row)
     if {"instruction", "output_1", "output_2", "preference"} <= keys:
@@ -330,7 +344,7 @@ def detect_format(row: dict, source: str = "<data>") -> str:
         return "hh"
     raise DataError(f"cannot detect the format from fields {sorted(keys)}; expected prompt/chosen/rejected "
                     "(pairs), chosen/rejected dialogues (hh) or instruction/output_1/output_2/preference "
-                    "(alpaca_eval); or pass --format with column mapping options", source=source)
+                    "(alpaca_eval); or pass --format with column mapping options", source=source, line=line)
 
 
 def parse_rows(rows: Iterable[tuple[int, Any]], *, fmt: str = "auto", source: str = "<data>",
@@ -358,7 +372,7 @@ def parse_rows(rows: Iterable[tuple[int, Any]], *, fmt: str = "auto", source: st
             if rename:
                 row = {rename.get(k, k): v for k, v in row.items()}
             if parser is None:
-                fmt = detect_format(row, source)
+                fmt = detect_format(row, source, line)
                 parser = _PARSERS[fmt]
             prompt, a, b, label = parser(row, source, line, label_column)
             if a == b:
@@ -375,7 +389,7 @@ def parse_rows(rows: Iterable[tuple[int, Any]], *, fmt: str = "auto", source: st
         bb.append(b)
         labels.append(label)
         if keep_meta:
-            metas.append({k: v for k, v in row.items() if k not in canonical and k != label_column
+            metas.append({k: v for k, v in row.items() if k not in canonical and k not in (label_column, "label")
                           and isinstance(v, (str, int, float, bool, type(None)))})
         else:
             metas.append({})
@@ -423,6 +437,26 @@ def load_score_rows(path: str) -> Iterator[tuple[int, dict]]:
 
 
 # ----------------------------------------------------------------------------- tensors
+
+
+#: the largest embedding magnitude the models accept: far above any encoder's output (LLM hidden
+#: states reach ~1e4), far below where float32 LayerNorm statistics overflow (~1e19)
+MAX_ABS_EMBEDDING = 1e8
+
+
+def check_embeddings(t, name: str, source: str = "embeddings") -> None:
+    """Refuse NaN/Inf or magnitudes above :data:`MAX_ABS_EMBEDDING` with a :class:`DataError`."""
+    import torch
+
+    if t.numel() == 0:
+        return
+    peak = t.detach().abs().amax()
+    if not bool(torch.isfinite(peak)):
+        raise DataError("embeddings contain NaN or Inf", source=source, field=name)
+    if float(peak) > MAX_ABS_EMBEDDING:
+        raise DataError(f"embeddings reach |x| = {float(peak):.3g} > {MAX_ABS_EMBEDDING:.0e}; an encoder output this "
+                        "large is a fault upstream: check the encoder, or normalise the embeddings", source=source,
+                        field=name)
 
 
 @dataclass
@@ -476,8 +510,7 @@ class PairEmbeddings:
         if not torch.isfinite(self.label).all() or (self.label < 0).any() or (self.label > 1).any():
             raise DataError("labels must be finite probabilities in [0, 1]", source="PairEmbeddings", field="label")
         for name in ("prompt", "response_a", "response_b"):
-            if not torch.isfinite(getattr(self, name)).all():
-                raise DataError("embeddings contain NaN or Inf", source="PairEmbeddings", field=name)
+            check_embeddings(getattr(self, name), name, source="PairEmbeddings")
 
     def __len__(self) -> int:
         return int(self.prompt.shape[0])

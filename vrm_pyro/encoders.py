@@ -24,8 +24,8 @@ import torch
 
 from vrm_pyro.cache import EmbeddingCache, text_key
 from vrm_pyro.config import DEFAULT_ENCODER, EncoderConfig
-from vrm_pyro.data import PairEmbeddings, PreferencePairs
-from vrm_pyro.errors import ConfigError
+from vrm_pyro.data import PairEmbeddings, PreferencePairs, invalid_unicode
+from vrm_pyro.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,14 @@ class TextEncoder:
         """Embed prompts (``responses=None``) or prompt+response texts: ``(N, E)`` float32, CPU."""
         responses = list(responses) if responses is not None else [None] * len(prompts)
         if len(responses) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+            raise DataError(f"{len(prompts)} prompts but {len(responses)} responses", source="TextEncoder.encode")
+        for field, texts in (("prompts", prompts), ("responses", responses)):
+            for i, text in enumerate(texts):
+                problem = (None if text is None and field == "responses" else
+                           f"expected a string, got {type(text).__name__}" if not isinstance(text, str)
+                           else invalid_unicode(text))
+                if problem:
+                    raise DataError(problem, source="TextEncoder.encode", field=f"{field}[{i}]")
         keys = [text_key(self.identity, p, r) for p, r in zip(prompts, responses)]
         unique: dict[bytes, int] = {}
         for i, k in enumerate(keys):

@@ -11,6 +11,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
 from vrm_pyro.config import ModelConfig
+from vrm_pyro.data import check_embeddings
 from vrm_pyro.models.base import PreferenceModel, RewardOutput
 
 ELBOS = {"trace": Trace_ELBO, "mean_field": TraceMeanField_ELBO}
@@ -54,6 +55,8 @@ class RewardModel(nn.Module):
     def reward(self, prompt: torch.Tensor, response: torch.Tensor, *, num_samples: int = 32,
                batch_size: int = 4096) -> RewardOutput:
         """Posterior reward of responses ``(N, E)`` to prompts ``(N, E)`` (any device; result on CPU)."""
+        check_embeddings(prompt, "prompt", "RewardModel.reward")
+        check_embeddings(response, "response", "RewardModel.reward")
         was_training = self.training
         self.eval()
         try:
@@ -73,6 +76,8 @@ class RewardModel(nn.Module):
     def pair_probability(self, prompt, response_a, response_b, *, num_samples: int = 32,
                          batch_size: int = 4096, seed: int = 0) -> torch.Tensor:
         """Posterior predictive P(a preferred) ``(N,)`` on CPU."""
+        for name, t in (("prompt", prompt), ("response_a", response_a), ("response_b", response_b)):
+            check_embeddings(t, name, "RewardModel.pair_probability")
         was_training = self.training
         self.eval()
         try:

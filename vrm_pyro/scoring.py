@@ -51,6 +51,17 @@ def _rows(out: RewardOutput, i: int) -> dict:
     }
 
 
+def _dump_row(row: dict) -> str:
+    """One JSONL line, UTF-8 text where possible; a row carrying a lone surrogate (legal in JSON
+    input as an escape, not encodable as UTF-8) keeps it as a ``\\udXXX`` escape instead."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row)
+    return text
+
+
 def _complete_rows(path: Path) -> int:
     """Count complete lines of a previous output and cut off a half-written last line (a kill mid-write)."""
     if not path.exists():
@@ -84,7 +95,7 @@ def score_file(checkpoint_dir: str | os.PathLike, input_path: str, output_path: 
             out = score_texts(ckpt, encoder, [r["prompt"] for r in chunk], [r["response"] for r in chunk],
                               num_samples=num_samples)
             for i, row in enumerate(chunk):
-                fh.write(json.dumps({**row, **_rows(out, i)}, ensure_ascii=False) + "\n")
+                fh.write(_dump_row({**row, **_rows(out, i)}) + "\n")
             fh.flush()
             written += len(chunk)
             chunk.clear()
