@@ -65,10 +65,10 @@ def test_cache_detects_a_corrupted_shard_and_recomputes(tiny_bert, tmp_path):
     again = enc2.encode(["one", "two", "three"])
     assert enc2.forward_texts == 3 and enc2.cache.rebuilt_shards == 1
     assert torch.allclose(ref, again, atol=1e-6)
-    shard.write_bytes(b"\x00\x01")  # truncated
+    shard.write_bytes(b"\x00\x01")  # a truncated shard beside the good one enc2 wrote
     enc3 = TextEncoder(cfg, model=model, tokenizer=tok)
-    enc3.encode(["one"])
-    assert enc3.cache.rebuilt_shards >= 0 and enc3.forward_texts in (0, 1)
+    assert torch.allclose(enc3.encode(["one"]), ref[:1], atol=1e-6)
+    assert enc3.cache.rebuilt_shards == 1 and enc3.forward_texts == 0 and not shard.exists()
 
 
 def test_cache_keys_depend_on_identity_and_text():
@@ -107,3 +107,36 @@ def test_encoding_is_stored_in_chunks_so_an_interruption_keeps_progress(tiny_ber
     enc2 = TextEncoder(EncoderConfig(name="tiny-bert", max_length=16, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
     enc2.encode([f"text {i}" for i in range(6)])
     assert enc2.forward_texts == 2  # the first two chunks (4 texts) survived the interruption
+
+
+CONCURRENT_WORKER = """
+import sys, torch
+from vrm_pyro import EncoderConfig
+from vrm_pyro.encoders import TextEncoder
+from vrm_pyro import encoders
+encoders.CACHE_CHUNK = 7  # many small shards, so the two writers interleave
+enc = TextEncoder(EncoderConfig(name=sys.argv[1], max_length=32, cache_dir=sys.argv[2]))
+texts = [f"text number {i}" for i in range(int(sys.argv[3]), int(sys.argv[3]) + 120)]
+enc.encode(texts)
+"""
+
+
+def test_two_processes_filling_one_cache_leave_it_valid(tiny_bert, tmp_path):
+    import subprocess
+    import sys
+
+    model, tok = tiny_bert
+    model.save_pretrained(tmp_path / "enc")
+    tok.save_pretrained(tmp_path / "enc")
+    cache = tmp_path / "cache"
+    # overlapping text ranges [0, 120) and [40, 160), written at the same time
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WORKER, str(tmp_path / "enc"), str(cache), str(start)])
+             for start in (0, 40)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    enc = TextEncoder(EncoderConfig(name=str(tmp_path / "enc"), max_length=32, cache_dir=str(cache)))
+    texts = [f"text number {i}" for i in range(160)]
+    cached = enc.encode(texts)
+    assert enc.forward_texts == 0 and enc.cache.rebuilt_shards == 0  # every text found, every shard valid
+    assert not list(enc.cache.dir.glob(".tmp-*"))
+    fresh = TextEncoder(EncoderConfig(name=str(tmp_path / "enc"), max_length=32), use_cache=False)
+    assert torch.allclose(cached, fresh.encode(texts), atol=1e-5)
