@@ -83,7 +83,13 @@ class PreferenceModel(nn.Module):
         """Posterior reward of single responses ``(B, E)`` to prompts ``(B, E)``."""
         raise NotImplementedError
 
+    def difference_samples(self, guide: nn.Module, prompt: torch.Tensor, response_a: torch.Tensor,
+                           response_b: torch.Tensor, *, num_samples: int = 32, seed: int = 0) -> torch.Tensor:
+        """Draws of the reward difference ``r_a - r_b`` under the guide: ``(S, B)`` (``S = 1`` without latents)."""
+        raise NotImplementedError
+
     def pair_probability(self, guide: nn.Module, prompt: torch.Tensor, response_a: torch.Tensor,
                          response_b: torch.Tensor, *, num_samples: int = 32, seed: int = 0) -> torch.Tensor:
-        """Posterior predictive P(a preferred) ``(B,)``."""
-        raise NotImplementedError
+        """Posterior predictive P(a preferred) ``E_q[sigmoid(r_a - r_b)]``: ``(B,)``."""
+        d = self.difference_samples(guide, prompt, response_a, response_b, num_samples=num_samples, seed=seed)
+        return torch.sigmoid(d).mean(0)

@@ -42,5 +42,5 @@ class BradleyTerryModel(PreferenceModel):
     def reward(self, guide, prompt, response, *, num_samples=32):
         return RewardOutput(reward=self.score(response))
 
-    def pair_probability(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
-        return torch.sigmoid(self.pair_logits(prompt, response_a, response_b))
+    def difference_samples(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
+        return self.pair_logits(prompt, response_a, response_b).unsqueeze(0)

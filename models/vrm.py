@@ -100,10 +100,10 @@ class VariationalRewardModel(PreferenceModel):
         std = (second - mean.square()).clamp_min(0.0).sqrt()
         return RewardOutput(reward=mean, reward_std=std, weights=w_mean, scores=u_mean)
 
-    def pair_probability(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
-        """``E_q[sigmoid(w . (u_a - u_b))]`` by Monte Carlo over the guide (seeded)."""
+    def difference_samples(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
+        """``w . (u_a - u_b)`` for ``num_samples`` seeded draws of q(w|x), q(z_a|x,a), q(z_b|x,b): ``(S, B)``."""
         with fixed_rng(seed, prompt.device):
             w = guide.weight_guide(prompt).rsample((num_samples,))
         u_a = self.objective_scores(self._feature_samples(guide, prompt, response_a, num_samples), response_a)
         u_b = self.objective_scores(self._feature_samples(guide, prompt, response_b, num_samples), response_b)
-        return torch.sigmoid((w * (u_a - u_b)).sum(-1)).mean(0)
+        return (w * (u_a - u_b)).sum(-1)

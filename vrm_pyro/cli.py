@@ -134,7 +134,8 @@ def cmd_score(args) -> int:
     from vrm_pyro.scoring import score_file
 
     n = score_file(args.checkpoint, args.input, args.output, chunk_size=args.chunk_size,
-                   num_samples=args.num_samples, cache_dir=args.cache_dir, device=args.device, resume=args.resume)
+                   num_samples=args.num_samples, cache_dir=args.cache_dir, device=args.device, resume=args.resume,
+                   use_cache=args.cache)
     print(f"scored {n} rows -> {args.output}")
     return 0
 
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="Output JSONL.")
     p.add_argument("--chunk-size", type=int, default=512, help="Rows scored at a time (bounds memory).")
     p.add_argument("--resume", action="store_true", help="Keep rows already in --output and score the rest.")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
+                   help="Store embeddings in the cache (off: rows are usually unique and memory stays bounded).")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("inspect", help="Posterior objective weights per prompt, with credible intervals.")

@@ -19,12 +19,13 @@ from vrm_pyro.errors import CheckpointError
 from vrm_pyro.models.base import RewardOutput
 
 
-def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device: str = "cpu"):
+def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device: str = "cpu",
+                use_cache: bool = True):
     """The checkpoint's frozen encoder, checked against the identity it was trained with."""
     from vrm_pyro.encoders import TextEncoder
 
     cfg = checkpoint.encoder if cache_dir is None else checkpoint.encoder.replace(cache_dir=cache_dir)
-    encoder = TextEncoder(cfg, device=device)
+    encoder = TextEncoder(cfg, device=device, use_cache=use_cache)
     if encoder.dim != checkpoint.reward_model.emb_dim:
         raise CheckpointError(f"the checkpoint expects {checkpoint.reward_model.emb_dim}-dimensional embeddings "
                               f"but encoder {cfg.name!r} gives {encoder.dim}")
@@ -62,27 +63,35 @@ def _dump_row(row: dict) -> str:
     return text
 
 
-def _complete_rows(path: Path) -> int:
-    """Count complete lines of a previous output and cut off a half-written last line (a kill mid-write)."""
+def _complete_rows(path: Path, block: int = 1 << 20) -> int:
+    """Count complete lines of a previous output and cut off a half-written last line (a kill
+    mid-write), reading the file in blocks (memory does not grow with its size)."""
     if not path.exists():
         return 0
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
+    lines, end_of_last_line, offset = 0, 0, 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            lines += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last >= 0:
+                end_of_last_line = offset + last + 1
+            offset += len(chunk)
+    if end_of_last_line < offset:
         with open(path, "r+b") as fh:
-            fh.truncate(keep)
-    return data[:keep].count(b"\n")
+            fh.truncate(end_of_last_line)
+    return lines
 
 
 def score_file(checkpoint_dir: str | os.PathLike, input_path: str, output_path: str, *,
                chunk_size: int = 512, num_samples: int = 32, cache_dir: str | None = None,
-               device: str = "cpu", resume: bool = False) -> int:
+               device: str = "cpu", resume: bool = False, use_cache: bool = False) -> int:
     """Stream ``{"prompt", "response", ...}`` rows from ``input_path`` to ``output_path`` with
     ``reward``, ``reward_std`` and ``weights`` added (other fields kept). Memory is bounded by
-    ``chunk_size``; with ``resume`` the rows already in ``output_path`` are not scored again.
-    Returns the number of rows written by this call."""
+    ``chunk_size`` (embeddings are not cached unless ``use_cache``: scored rows are usually
+    unique, and a cache holds what it stores in memory); with ``resume`` the rows already in
+    ``output_path`` are not scored again. Returns the number of rows written by this call."""
     ckpt = load_checkpoint(checkpoint_dir, device=device)
-    encoder = encoder_for(ckpt, cache_dir=cache_dir, device=device)
+    encoder = encoder_for(ckpt, cache_dir=cache_dir, device=device, use_cache=use_cache)
     out_path = Path(output_path)
     done = _complete_rows(out_path) if resume else 0
     mode = "a" if resume and done else "w"
