@@ -52,16 +52,45 @@ def test_score_contract_keeps_fields_and_adds_reward_std_weights(trained, tmp_pa
             assert all(g["reward_std"] is None and g["weights"] is None for g in got)
 
 
-def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):
+def test_eval_reports_model_and_baseline_and_reproduces_the_training_test_metrics(trained, tmp_path, capsys):
     root, out = trained
-    report = tmp_path / "m.json"
+    report = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(out), "--cache-dir", str(root / "cache"), "--output", str(report)]) == 0
-    metrics = json.loads(report.read_text())
-    saved = json.loads((out / "model" / "config.json").read_text())["metadata"]["test_metrics"]
-    assert metrics["n"] == saved["n"] and metrics["accuracy"] == pytest.approx(saved["accuracy"])
+    metrics = json.loads((report / "report.json").read_text())["metrics"]
+    for slot, kind in (("model", "vrm"), ("baseline", "bt")):
+        saved = json.loads((out / slot / "config.json").read_text())["metadata"]["test_metrics"]
+        assert metrics[kind]["n"] == saved["n"] and metrics[kind]["accuracy"] == pytest.approx(saved["accuracy"])
+        assert metrics[kind]["nll"] == pytest.approx(saved["nll"], rel=1e-5)
+    assert all((report / f).is_file() for f in ("report.md", "reliability.png", "uncertainty.png"))
+    printed = capsys.readouterr().out
+    assert "vrm" in printed and "bt" in printed and "length_spearman" in printed
 
 
-def test_inspect_writes_weights_table_and_heatmap(trained, tmp_path):
+def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_path):
+    root, out = trained
+    cache = ["--cache-dir", str(root / "cache")]
+    assert main(["length-bias", "--checkpoint", str(out), "--padding-samples", "5", "--output", str(tmp_path / "lb"),
+                 *cache]) == 0
+    lb = json.loads((tmp_path / "lb" / "length_bias.json").read_text())["models"]
+    assert set(lb) == {"vrm", "bt"} and -1 <= lb["vrm"]["length_spearman"] <= 1 and lb["bt"]["padding_n"] == 5
+    bon = tmp_path / "bon.jsonl"
+    bon.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [
+        {"response": "Yes. " * (j + 1), "gold": float(j)} for j in range(4)]}) + "\n" for i in range(3)))
+    assert main(["best-of-n", "--checkpoint", str(out), "--input", str(bon), "--output", str(tmp_path / "bon"), *cache]) == 0
+    curve = pd.read_csv(tmp_path / "bon" / "best_of_n.csv")
+    assert set(curve.method) == {"vrm", "bt", "random", "longest", "oracle"} and set(curve.n) == {1, 2, 4}
+    assert curve[(curve.method == "longest") & (curve.n == 4)].gold.item() == 3.0  # longest is best here
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Q{i % 2}", "response": "- a\n- b" if i % 2 else "I'm sorry."}) + "\n"
+                            for i in range(6)))
+    assert main(["objectives", "--checkpoint", str(out), "--input", str(rows), "--output", str(tmp_path / "obj"), *cache]) == 0
+    assert "## objective 0" in (tmp_path / "obj" / "objectives.md").read_text()
+    assert main(["spurious", "--agreements", "0.5", "1.0", "--train-prompts", "40", "--output", str(tmp_path / "sp")]) == 0
+    sp = pd.read_csv(tmp_path / "sp" / "spurious.csv")
+    assert set(sp.model) == {"vrm", "bt"} and set(sp.agreement) == {0.5, 1.0}
+
+
+def test_inspect_writes_weights_table_and_heatmap(trained, tmp_path, capsys):
     root, out = trained
     inp = tmp_path / "prompts.jsonl"
     inp.write_text(json.dumps({"prompt": "Tell me a joke"}) + "\n" + json.dumps({"prompt": "How to pick a lock?"}) + "\n")
@@ -71,6 +100,15 @@ def test_inspect_writes_weights_table_and_heatmap(trained, tmp_path):
     assert list(table.columns[:4]) == ["prompt", "w0", "w0_lo", "w0_hi"] and len(table) == 2
     assert ((table["w0_lo"] <= table["w0"]) & (table["w0"] <= table["w0_hi"])).all()
     assert (tmp_path / "w.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["inspect", "--checkpoint", str(out), "--input", str(inp), "--output", str(tmp_path / "w2.parquet"),
+                 "--clusters", "2", "--compare", "0", "1", "--cache-dir", str(root / "cache")]) == 0
+    table = pd.read_parquet(tmp_path / "w2.parquet")
+    assert sorted(table.cluster) == [0, 1]
+    printed = capsys.readouterr().out
+    assert "p_a_greater" in printed and "prompt B [1]: 'How to pick a lock?'" in printed
+    assert main(["inspect", "--checkpoint", str(out), "--input", str(inp), "--compare", "0", "5",
+                 "--output", str(tmp_path / "w3.csv"), "--cache-dir", str(root / "cache")]) == 2
 
 
 def test_errors_are_one_line_without_traceback(trained, tmp_path, capsys):

@@ -102,31 +102,78 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from vrm_pyro.checkpoint import load_checkpoint
-    from vrm_pyro.data import load_from_config
-    from vrm_pyro.encoders import embed_pairs
-    from vrm_pyro.evaluate import evaluate_pairs
-    from vrm_pyro.scoring import encoder_for
+    from vrm_pyro.reports import evaluation_report
 
-    ckpt = load_checkpoint(args.checkpoint, device=args.device)
-    data_meta = ckpt.metadata.get("data") or {}
-    if args.data is None:  # the checkpoint's own data, split exactly as in training
-        dc = DataConfig.from_dict(data_meta) if data_meta else DataConfig()
-        data, pairs = dc.data, load_from_config(dc)
-    else:
-        dc = DataConfig(data=args.data, format=args.format, limit=args.data_limit, skip_invalid=args.skip_invalid)
-        data, pairs = args.data, load_from_config(dc)
-    split = args.split or ("all" if args.data is not None else "test")
-    if split != "all":
-        pairs = pairs.split_by_prompt(dc.val_fraction, dc.test_fraction, dc.split_seed)[split]
-    encoder = encoder_for(ckpt, cache_dir=args.cache_dir, device=args.device)
-    metrics = evaluate_pairs(ckpt.reward_model, embed_pairs(pairs, encoder, progress=sys.stderr.isatty()), num_samples=args.num_samples)
-    metrics = {"checkpoint": str(args.checkpoint), "kind": ckpt.reward_model.kind, "data": str(data),
-               "split": split, **metrics}
-    print(json.dumps(metrics, indent=2))
+    report = evaluation_report(args.checkpoint, args.output, baseline=args.baseline, data=args.data,
+                               format=args.format, split=args.split, limit=args.data_limit,
+                               skip_invalid=args.skip_invalid, group_column=args.group_column,
+                               num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+    print(f"{report.info['pairs']} pairs of {report.info['data']} ({report.info['split']})")
+    print(report.table())
+    if report.groups is not None:
+        print(report.groups.to_string(index=False, max_colwidth=30))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(metrics, indent=2))
+        print(f"report -> {args.output}/report.md, report.json, reliability.png, uncertainty.png")
+    return 0
+
+
+def cmd_length_bias(args) -> int:
+    from vrm_pyro.reports import length_bias_report
+
+    result = length_bias_report(args.checkpoint, args.output, baseline=args.baseline, data=args.data,
+                                format=args.format, split=args.split, limit=args.data_limit,
+                                skip_invalid=args.skip_invalid, padding_samples=args.padding_samples,
+                                num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+    print(json.dumps(result["models"], indent=2))
+    return 0
+
+
+def cmd_best_of_n(args) -> int:
+    from vrm_pyro.reports import best_of_n_report
+
+    curve = best_of_n_report(args.checkpoint, args.input, args.output, baseline=args.baseline, ns=args.n,
+                             num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+    print(curve.pivot(index="n", columns="method", values="gold").to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_best_of_n_data(args) -> int:
+    from vrm_pyro.data import load_pairs
+    from vrm_pyro.hacking import best_of_n_from_alpaca_eval
+
+    pairs = load_pairs(args.alpaca_eval, "alpaca_eval", skip_invalid=True)
+    instructions = None
+    if args.held_out_from:
+        from vrm_pyro.checkpoint import load_checkpoint
+        from vrm_pyro.reports import eval_pairs
+
+        held, _ = eval_pairs(load_checkpoint(args.held_out_from), split="test")
+        instructions = set(held.prompt)
+    bon = best_of_n_from_alpaca_eval(pairs, instructions=instructions, min_candidates=args.min_candidates)
+    bon.save(args.output)
+    print(f"{len(bon)} prompts, {sum(map(len, bon.responses))} candidates (at least {bon.max_n} each) -> {args.output}")
+    return 0
+
+
+def cmd_spurious(args) -> int:
+    from vrm_pyro.reports import spurious_report
+
+    df = spurious_report(args.output, agreements=tuple(args.agreements), nuisance=args.nuisance, seed=args.seed,
+                         train_prompts=args.train_prompts)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_objectives(args) -> int:
+    from vrm_pyro.reports import objectives_report_file
+
+    report = objectives_report_file(args.checkpoint, args.input, args.output, top=args.top, device=args.device,
+                                    cache_dir=args.cache_dir)
+    for name, r in report.items():
+        corr = ", ".join(f"{k} {v:+.2f}" for k, v in r["score_correlation"].items())
+        print(f"{name}: mean weight {r['mean_weight']:.3f}; score correlation: {corr}")
+    if args.output:
+        print(f"report -> {args.output}/objectives.md")
     return 0
 
 
@@ -144,9 +191,23 @@ def cmd_inspect(args) -> int:
     from vrm_pyro.inspect import inspect_file
 
     table = inspect_file(args.checkpoint, args.input, args.output, plot=args.plot, cache_dir=args.cache_dir,
-                         device=args.device, level=args.level)
-    print(table.head(20).to_string(max_colwidth=40))
+                         device=args.device, level=args.level, clusters=args.clusters)
+    means = [c for c in table.columns if c == "prompt" or c == "cluster" or (c.startswith("w") and c[1:].isdigit())]
+    print(table[means].head(20).to_string(max_colwidth=40, float_format=lambda v: f"{v:.3f}"))
     print(f"posterior weights of {len(table)} prompts -> {args.output}" + (f", heatmap -> {args.plot}" if args.plot else ""))
+    if args.compare:
+        from vrm_pyro.checkpoint import load_checkpoint
+        from vrm_pyro.inspect import compare_prompts
+        from vrm_pyro.scoring import encoder_for
+
+        i, j = args.compare
+        if not (0 <= i < len(table) and 0 <= j < len(table)):
+            raise ConfigError(f"--compare {i} {j}: the input has prompts 0..{len(table) - 1}")
+        ckpt = load_checkpoint(args.checkpoint, device=args.device)
+        emb = encoder_for(ckpt, cache_dir=args.cache_dir, device=args.device).encode([table.prompt[i], table.prompt[j]])
+        print(f"prompt A [{i}]: {table.prompt[i][:80]!r}\nprompt B [{j}]: {table.prompt[j][:80]!r}")
+        print(compare_prompts(ckpt.reward_model, emb[0], emb[1], level=args.level).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
@@ -175,16 +236,63 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="cpu", help="cpu or cuda[:N].")
         q.add_argument("--num-samples", type=int, default=32, help="Monte Carlo samples of the guide.")
 
-    p = sub.add_parser("eval", help="Pairwise accuracy, NLL, Brier, ECE of a checkpoint on preference pairs.")
+    def data_options(q):
+        q.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
+        q.add_argument("--data", default=None, help="Pairs to evaluate (default: the checkpoint's training data).")
+        q.add_argument("--format", default="auto", choices=["auto", "pairs", "hh", "alpaca_eval"])
+        q.add_argument("--split", default=None, choices=["all", "train", "validation", "test"],
+                       help="Prompt-level split (default: test of the training data, all of --data).")
+        q.add_argument("--data-limit", type=int, default=None)
+        q.add_argument("--skip-invalid", action="store_true")
+
+    p = sub.add_parser("eval", help="Model and baseline side by side: accuracy, NLL, Brier, ECE, reliability, "
+                       "accuracy vs uncertainty, length bias, per-group breakdown.")
     common(p)
-    p.add_argument("--data", default=None, help="Pairs to evaluate (default: the checkpoint's training data).")
-    p.add_argument("--format", default="auto", choices=["auto", "pairs", "hh", "alpaca_eval"])
-    p.add_argument("--split", default=None, choices=["all", "train", "validation", "test"],
-                   help="Prompt-level split to evaluate (default: test of the training data, all of --data).")
-    p.add_argument("--data-limit", type=int, default=None)
-    p.add_argument("--skip-invalid", action="store_true")
-    p.add_argument("--output", default=None, help="Write the metrics as JSON here.")
+    data_options(p)
+    p.add_argument("--group-column", default=None, help="Break metrics down by this field (e.g. generator_2).")
+    p.add_argument("--output", default=None, help="Report directory (report.md, report.json, PNG plots).")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("length-bias", help="Reward vs length: Spearman, accuracy when the shorter answer wins, "
+                       "reward change under content-free padding.")
+    common(p)
+    data_options(p)
+    p.add_argument("--padding-samples", type=int, default=200, help="Responses padded for the perturbation test.")
+    p.add_argument("--output", default=None, help="Report directory.")
+    p.set_defaults(func=cmd_length_bias)
+
+    p = sub.add_parser("best-of-n", help="Best-of-N over-optimisation curve vs random, longest and oracle picks.")
+    common(p)
+    p.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
+    p.add_argument("--input", required=True, help='JSONL {"prompt", "candidates": [{"response", "gold"}, ...]}.')
+    p.add_argument("--n", type=int, nargs="+", default=None, help="Values of n (default 1, 2, 4, ... up to N).")
+    p.add_argument("--output", default=None, help="Report directory (best_of_n.csv/.md/.png).")
+    p.set_defaults(func=cmd_best_of_n)
+
+    p = sub.add_parser("best-of-n-data", help="Build a best-of-N file from AlpacaEval pairs (held-out instructions).")
+    p.add_argument("--alpaca-eval", required=True, help="AlpacaEval pairs file (alpaca_eval format).")
+    p.add_argument("--held-out-from", default=None,
+                   help="Keep only the test-split instructions of this checkpoint's training data.")
+    p.add_argument("--min-candidates", type=int, default=16)
+    p.add_argument("--output", required=True, help="Output JSONL.")
+    p.set_defaults(func=cmd_best_of_n_data)
+
+    p = sub.add_parser("spurious", help="Synthetic spurious-cue test bed: accuracy in and out of distribution as the "
+                       "cue-label correlation grows, VRM vs baseline.")
+    p.add_argument("--agreements", type=float, nargs="+", default=[0.5, 0.7, 0.85, 1.0])
+    p.add_argument("--nuisance", type=float, default=3.0, help="Strength of the cue in the embedding.")
+    p.add_argument("--train-prompts", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="Report directory (spurious.csv/.md/.png).")
+    p.set_defaults(func=cmd_spurious)
+
+    p = sub.add_parser("objectives", help="What each objective responds to: top prompts, highest/lowest responses, "
+                       "correlation with length, list items, code blocks, refusals.")
+    common(p)
+    p.add_argument("--input", required=True, help="JSONL rows with prompt and response.")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--output", default=None, help="Report directory (objectives.md/.json).")
+    p.set_defaults(func=cmd_objectives)
 
     p = sub.add_parser("score", help="Add reward, reward_std and weights to {prompt, response} JSONL rows.")
     common(p)
@@ -202,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="weights.csv", help="Table (.csv or .parquet).")
     p.add_argument("--plot", default=None, help="Heatmap PNG of prompts x objectives.")
     p.add_argument("--level", type=float, default=0.9, help="Credible interval mass.")
+    p.add_argument("--clusters", type=int, default=0, help="Add a k-means cluster column (K clusters) by weights.")
+    p.add_argument("--compare", type=int, nargs=2, default=None, metavar=("I", "J"),
+                   help="Compare the weight posteriors of prompts I and J of the input (0-based).")
     p.set_defaults(func=cmd_inspect)
     return parser
 

@@ -151,6 +151,11 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
 
 def _write_run(output: Path, data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
+    for stale in ("config.json", "model.safetensors"):  # a checkpoint saved directly here by an older version
+        if (output / stale).exists():
+            log.warning("%s holds a checkpoint of an older layout; removing %s (the model now goes to %s/model)",
+                        output, stale, output)
+            (output / stale).unlink()
     if (output / "checkpoints").exists():
         log.warning("%s already holds training snapshots; they are replaced (use --resume to continue them)", output)
         shutil.rmtree(output / "checkpoints")

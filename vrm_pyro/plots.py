@@ -49,3 +49,76 @@ def elbo_curve(histories: dict[str, list[dict]], *, path: str | None = None):
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def _finish(fig, path):
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def reliability_diagram(curves: dict[str, dict], *, path=None):
+    """Accuracy of the predicted side vs confidence ``max(p, 1-p)``, one line per model, with the
+    diagonal of perfect calibration and the share of pairs per bin below."""
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    width = 0.5 / max(len(next(iter(curves.values()))["count"]), 1) if curves else 0.05
+    for i, (name, c) in enumerate(curves.items()):
+        ok = c["count"] > 0
+        ax.plot(c["confidence"][ok], c["accuracy"][ok], marker="o", label=name)
+        centers = (c["edges"][:-1] + c["edges"][1:]) / 2
+        axc.bar(centers + (i - (len(curves) - 1) / 2) * width / len(curves), c["count"] / max(c["count"].sum(), 1),
+                width=width / len(curves), label=name)
+    ax.set(ylabel="accuracy of the predicted side", title="Reliability diagram", xlim=(0.5, 1.0), ylim=(0.0, 1.02))
+    axc.set(xlabel="confidence max(p, 1 - p)", ylabel="share of pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def accuracy_vs_uncertainty_plot(uncertainty: dict, margin: dict, *, path=None):
+    """Left: accuracy per bin of the posterior std of ``r_a - r_b`` (VRM). Right: per bin of the
+    margin ``|E[r_a - r_b]|`` (every model). Bins hold equal numbers of pairs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, df in uncertainty.items():
+        axes[0].plot(df["uncertainty_mean"], df["accuracy"], marker="o", label=name)
+    for name, df in margin.items():
+        axes[1].plot(df["margin_mean"], df["accuracy"], marker="o", label=name)
+    axes[0].set(xlabel="posterior std of r_a - r_b (bin mean)", ylabel="accuracy",
+                title="Accuracy vs the model's own uncertainty")
+    axes[1].set(xlabel="|E[r_a - r_b]| (bin mean)", ylabel="accuracy", title="Accuracy vs reward margin")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def best_of_n_plot(df, *, path=None, title: str = "Best-of-N: gold score of the pick"):
+    """Gold score of the picked candidate vs ``n`` (log2 axis) for each method: the over-optimisation curve."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    styles = {"oracle": dict(color="black", ls=":"), "random": dict(color="grey", ls="--"),
+              "longest": dict(color="tab:brown", ls="-.")}
+    for method, part in df.groupby("method", sort=False):
+        ax.plot(part["n"], part["gold"], marker="o", label=method, **styles.get(method, {}))
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="n (candidates per prompt, best by reward)", ylabel="mean gold score of the pick", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def spurious_cue_plot(df, *, path=None):
+    """Accuracy in and out of distribution vs the train-time agreement of the nuisance cue with the label."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (model, part) in enumerate(df.groupby("model", sort=False)):
+        color = f"C{i}"
+        ax.plot(part["agreement"], part["acc_in"], marker="o", color=color, label=f"{model}: in distribution")
+        ax.plot(part["agreement"], part["acc_ood"], marker="s", ls="--", color=color, label=f"{model}: cue removed (OOD)")
+    ax.set(xlabel="P(cue agrees with the label) in training", ylabel="test accuracy",
+           title="Spurious-cue test bed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
