@@ -89,6 +89,23 @@ class PreferencePairs:
             source=self.source,
         )
 
+    def sample_prompts(self, num_prompts: int, *, pairs_per_prompt: int | None = None, seed: int = 0) -> PreferencePairs:
+        """A small slice with whole prompts: ``num_prompts`` prompts drawn with ``seed``, each with up to
+        ``pairs_per_prompt`` of its pairs (drawn too), in the original row order."""
+        rng = np.random.default_rng(seed)
+        by_prompt: dict[str, list[int]] = {}
+        for i, p in enumerate(self.prompt):
+            by_prompt.setdefault(p, []).append(i)
+        names = sorted(by_prompt, key=_stable_hash)
+        chosen = [names[i] for i in rng.permutation(len(names))[:num_prompts]]
+        rows: list[int] = []
+        for p in chosen:
+            idx = by_prompt[p]
+            if pairs_per_prompt is not None and len(idx) > pairs_per_prompt:
+                idx = list(rng.choice(idx, pairs_per_prompt, replace=False))
+            rows.extend(int(i) for i in idx)
+        return self.subset(sorted(rows))
+
     def head(self, n: int) -> PreferencePairs:
         return self.subset(range(min(n, len(self))))
 
@@ -159,6 +176,14 @@ def _stable_hash(text: str) -> str:
 def bundled_data_path() -> Path:
     """Path of the bundled HH-RLHF harmless slice (MIT, github.com/anthropics/hh-rlhf)."""
     return Path(str(resources.files("vrm_pyro.resources").joinpath(BUNDLED_DATA)))
+
+
+def find_shared_file(name: str) -> Path | None:
+    """A file of the project's shared data directory: ``$VRM_SHARED_DATA/name``, else ``shared/data/name``
+    beside the working directory or one or two levels up (notebooks run from ``notebooks/``); None if absent."""
+    roots = [Path(os.environ["VRM_SHARED_DATA"])] if os.environ.get("VRM_SHARED_DATA") else []
+    roots += [Path(up) / "shared" / "data" for up in (".", "..", "../..")]
+    return next((r / name for r in roots if (r / name).is_file()), None)
 
 
 def _open_text(path: Path):

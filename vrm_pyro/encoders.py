@@ -159,8 +159,9 @@ class TextEncoder:
         out = []
         for prompt, response in zip(prompts, responses):
             head, tail = self._segments(prompt, response)
-            p_ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
-            r_ids = None if tail is None else self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+            # whole texts are tokenised and then cut by middle_truncate (verbose=False: no length warning)
+            p_ids = self.tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
+            r_ids = None if tail is None else self.tokenizer(tail, add_special_tokens=False, verbose=False)["input_ids"]
             ids = self._prefix + middle_truncate(p_ids, r_ids, budget) + self._suffix
             out.append(ids or [self._pad_id()])
         return out
