@@ -24,7 +24,7 @@ from vrm_pyro.errors import CheckpointError, ConfigError
 from vrm_pyro.reward_model import RewardModel
 
 SCHEMA_VERSION = 1
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+CONFIG_NAME, WEIGHTS_NAME, ADAPTER_NAME = "config.json", "model.safetensors", "adapter.safetensors"
 
 
 @dataclass
@@ -36,12 +36,17 @@ class Checkpoint:
     encoder_identity: str | None = None
     train: TrainConfig | None = None
     metadata: dict = field(default_factory=dict)
+    #: LoRA adapter weights of the encoder (``encoder.mode == "lora"``), else None
+    adapter: dict | None = None
 
 
 def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: EncoderConfig | None = None,
                     encoder_identity: str | None = None, train: TrainConfig | None = None,
-                    metadata: dict | None = None) -> Path:
-    """Write ``rm`` and its configs to directory ``path`` atomically (replacing an old one)."""
+                    metadata: dict | None = None, adapter: dict | None = None) -> Path:
+    """Write ``rm`` and its configs to directory ``path`` atomically (replacing an old one).
+
+    ``adapter``: LoRA adapter weights of the encoder (only those: the base model is named by
+    ``encoder`` and ``encoder_identity``, and re-loaded from there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -55,12 +60,15 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
             "model": rm.config.to_dict(),
             "encoder": (encoder or EncoderConfig()).to_dict(),
             "encoder_identity": encoder_identity,
+            "adapter": ADAPTER_NAME if adapter else None,
             "train": train.to_dict() if train is not None else None,
             "metadata": metadata or {},
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=float))
         state = {k: v.detach().contiguous().cpu() for k, v in rm.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"schema_version": str(SCHEMA_VERSION)})
+        if adapter:
+            save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / ADAPTER_NAME))
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
@@ -130,6 +138,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     if missing or unexpected or wrong:
         raise CheckpointError(f"{path}: weights do not match config.json (missing {missing[:5]}, unexpected "
                               f"{unexpected[:5]}, wrong shape {wrong[:5]}); the files are from different models")
+    adapter = None
+    if cfg.get("adapter"):
+        if encoder_cfg.mode != "lora":
+            raise CheckpointError(f"{path / CONFIG_NAME}: an adapter is listed but the encoder mode is {encoder_cfg.mode!r}")
+        try:
+            adapter = load_file(str(path / ADAPTER_NAME))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path / ADAPTER_NAME}: missing or unreadable LoRA adapter ({exc})") from exc
+    elif encoder_cfg.mode == "lora":
+        raise CheckpointError(f"{path / CONFIG_NAME}: the encoder mode is lora but no adapter weights were saved")
     rm.load_state_dict(state)
     rm.to(device).eval()
-    return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}))
+    return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}), adapter)

@@ -81,6 +81,10 @@ class EncoderConfig(_Config):
     lora_r: int = _field(16, "LoRA rank (encoder mode lora).")
     lora_alpha: int = _field(32, "LoRA alpha (encoder mode lora).")
     lora_dropout: float = _field(0.0, "LoRA dropout (encoder mode lora).")
+    lora_target_modules: str | None = _field(None, "Comma-separated module names to adapt (default: peft's choice "
+                                            "for the architecture, e.g. q_proj,v_proj for Llama).")
+    gradient_checkpointing: bool = _field(False, "Recompute encoder activations in the backward pass (LoRA mode): "
+                                          "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")

@@ -65,16 +65,19 @@ def middle_truncate(prompt_ids: list[int], response_ids: list[int] | None, budge
 
 
 class TextEncoder:
-    """A frozen Hugging Face encoder with an embedding cache.
+    """A Hugging Face encoder (frozen, or LoRA-adapted) with an embedding cache.
 
     Args:
-        config: which model, pooling, max length, cache directory.
+        config: which model, pooling, max length, cache directory, ``mode`` (frozen or lora).
         model, tokenizer: pass already-built objects (e.g. a tiny random model in tests)
             instead of loading ``config.name``.
         device: where the encoder runs.
 
     ``encode(prompts, responses=None) -> (N, E)`` float32 on CPU. ``forward_texts`` counts
-    texts that went through the network (cache misses).
+    texts that went through the network (cache misses). In ``lora`` mode the model is wrapped
+    with peft adapters (:meth:`trainable_parameters`), trained by the ELBO through
+    :class:`TokenizedPairs`; ``base_identity`` names the frozen base, ``identity`` the base plus
+    the current adapter weights, and the cache is off while adapters train.
     """
 
     def __init__(self, config: EncoderConfig | None = None, *, model=None, tokenizer=None,
@@ -90,8 +93,13 @@ class TextEncoder:
         self.dim = int(getattr(self.model.config, "hidden_size", None) or self.model.config.n_embd)
         self._prefix, self._suffix = self._special_affixes()
         self.chat = bool(getattr(tokenizer, "chat_template", None)) and self.pooling == "last"
-        self.identity = f"{self.config.name}@{self.fingerprint()}|{self.pooling}|{self.config.max_length}|chat={self.chat}"
+        self.base_identity = (f"{self.config.name}@{self.fingerprint()}|{self.pooling}|{self.config.max_length}"
+                              f"|chat={self.chat}")
+        self.identity = self.base_identity
+        self.use_cache = use_cache
         self.cache = EmbeddingCache(self.config.cache_dir, self.identity) if use_cache else None
+        if self.config.mode == "lora":
+            self._add_lora()
         self.forward_texts = 0
 
     # -- loading -------------------------------------------------------------------------
@@ -139,6 +147,65 @@ class TextEncoder:
         for p in (params[0], params[-1]):
             h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    # -- LoRA ----------------------------------------------------------------------------
+    def _add_lora(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=targets)
+            self.model = get_peft_model(self.model, lora)
+        except ValueError as exc:
+            raise ConfigError(f"cannot add LoRA adapters to {cfg.name!r} ({exc}); name the layers with "
+                              "--lora-target-modules (e.g. q_proj,v_proj)") from exc
+        self.cache = None  # embeddings change while the adapters train
+        self._adapter_changed()
+
+    @property
+    def trainable(self) -> bool:
+        return self.config.mode == "lora"
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad] if self.trainable else []
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LoRA adapter weights only (what a checkpoint stores besides the heads)."""
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach() for k, v in get_peft_model_state_dict(self.model).items()} if self.trainable else {}
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load adapter weights saved by :meth:`adapter_state_dict`; refuses a mismatch of names or shapes."""
+        from peft import set_peft_model_state_dict
+
+        own = self.adapter_state_dict()
+        wrong = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if wrong:
+            from vrm_pyro.errors import CheckpointError
+
+            raise CheckpointError(f"adapter weights do not fit encoder {self.config.name!r} with LoRA r="
+                                  f"{self.config.lora_r} (mismatched: {wrong[:5]})")
+        set_peft_model_state_dict(self.model, state)
+        self._adapter_changed(cache=self.use_cache)
+
+    def _adapter_changed(self, cache: bool = False) -> None:
+        """Name the adapted encoder after its adapter weights (cache keys of a trained adapter)."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.adapter_state_dict().items()):
+            h.update(k.encode())
+            h.update(v.float().cpu().numpy().tobytes())
+        self.identity = f"{self.base_identity}|lora@{h.hexdigest()[:16]}"
+        self.cache = EmbeddingCache(self.config.cache_dir, self.identity) if cache else None
+
+    def to(self, device) -> TextEncoder:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     # -- tokenising ----------------------------------------------------------------------
     def _segments(self, prompt: str, response: str | None) -> tuple[str, str | None]:
@@ -240,6 +307,63 @@ class TextEncoder:
         if not keys:
             return torch.empty(0, self.dim)
         return torch.stack([found[k] for k in keys])
+
+
+class TokenizedPairs:
+    """Preference pairs as token ids, embedded by a trainable (LoRA) encoder inside each training step.
+
+    Stands in for :class:`~vrm_pyro.data.PairEmbeddings` in :func:`vrm_pyro.train.fit`: ``batch(idx)``
+    runs the encoder on the ``3B`` texts of ``B`` pairs in one padded forward pass (with gradients,
+    so the ELBO trains the adapters) and returns ``(prompt, response_a, response_b, label)``
+    embeddings; :meth:`embeddings` embeds everything without gradients for evaluation.
+    """
+
+    def __init__(self, pairs: PreferencePairs, encoder: TextEncoder):
+        self.encoder = encoder
+        self.prompt_ids = encoder.token_ids(pairs.prompt)
+        self.a_ids = encoder.token_ids(pairs.prompt, pairs.response_a)
+        self.b_ids = encoder.token_ids(pairs.prompt, pairs.response_b)
+        self.label = torch.as_tensor(pairs.label, dtype=torch.float32)
+        self.prompt_multiplicity = torch.as_tensor(PairEmbeddings.multiplicity(pairs.prompt))
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def to(self, device) -> TokenizedPairs:
+        self.encoder.to(device)
+        self.label, self.prompt_multiplicity = self.label.to(device), self.prompt_multiplicity.to(device)
+        return self
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.encoder.model
+
+    def batch(self, index) -> tuple:
+        idx = torch.as_tensor(index).reshape(-1).tolist() if not isinstance(index, slice) else range(len(self))[index]
+        b = len(idx)
+        ids = [self.prompt_ids[i] for i in idx] + [self.a_ids[i] for i in idx] + [self.b_ids[i] for i in idx]
+        input_ids, mask = self.encoder.collate(ids)
+        dev = self.encoder.device
+        emb = self.encoder.embed_ids(input_ids.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
+        label = self.label[torch.as_tensor(idx, device=self.label.device)]
+        return emb[:b], emb[b:2 * b], emb[2 * b:], label
+
+    @torch.no_grad()
+    def embeddings(self, batch_size: int | None = None) -> PairEmbeddings:
+        """All pairs embedded with the current adapters (eval mode, no gradients)."""
+        model = self.encoder.model
+        was_training = model.training
+        model.eval()
+        try:
+            bs = batch_size or self.encoder.config.batch_size
+            parts = [self.batch(range(i, min(i + bs, len(self)))) for i in range(0, len(self), bs)]
+        finally:
+            model.train(was_training)
+        cat = [torch.cat([p[j] for p in parts]) for j in range(4)]
+        return PairEmbeddings(*cat, self.prompt_multiplicity)
 
 
 def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, progress: bool = False) -> PairEmbeddings:

@@ -52,17 +52,34 @@ class ExperimentResult:
         return "\n".join(lines)
 
 
+def load_splits(data_cfg: DataConfig):
+    """Load and split by prompt. Returns ``(pairs, {split: PreferencePairs})``."""
+    pairs = load_from_config(data_cfg)
+    if pairs.skipped:
+        log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
+    return pairs, pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+
+
 def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, progress: bool = True):
     """Load, split by prompt, embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
     from vrm_pyro.encoders import TextEncoder, embed_pairs
 
-    pairs = load_from_config(data_cfg)
-    if pairs.skipped:
-        log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
-    splits = pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
-    encoder = TextEncoder(encoder_cfg)
+    pairs, splits = load_splits(data_cfg)
+    encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
     embedded = {name: embed_pairs(part, encoder, progress=progress) for name, part in splits.items() if len(part)}
     return encoder, embedded, pairs, splits
+
+
+def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int):
+    """A fresh LoRA-adapted encoder (seeded adapters) and the splits as :class:`TokenizedPairs` for it:
+    each model of a run trains its own adapters on the same base, so the comparison stays fair."""
+    import torch
+
+    from vrm_pyro.encoders import TextEncoder, TokenizedPairs
+
+    torch.manual_seed(seed)
+    encoder = TextEncoder(encoder_cfg, use_cache=False)
+    return encoder, {name: TokenizedPairs(part, encoder) for name, part in splits.items() if len(part)}
 
 
 RUN_FILE = "run.json"
@@ -82,8 +99,10 @@ def fit_and_evaluate(model_cfg: ModelConfig, train_cfg: TrainConfig, embedded: d
     return RunResult(name or model_cfg.model, rm, result, _test_metrics(rm, embedded, train_cfg))
 
 
-def _test_metrics(rm: RewardModel, embedded: dict[str, PairEmbeddings], train_cfg: TrainConfig) -> dict:
+def _test_metrics(rm: RewardModel, embedded: dict, train_cfg: TrainConfig) -> dict:
     test = embedded.get("test") or embedded.get("validation")
+    if test is not None and hasattr(test, "embeddings"):  # LoRA: embed with the trained adapters
+        test = test.embeddings()
     return evaluate_pairs(rm, test, num_samples=train_cfg.eval_samples, seed=train_cfg.seed) if test is not None else {}
 
 
@@ -123,16 +142,24 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     build_reward_model(model_cfg, emb_dim=8)  # fail on unknown prior/guide names before any encoding
     if output is not None and not resume:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
-    encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, progress=progress)
+    lora = encoder_cfg.mode == "lora"
+    if lora:
+        pairs, splits = load_splits(data_cfg)
+    else:
+        encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, progress=progress)
     result = ExperimentResult(split_sizes={k: len(v) for k, v in splits.items()}, skipped_rows=pairs.skipped)
     configs = [("model", model_cfg)]
     if compare_baseline and model_cfg.model != "bt":
         configs.append(("baseline", model_cfg.replace(model="bt")))
     for slot, cfg in configs:
         path = Path(output) / slot if output is not None else None
+        if lora:
+            encoder, embedded = lora_splits(splits, encoder_cfg, train_cfg.seed)
         if resume and path is not None and (path / "config.json").is_file():
             ckpt = load_checkpoint(path)
             rm = ckpt.reward_model
+            if ckpt.adapter is not None:
+                encoder.load_adapter_state_dict(ckpt.adapter)
             history = ckpt.metadata.get("history", [])
             run = RunResult(cfg.model, rm, FitResult(history=history, best_epoch=ckpt.metadata.get("best_epoch", -1)),
                             _test_metrics(rm, embedded, train_cfg), path)
@@ -142,7 +169,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
         run = fit_and_evaluate(cfg, train_cfg, embedded, name=cfg.model, checkpoint_dir=snapshots, resume=resume)
         if path is not None:
             run.checkpoint = save_checkpoint(
-                path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.identity, train=train_cfg,
+                path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.base_identity, train=train_cfg,
+                adapter=encoder.adapter_state_dict() if lora else None,
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
                           "split_sizes": result.split_sizes, "history": run.fit.history})
         result.runs[cfg.model] = run

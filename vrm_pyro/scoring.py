@@ -21,7 +21,7 @@ from vrm_pyro.models.base import RewardOutput
 
 def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device: str = "cpu",
                 use_cache: bool = True):
-    """The checkpoint's frozen encoder, checked against the identity it was trained with."""
+    """The checkpoint's encoder (with its LoRA adapter re-applied), checked against the base it was trained on."""
     from vrm_pyro.encoders import TextEncoder
 
     cfg = checkpoint.encoder if cache_dir is None else checkpoint.encoder.replace(cache_dir=cache_dir)
@@ -29,10 +29,14 @@ def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device:
     if encoder.dim != checkpoint.reward_model.emb_dim:
         raise CheckpointError(f"the checkpoint expects {checkpoint.reward_model.emb_dim}-dimensional embeddings "
                               f"but encoder {cfg.name!r} gives {encoder.dim}")
-    if checkpoint.encoder_identity and checkpoint.encoder_identity != encoder.identity:
+    if checkpoint.encoder_identity and checkpoint.encoder_identity != encoder.base_identity:
         raise CheckpointError(f"the checkpoint was trained on encoder {checkpoint.encoder_identity!r} but "
-                              f"{encoder.identity!r} is installed here (different weights or settings); "
+                              f"{encoder.base_identity!r} is installed here (different weights or settings); "
                               "scores would be meaningless")
+    if checkpoint.adapter is not None:
+        encoder.use_cache = use_cache
+        encoder.load_adapter_state_dict(checkpoint.adapter)
+        encoder.model.eval()
     return encoder
 
 

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -28,6 +29,9 @@ from torch.distributions import kl_divergence
 
 from vrm_pyro.config import TrainConfig
 from vrm_pyro.data import PairEmbeddings
+
+if TYPE_CHECKING:
+    from vrm_pyro.encoders import TokenizedPairs
 from vrm_pyro.errors import NumericalError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.reward_model import RewardModel
@@ -153,7 +157,7 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.randperm(n, generator=gen).to(device)
 
 
-def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = None,
+def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbeddings | TokenizedPairs | None = None,
         cfg: TrainConfig | None = None, *, on_epoch: Callable[[dict], None] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False) -> FitResult:
@@ -161,7 +165,8 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
 
     Args:
         rm: built by :func:`vrm_pyro.registry.build_reward_model` (VRM or ``bt``).
-        train, val: embedded pairs (``val`` optional; without it no early stopping).
+        train, val: embedded pairs (``val`` optional; without it no early stopping), or
+            :class:`~vrm_pyro.encoders.TokenizedPairs` whose LoRA encoder is then trained with the heads.
         cfg: optimisation settings (``save_every`` and ``keep_last`` for snapshots; ``skip_nonfinite``
             skips a step whose loss or gradient is NaN/Inf, counted, instead of raising).
         on_epoch: called with each history row (e.g. for logging).
@@ -180,18 +185,41 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
     train_d = train.to(device)
     val_d = val.to(device) if val is not None and len(val) else None
     n = len(train_d)
+    # a LoRA-adapted encoder (TokenizedPairs) trains with the heads: one optimiser over everything
+    encoder = getattr(train_d, "encoder", None) if hasattr(train_d, "trainable_module") else None
     elbo = rm.elbo(cfg.elbo, num_particles=cfg.num_particles)
     params = [p for p in rm.parameters() if p.requires_grad]
+    if encoder is not None:
+        params += encoder.trainable_parameters()
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     snapshots = TrainingSnapshots(checkpoint_dir, keep_last=cfg.keep_last) if checkpoint_dir is not None else None
+
+    def module_state() -> dict[str, torch.Tensor]:
+        """Heads (``model.*``, ``guide.*``) and, with LoRA, the adapters (``encoder.*``)."""
+        state = dict(rm.state_dict())
+        if encoder is not None:
+            state.update({f"encoder.{k}": v for k, v in encoder.adapter_state_dict().items()})
+        return state
+
+    def load_module_state(state: dict[str, torch.Tensor]) -> None:
+        rm.load_state_dict({k: v for k, v in state.items() if not k.startswith("encoder.")})
+        if encoder is not None:
+            encoder.load_adapter_state_dict({k[len("encoder."):]: v.to(device) for k, v in state.items()
+                                             if k.startswith("encoder.")})
+
+    def set_train_mode(mode: bool) -> None:
+        rm.train(mode)
+        if encoder is not None:
+            encoder.model.train(mode)
+
     result = FitResult()
     loop = {"step": 0, "epoch": 0, "batch": 0, "best_nll": math.inf, "bad_epochs": 0}
     total = torch.zeros((), device=device)
     best_state = None
     seconds_before = 0.0
     if resume and snapshots is not None and (snap := snapshots.load()) is not None:
-        rm.load_state_dict(snap.modules)
+        load_module_state(snap.modules)
         optimizer_from_tensors(optim, snap.optimizer, snap.optimizer_groups)
         set_rng_state(snap.rng, snap.state["rng"])
         loop = snap.state["loop"]
@@ -210,14 +238,14 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
                  "best_epoch": result.best_epoch, "best_val": result.best_val,
                  "skipped_batches": result.skipped_batches, "stopped_early": result.stopped_early, "seconds": time.perf_counter() - start,
                  "train_config": cfg.to_dict()}
-        snapshots.save(loop["step"], modules=rm.state_dict(), optimizer=optim, state=state, best=best)
+        snapshots.save(loop["step"], modules=module_state(), optimizer=optim, state=state, best=best)
 
     bar = _progress(cfg.epochs * steps_per_epoch, cfg.progress, desc=f"fit {rm.kind}")
     bar.update(loop["step"])
     stop = loop["epoch"] >= cfg.epochs
     while not stop:
         epoch = loop["epoch"]
-        rm.train()
+        set_train_mode(True)
         perm = epoch_order(n, cfg.seed, epoch, device)
         for i in range(loop["batch"], steps_per_epoch):
             step = loop["step"]
@@ -252,12 +280,14 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
                "seconds": time.perf_counter() - start}
         improved = False
         if val_d is not None:
-            metrics = evaluate_pairs(rm, val_d, num_samples=cfg.eval_samples, seed=cfg.seed)
+            set_train_mode(False)
+            val_emb = val_d.embeddings() if hasattr(val_d, "embeddings") else val_d  # LoRA: embed with current adapters
+            metrics = evaluate_pairs(rm, val_emb, num_samples=cfg.eval_samples, seed=cfg.seed)
             row.update({"val_nll": metrics["nll"], "val_accuracy": metrics["accuracy"]})
-            row.update(site_kls(rm, val_d.batch(slice(0, 1024))))
+            row.update(site_kls(rm, val_emb.batch(slice(0, 1024))))
             if metrics["nll"] < loop["best_nll"] - 1e-4:
                 loop["best_nll"], loop["bad_epochs"], improved = metrics["nll"], 0, True
-                best_state = copy.deepcopy(rm.state_dict())
+                best_state = copy.deepcopy(module_state())
                 result.best_epoch, result.best_val = epoch, metrics
             else:
                 loop["bad_epochs"] += 1
@@ -274,9 +304,9 @@ def fit(rm: RewardModel, train: PairEmbeddings, val: PairEmbeddings | None = Non
             save_snapshot(best=improved)
     bar.close()
     if best_state is not None:
-        rm.load_state_dict(best_state)
+        load_module_state(best_state)
     result.steps, result.seconds = loop["step"], time.perf_counter() - start
-    rm.eval()
+    set_train_mode(False)
     return result
 
 
