@@ -90,6 +90,10 @@ def cmd_train(args) -> int:
     result = train_and_evaluate(cfg["DataConfig"], cfg["EncoderConfig"], cfg["ModelConfig"], cfg["TrainConfig"],
                                 output=output, compare_baseline=baseline,
                                 progress=cfg["TrainConfig"].progress, resume=bool(args.resume))
+    from vrm_pyro.train import is_main_process
+
+    if not is_main_process():  # other ranks of a multi-process run stay quiet
+        return 0
     sizes = result.split_sizes
     print(f"pairs: train {sizes.get('train', 0)}, validation {sizes.get('validation', 0)}, "
           f"test {sizes.get('test', 0)} (split by prompt)" + (f"; skipped {result.skipped_rows} invalid rows"

@@ -20,7 +20,7 @@ from vrm_pyro.errors import ConfigError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.registry import build_reward_model
 from vrm_pyro.reward_model import RewardModel
-from vrm_pyro.train import FitResult, fit
+from vrm_pyro.train import FitResult, fit, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     the others continue from their latest snapshot.
     """
     build_reward_model(model_cfg, emb_dim=8)  # fail on unknown prior/guide names before any encoding
-    if output is not None and not resume:
+    main = is_main_process()  # under accelerate/torchrun only rank 0 writes
+    if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
     lora = encoder_cfg.mode == "lora"
     if lora:
@@ -167,7 +168,7 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
             continue
         snapshots = Path(output) / "checkpoints" / slot if output is not None else None
         run = fit_and_evaluate(cfg, train_cfg, embedded, name=cfg.model, checkpoint_dir=snapshots, resume=resume)
-        if path is not None:
+        if path is not None and main:
             run.checkpoint = save_checkpoint(
                 path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.base_identity, train=train_cfg,
                 adapter=encoder.adapter_state_dict() if lora else None,

@@ -25,6 +25,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
+from torch import nn
 from torch.distributions import kl_divergence
 
 from vrm_pyro.config import TrainConfig
@@ -57,6 +58,35 @@ class SiteScale(Messenger):
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"] and msg["name"] in self.scales:
             msg["scale"] = msg["scale"] * self.scales[msg["name"]]
+
+
+class StepLoss(nn.Module):
+    """One SVI step's loss as a module, what DDP wraps: embeds the minibatch (inside ``forward``, so a
+    LoRA encoder's gradients are synchronised too) and evaluates the ELBO with per-site KL weights."""
+
+    def __init__(self, elbo: nn.Module, data, encoder: nn.Module | None = None):
+        super().__init__()
+        self.elbo, self.encoder, self.data = elbo, encoder, data
+
+    def forward(self, idx: torch.Tensor, size: int, scales: dict):
+        batch = self.data.batch(idx)
+        with SiteScale(scales):
+            return self.elbo(*batch, size=size), batch
+
+
+def distributed_accelerator(device: torch.device):
+    """An ``accelerate.Accelerator`` when launched on several processes (``accelerate launch`` or
+    ``torchrun`` set ``WORLD_SIZE``), else None: single-process training needs no wrapper."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes checkpoints and prints."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,6 +211,11 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
     cfg = cfg or TrainConfig()
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    accelerator = distributed_accelerator(device)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    if accelerator is not None:
+        device = accelerator.device
+        torch.manual_seed(cfg.seed + 1_000_003 * rank)  # each process draws its own latent samples
     rm.to(device)
     train_d = train.to(device)
     val_d = val.to(device) if val is not None and len(val) else None
@@ -193,7 +228,11 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
         params += encoder.trainable_parameters()
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    writes = accelerator is None or accelerator.is_main_process
     snapshots = TrainingSnapshots(checkpoint_dir, keep_last=cfg.keep_last) if checkpoint_dir is not None else None
+    step_loss = StepLoss(elbo, train_d, encoder.model if encoder is not None else None)
+    if accelerator is not None:  # DDP: gradients averaged over processes, each holding 1/world of the batch
+        step_loss = accelerator.prepare(step_loss)
 
     def module_state() -> dict[str, torch.Tensor]:
         """Heads (``model.*``, ``guide.*``) and, with LoRA, the adapters (``encoder.*``)."""
@@ -234,13 +273,15 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
     start = time.perf_counter() - seconds_before
 
     def save_snapshot(best: bool = False) -> None:
+        if not writes:  # only rank 0 writes
+            return
         state = {"loop": loop, "epoch_loss": float(total), "history": result.history,
                  "best_epoch": result.best_epoch, "best_val": result.best_val,
                  "skipped_batches": result.skipped_batches, "stopped_early": result.stopped_early, "seconds": time.perf_counter() - start,
                  "train_config": cfg.to_dict()}
         snapshots.save(loop["step"], modules=module_state(), optimizer=optim, state=state, best=best)
 
-    bar = _progress(cfg.epochs * steps_per_epoch, cfg.progress, desc=f"fit {rm.kind}")
+    bar = _progress(cfg.epochs * steps_per_epoch, cfg.progress and writes, desc=f"fit {rm.kind}")
     bar.update(loop["step"])
     stop = loop["epoch"] >= cfg.epochs
     while not stop:
@@ -249,10 +290,10 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
         perm = epoch_order(n, cfg.seed, epoch, device)
         for i in range(loop["batch"], steps_per_epoch):
             step = loop["step"]
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            batch = train_d.batch(idx)
-            with SiteScale(kl_weights(cfg, step, train_d.prompt_multiplicity[idx])):
-                loss = elbo(*batch, size=n)
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size][rank::world]  # this process's shard
+            # the plate scales every shard to the full dataset: each process's loss estimates the whole
+            # ELBO, and the average of their gradients is that of the whole batch
+            loss, batch = step_loss(idx, n, kl_weights(cfg, step, train_d.prompt_multiplicity[idx]))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             # one check per step: the total gradient norm is non-finite if any gradient is, and
@@ -276,7 +317,8 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
             bar.update(1)
             if snapshots is not None and cfg.save_every > 0 and loop["step"] % cfg.save_every == 0:
                 save_snapshot()
-        row = {"epoch": epoch, "step": loop["step"], "loss": float(total) / n / steps_per_epoch,
+        epoch_loss = accelerator.reduce(total, "mean") if accelerator is not None else total
+        row = {"epoch": epoch, "step": loop["step"], "loss": float(epoch_loss) / n / steps_per_epoch,
                "seconds": time.perf_counter() - start}
         improved = False
         if val_d is not None:
@@ -303,6 +345,8 @@ def fit(rm: RewardModel, train: PairEmbeddings | TokenizedPairs, val: PairEmbedd
         if snapshots is not None and (improved or stop):
             save_snapshot(best=improved)
     bar.close()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     if best_state is not None:
         load_module_state(best_state)
     result.steps, result.seconds = loop["step"], time.perf_counter() - start
@@ -316,4 +360,4 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
 
 
-__all__ = ["FitResult", "SiteScale", "fit", "kl_weights", "resolve_device", "set_seed", "site_kls"]
+__all__ = ["FitResult", "SiteScale", "StepLoss", "distributed_accelerator", "fit", "is_main_process", "kl_weights", "resolve_device", "set_seed", "site_kls"]
