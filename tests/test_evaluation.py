@@ -114,6 +114,8 @@ def test_accuracy_by_uncertainty_and_group_breakdown():
     unc = np.arange(100.0)                           # ... and the wrong ones are the uncertain ones
     df = accuracy_by_uncertainty(prob, label, unc, bins=2)
     assert list(df.accuracy) == [1.0, 0.0] and list(df.n) == [50, 50]
+    ties = accuracy_by_uncertainty(prob, label, np.where(np.arange(100) < 80, 0.0, unc), bins=5)
+    assert list(ties.n) == [80, 20]  # a run of equal values (here 80 zeros) is never split across bins
     groups = ["a"] * 30 + ["b"] * 70
     g = group_breakdown(prob, label, groups).set_index("group")
     assert g.loc["a", "accuracy"] == 1.0 and g.loc["b", "accuracy"] == pytest.approx(20 / 70)

@@ -347,6 +347,8 @@ class TokenizedPairs:
         ids = [self.prompt_ids[i] for i in idx] + [self.a_ids[i] for i in idx] + [self.b_ids[i] for i in idx]
         input_ids, mask = self.encoder.collate(ids)
         dev = self.encoder.device
+        if dev.type == "cuda":  # page-locked host memory makes the copy asynchronous
+            input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
         emb = self.encoder.embed_ids(input_ids.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
         label = self.label[torch.as_tensor(idx, device=self.label.device)]
         return emb[:b], emb[b:2 * b], emb[2 * b:], label

@@ -92,7 +92,7 @@ def reliability_bins(prob, label, *, bins: int = 10) -> dict[str, np.ndarray]:
 
 def accuracy_by_uncertainty(prob, label, uncertainty, *, bins: int = 5, name: str = "uncertainty",
                             descending: bool = False):
-    """Accuracy in ``bins`` equal-count bins of ``uncertainty`` (e.g. the posterior std of the reward
+    """Accuracy in ``bins`` quantile bins of ``uncertainty`` (e.g. the posterior std of the reward
     difference): does the model know when it does not know? A pandas DataFrame, one row per bin,
     columns ``{name}_lo``, ``{name}_hi``, ``{name}_mean``, ``accuracy``, ``n``; bins go from low to high
     values (high to low with ``descending``)."""
@@ -102,9 +102,20 @@ def accuracy_by_uncertainty(prob, label, uncertainty, *, bins: int = 5, name: st
     keep = lab != 0.5
     p, lab, u = p[keep], lab[keep], u[keep]
     correct = np.where(p == 0.5, 0.5, (p > 0.5) == (lab > 0.5))
-    order = np.argsort(-u if descending else u, kind="stable")
+    # equal-count bins whose boundaries move past runs of equal values (a tie is never split, so a
+    # bin may hold more pairs, e.g. all the pairs whose uncertainty is exactly 0)
+    order = np.argsort(u, kind="stable")
+    su, n = u[order], len(u)
+    cuts = []
+    for k in range(1, bins):
+        pos = round(k * n / bins)
+        while 0 < pos < n and su[pos] == su[pos - 1]:
+            pos += 1
+        if 0 < pos < n and (not cuts or pos > cuts[-1]):
+            cuts.append(pos)
+    groups = np.split(order, cuts)
     rows = []
-    for b, part in enumerate(np.array_split(order, bins)):
+    for b, part in enumerate(groups[::-1] if descending else groups):
         if len(part):
             rows.append({"bin": b, f"{name}_lo": u[part].min(), f"{name}_hi": u[part].max(),
                          f"{name}_mean": u[part].mean(), "accuracy": correct[part].mean(), "n": len(part)})
@@ -128,20 +139,25 @@ def group_breakdown(prob, label, groups, *, min_count: int = 1):
 @dataclass
 class PairPredictions:
     """A model's predictions on ``N`` pairs: ``prob`` P(a preferred), posterior mean and std of
-    ``r_a - r_b`` (std 0 for the baseline), and the labels."""
+    ``r_a - r_b``, ``sign_flip`` = q(sign of r_a - r_b differs from the sign of its mean) (both 0 for
+    the baseline), and the labels."""
 
     prob: np.ndarray
     diff_mean: np.ndarray
     diff_std: np.ndarray
+    sign_flip: np.ndarray
     label: np.ndarray
 
 
 def predict_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0) -> PairPredictions:
     prob = reward_model.pair_probability(pairs.prompt, pairs.response_a, pairs.response_b,
                                          num_samples=num_samples, seed=seed)
-    mean, std = reward_model.pair_difference(pairs.prompt, pairs.response_a, pairs.response_b,
-                                             num_samples=num_samples, seed=seed)
-    return PairPredictions(prob.numpy(), mean.numpy(), std.numpy(), pairs.label.cpu().numpy())
+    d = reward_model.difference_samples(pairs.prompt, pairs.response_a, pairs.response_b,
+                                        num_samples=num_samples, seed=seed)
+    mean = d.mean(0)
+    std = d.std(0) if d.shape[0] > 1 else torch.zeros_like(mean)
+    flip = ((d > 0) != (mean > 0)).float().mean(0)
+    return PairPredictions(prob.numpy(), mean.numpy(), std.numpy(), flip.numpy(), pairs.label.cpu().numpy())
 
 
 @dataclass
@@ -151,8 +167,10 @@ class EvaluationReport:
     ``metrics[name]``: accuracy, nll, brier, ece (against the labels as given, hard or soft),
     ``nll_hard``/``brier_hard`` (against the rounded labels), and length-bias figures when texts
     are known; ``reliability[name]``: :func:`reliability_bins`; ``uncertainty[name]``:
-    :func:`accuracy_by_uncertainty` over the posterior std of ``r_a - r_b`` (VRM) and over the
-    margin ``|E[r_a - r_b]|`` (every model); ``groups``: :func:`group_breakdown` per model.
+    :func:`accuracy_by_uncertainty` over VRM's own uncertainty about the preferred side, the
+    posterior probability that ``r_a - r_b`` has the other sign than its mean (``std`` alone grows
+    with the size of the difference, so it is reported in the JSON but not binned); ``margin[name]``:
+    over ``|E[r_a - r_b]|`` (every model); ``groups``: :func:`group_breakdown` per model.
     """
 
     metrics: dict[str, dict] = field(default_factory=dict)
@@ -198,7 +216,8 @@ class EvaluationReport:
                "labels as given (soft where soft), `nll_hard`/`brier_hard` the rounded labels.", "",
                "![reliability](reliability.png)", "", "## Accuracy vs the model's own uncertainty", ""]
         for name, df in self.uncertainty.items():
-            md += [f"**{name}** (bins of the posterior std of r_a - r_b, low to high)", "", frame_markdown(df), ""]
+            md += [f"**{name}** (bins of q(r_a - r_b has the other sign than its mean), low to high)", "",
+                   frame_markdown(df), ""]
         for name, df in self.margin.items():
             md += [f"**{name}** (bins of the margin |E[r_a - r_b]|, high to low)", "", frame_markdown(df), ""]
         md += ["![uncertainty](uncertainty.png)", ""]
@@ -220,10 +239,11 @@ def frame_markdown(df) -> str:
 
 
 def _markdown_table(metrics: dict[str, dict]) -> str:
-    keys = [k for k in next(iter(metrics.values()))] if metrics else []
+    keys = list(dict.fromkeys(k for m in metrics.values() for k in m))
     lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, m in metrics.items():
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" if isinstance(m[k], float) else str(m[k]) for k in keys) + " |")
+        cells = [f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -251,7 +271,9 @@ def evaluate_models(models: dict, pairs: PairEmbeddings, *, texts=None, group_co
         report.metrics[name] = metrics
         report.reliability[name] = reliability_bins(pred.prob, pred.label, bins=bins)
         if rm.has_latents:
-            report.uncertainty[name] = accuracy_by_uncertainty(pred.prob, pred.label, pred.diff_std, bins=uncertainty_bins)
+            report.uncertainty[name] = accuracy_by_uncertainty(pred.prob, pred.label, pred.sign_flip, bins=uncertainty_bins,
+                                                               name="sign_flip")
+            metrics["corr_std_margin"] = float(np.corrcoef(pred.diff_std, np.abs(pred.diff_mean))[0, 1])
         report.margin[name] = accuracy_by_uncertainty(pred.prob, pred.label, np.abs(pred.diff_mean),
                                                       bins=uncertainty_bins, name="margin", descending=True)
         if texts is not None and group_column is not None:

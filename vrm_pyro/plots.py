@@ -79,14 +79,15 @@ def reliability_diagram(curves: dict[str, dict], *, path=None):
 
 
 def accuracy_vs_uncertainty_plot(uncertainty: dict, margin: dict, *, path=None):
-    """Left: accuracy per bin of the posterior std of ``r_a - r_b`` (VRM). Right: per bin of the
-    margin ``|E[r_a - r_b]|`` (every model). Bins hold equal numbers of pairs."""
+    """Left: accuracy per bin of the posterior probability that ``r_a - r_b`` has the other sign than
+    its mean (VRM's own uncertainty). Right: per bin of the margin ``|E[r_a - r_b]|`` (every model).
+    Bins hold equal numbers of pairs."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, df in uncertainty.items():
-        axes[0].plot(df["uncertainty_mean"], df["accuracy"], marker="o", label=name)
+        axes[0].plot(df["sign_flip_mean"], df["accuracy"], marker="o", label=name)
     for name, df in margin.items():
         axes[1].plot(df["margin_mean"], df["accuracy"], marker="o", label=name)
-    axes[0].set(xlabel="posterior std of r_a - r_b (bin mean)", ylabel="accuracy",
+    axes[0].set(xlabel="q(r_a - r_b has the other sign) (bin mean)", ylabel="accuracy",
                 title="Accuracy vs the model's own uncertainty")
     axes[1].set(xlabel="|E[r_a - r_b]| (bin mean)", ylabel="accuracy", title="Accuracy vs reward margin")
     for ax in axes:

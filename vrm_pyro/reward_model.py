@@ -89,11 +89,11 @@ class RewardModel(nn.Module):
         return torch.cat(outs).float().cpu()
 
     @torch.no_grad()
-    def pair_difference(self, prompt, response_a, response_b, *, num_samples: int = 32,
-                        batch_size: int = 4096, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and standard deviation of ``r_a - r_b``, ``(N,)`` each on CPU (std 0 without latents)."""
+    def difference_samples(self, prompt, response_a, response_b, *, num_samples: int = 32,
+                           batch_size: int = 4096, seed: int = 0) -> torch.Tensor:
+        """Seeded draws of ``r_a - r_b`` under the guide, ``(S, N)`` on CPU (``S = 1`` without latents)."""
         for name, t in (("prompt", prompt), ("response_a", response_a), ("response_b", response_b)):
-            check_embeddings(t, name, "RewardModel.pair_difference")
+            check_embeddings(t, name, "RewardModel.difference_samples")
         was_training = self.training
         self.eval()
         try:
@@ -102,6 +102,4 @@ class RewardModel(nn.Module):
                 (prompt, response_a, response_b), batch_size)
         finally:
             self.train(was_training)
-        d = torch.cat(outs, dim=1).float().cpu()
-        std = d.std(0) if d.shape[0] > 1 else torch.zeros(d.shape[1])
-        return d.mean(0), std
+        return torch.cat(outs, dim=1).float().cpu()
