@@ -150,12 +150,19 @@ class TextEncoder:
 
     # -- LoRA ----------------------------------------------------------------------------
     def _add_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:
+            raise ConfigError("--encoder-mode lora needs peft: pip install 'vrm-pyro[lora]'") from exc
 
         cfg = self.config
         targets = [t.strip() for t in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules else None
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5 name
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         try:
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=targets)

@@ -33,7 +33,7 @@ from vrm_pyro.data import PairEmbeddings
 
 if TYPE_CHECKING:
     from vrm_pyro.encoders import TokenizedPairs
-from vrm_pyro.errors import NumericalError
+from vrm_pyro.errors import ConfigError, NumericalError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.reward_model import RewardModel
 from vrm_pyro.snapshots import TrainingSnapshots, optimizer_from_tensors, set_rng_state
@@ -79,8 +79,10 @@ def distributed_accelerator(device: torch.device):
     ``torchrun`` set ``WORLD_SIZE``), else None: single-process training needs no wrapper."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    from accelerate import Accelerator
-
+    try:
+        from accelerate import Accelerator
+    except ImportError as exc:
+        raise ConfigError("multi-process training needs accelerate: pip install 'vrm-pyro[lora]'") from exc
     return Accelerator(cpu=device.type == "cpu")
 
 
@@ -94,8 +96,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from vrm_pyro.errors import ConfigError
-
         raise ConfigError(f"device {name!r} requested (TrainConfig.device, --device) but CUDA is not available; "
                           "use --device cpu or auto")
     return device
