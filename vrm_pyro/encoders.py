@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,7 +167,9 @@ class TextEncoder:
         try:
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules=targets)
-            self.model = get_peft_model(self.model, lora)
+            with warnings.catch_warnings():  # peft still asks transformers 5 for the old attribute name
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                self.model = get_peft_model(self.model, lora)
         except ValueError as exc:
             raise ConfigError(f"cannot add LoRA adapters to {cfg.name!r} ({exc}); name the layers with "
                               "--lora-target-modules (e.g. q_proj,v_proj)") from exc
