@@ -105,13 +105,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _report_options(args) -> dict:
+    """The options `vrm eval` and `vrm length-bias` share (see ``data_options`` in the parser)."""
+    return dict(baseline=args.baseline, data=args.data, format=args.format, split=args.split, limit=args.data_limit,
+                skip_invalid=args.skip_invalid, num_samples=args.num_samples, device=args.device,
+                cache_dir=args.cache_dir)
+
+
 def cmd_eval(args) -> int:
     from vrm_pyro.reports import evaluation_report
 
-    report = evaluation_report(args.checkpoint, args.output, baseline=args.baseline, data=args.data,
-                               format=args.format, split=args.split, limit=args.data_limit,
-                               skip_invalid=args.skip_invalid, group_column=args.group_column,
-                               num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+    report = evaluation_report(args.checkpoint, args.output, group_column=args.group_column, **_report_options(args))
     print(f"{report.info['pairs']} pairs of {report.info['data']} ({report.info['split']})")
     print(report.table())
     if report.groups is not None:
@@ -124,10 +128,8 @@ def cmd_eval(args) -> int:
 def cmd_length_bias(args) -> int:
     from vrm_pyro.reports import length_bias_report
 
-    result = length_bias_report(args.checkpoint, args.output, baseline=args.baseline, data=args.data,
-                                format=args.format, split=args.split, limit=args.data_limit,
-                                skip_invalid=args.skip_invalid, padding_samples=args.padding_samples,
-                                num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+    result = length_bias_report(args.checkpoint, args.output, padding_samples=args.padding_samples,
+                                **_report_options(args))
     print(json.dumps(result["models"], indent=2))
     return 0
 

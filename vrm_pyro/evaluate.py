@@ -150,13 +150,12 @@ class PairPredictions:
 
 
 def predict_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0) -> PairPredictions:
-    prob = reward_model.pair_probability(pairs.prompt, pairs.response_a, pairs.response_b,
-                                         num_samples=num_samples, seed=seed)
     d = reward_model.difference_samples(pairs.prompt, pairs.response_a, pairs.response_b,
                                         num_samples=num_samples, seed=seed)
     mean = d.mean(0)
     std = d.std(0) if d.shape[0] > 1 else torch.zeros_like(mean)
     flip = ((d > 0) != (mean > 0)).float().mean(0)
+    prob = torch.sigmoid(d).mean(0)  # = pair_probability, from the same draws
     return PairPredictions(prob.numpy(), mean.numpy(), std.numpy(), flip.numpy(), pairs.label.cpu().numpy())
 
 

@@ -26,7 +26,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -248,17 +247,6 @@ def spurious_cue_experiment(model_configs: dict, train_config, *, agreements=(0.
             acc_ood = evaluate_pairs(rm, test_ood, num_samples=train_config.eval_samples)["accuracy"]
             rows.append({"model": name, "agreement": a, "acc_in": acc_in, "acc_ood": acc_ood, "drop": acc_in - acc_ood})
     return pd.DataFrame(rows)
-
-
-def save_frame(df, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as CSV (or Parquet by suffix)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        df.to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
-    return path
 
 
 __all__ = ["BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",

@@ -75,18 +75,9 @@ class RewardModel(nn.Module):
     @torch.no_grad()
     def pair_probability(self, prompt, response_a, response_b, *, num_samples: int = 32,
                          batch_size: int = 4096, seed: int = 0) -> torch.Tensor:
-        """Posterior predictive P(a preferred) ``(N,)`` on CPU."""
-        for name, t in (("prompt", prompt), ("response_a", response_a), ("response_b", response_b)):
-            check_embeddings(t, name, "RewardModel.pair_probability")
-        was_training = self.training
-        self.eval()
-        try:
-            outs = self._batched(
-                lambda p, a, b: self.model.pair_probability(self.guide, p, a, b, num_samples=num_samples, seed=seed),
-                (prompt, response_a, response_b), batch_size)
-        finally:
-            self.train(was_training)
-        return torch.cat(outs).float().cpu()
+        """Posterior predictive P(a preferred) ``E_q[sigmoid(r_a - r_b)]``, ``(N,)`` on CPU."""
+        return torch.sigmoid(self.difference_samples(prompt, response_a, response_b, num_samples=num_samples,
+                                                     batch_size=batch_size, seed=seed)).mean(0)
 
     @torch.no_grad()
     def difference_samples(self, prompt, response_a, response_b, *, num_samples: int = 32,
