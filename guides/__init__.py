@@ -6,9 +6,9 @@ from vrm_pyro.guides.amortised import (
     AmortisedLogisticNormalWeightGuide,
 )
 from vrm_pyro.guides.base import EmptyGuide, FeatureGuide, VariationalGuide, WeightGuide
-from vrm_pyro.guides.mean_field import MeanFieldWeightGuide
+from vrm_pyro.guides.mean_field import MeanFieldGlobalGuide, MeanFieldWeightGuide
 
 __all__ = [
     "AmortisedDirichletWeightGuide", "AmortisedFeatureGuide", "AmortisedLogisticNormalWeightGuide",
-    "EmptyGuide", "FeatureGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
+    "EmptyGuide", "FeatureGuide", "MeanFieldGlobalGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
 ]

@@ -10,8 +10,14 @@ from __future__ import annotations
 import torch
 from pyro import distributions as dist
 from torch.distributions.transforms import StickBreakingTransform
-from vrm_pyro.guides.base import FeatureGuide, WeightGuide, dirichlet_moments, sample_moments
-from vrm_pyro.models.base import standard_normal_noise
+from vrm_pyro.guides.base import (
+    FeatureGuide,
+    WeightGuide,
+    dirichlet_draws,
+    dirichlet_moments,
+    sample_moments,
+)
+from vrm_pyro.models.base import STREAMS, standard_normal_noise
 from vrm_pyro.models.nets import bounded, mlp, positive
 
 from vrm_pyro.config import ModelConfig
@@ -29,8 +35,8 @@ class AmortisedDirichletWeightGuide(WeightGuide):
         torch.nn.init.constant_(self.net[-1].bias, 1.85)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> AmortisedDirichletWeightGuide:
-        return cls(emb_dim, cfg.num_objectives, cfg.hidden_dim, cfg.concentration_floor)
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int) -> AmortisedDirichletWeightGuide:
+        return cls(prompt_dim, cfg.num_objectives, cfg.hidden_dim, cfg.concentration_floor)
 
     def concentration(self, prompt: torch.Tensor) -> torch.Tensor:
         return positive(self.net(prompt), self.floor)
@@ -38,8 +44,11 @@ class AmortisedDirichletWeightGuide(WeightGuide):
     def forward(self, prompt):
         return dist.Dirichlet(self.concentration(prompt))
 
-    def moments(self, prompt, *, num_samples=32):
+    def moments(self, prompt, *, num_samples=32, seed=0):
         return dirichlet_moments(self.concentration(prompt))
+
+    def draws(self, prompt, num_samples, *, seed=0):
+        return dirichlet_draws(self.concentration(prompt), num_samples, seed)
 
 
 class AmortisedLogisticNormalWeightGuide(WeightGuide):
@@ -53,8 +62,8 @@ class AmortisedLogisticNormalWeightGuide(WeightGuide):
         self.net = mlp(emb_dim, hidden_dim, 2 * (num_objectives - 1))
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> AmortisedLogisticNormalWeightGuide:
-        return cls(emb_dim, cfg.num_objectives, cfg.hidden_dim, cfg.scale_floor)
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int) -> AmortisedLogisticNormalWeightGuide:
+        return cls(prompt_dim, cfg.num_objectives, cfg.hidden_dim, cfg.scale_floor)
 
     def _params(self, prompt):
         loc, raw = self.net(prompt).chunk(2, dim=-1)
@@ -63,23 +72,27 @@ class AmortisedLogisticNormalWeightGuide(WeightGuide):
     def forward(self, prompt):
         return dist.LogisticNormal(*self._params(prompt))
 
-    def moments(self, prompt, *, num_samples=32):
+    def draws(self, prompt, num_samples, *, seed=0):
         loc, scale = self._params(prompt)
-        eps = standard_normal_noise(num_samples, self.num_objectives - 1, prompt.device, seed=1)
-        return sample_moments(StickBreakingTransform()(loc + scale * eps[:, None, :]))
+        eps = standard_normal_noise(num_samples, self.num_objectives - 1, prompt.device, seed=seed, stream=STREAMS["w"])
+        return StickBreakingTransform()(loc + scale * eps[:, None, :])
+
+    def moments(self, prompt, *, num_samples=32, seed=0):
+        return sample_moments(self.draws(prompt, num_samples, seed=seed))
 
 
 class AmortisedFeatureGuide(FeatureGuide):
-    """``q(z | x, y) = N(mu(e_x, e_y), diag sigma(e_x, e_y)^2)``."""
+    """``q(z | x, y) = N(mu(e_x, h_y), diag sigma(e_x, h_y)^2)``."""
 
-    def __init__(self, emb_dim: int, feature_dim: int, hidden_dim: int = 256, floor: float = 1e-3):
+    def __init__(self, prompt_dim: int, feature_dim: int, hidden_dim: int = 256, floor: float = 1e-3,
+                 response_dim: int | None = None):
         super().__init__()
         self.feature_dim, self.floor = feature_dim, floor
-        self.net = mlp(2 * emb_dim, hidden_dim, 2 * feature_dim)
+        self.net = mlp(prompt_dim + (response_dim or prompt_dim), hidden_dim, 2 * feature_dim)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> AmortisedFeatureGuide:
-        return cls(emb_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor)
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int) -> AmortisedFeatureGuide:
+        return cls(prompt_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor, response_dim)
 
     def forward(self, prompt, response):
         loc, raw = self.net(torch.cat([prompt, response], dim=-1)).chunk(2, dim=-1)

@@ -1,7 +1,12 @@
-"""Guide plumbing: the composite VRM guide, the empty guide of the baseline, base classes.
+"""Guide plumbing: the composite guide, base classes, exact moments and per-row draws.
 
-A guide takes the model's arguments ``(prompt, response_a, response_b, label=None, *,
-size=None)`` and samples every latent site of the model inside the same ``pairs`` plate.
+A guide takes the model's arguments ``(prompt, response_a, response_b, label=None,
+nuisance_a=None, nuisance_b=None, *, size=None)``, samples the model's global latents outside
+the ``pairs`` plate and its local latents inside it.
+
+Posterior-predictive draws (``draws``, ``global_samples``) are *per row*: a row's draws depend on
+that row and the seed only, never on the batch it is scored in (common random numbers across
+rows; independent streams for independent latents).
 """
 
 from __future__ import annotations
@@ -9,26 +14,37 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-from vrm_pyro.models.base import pairs_plate
+from vrm_pyro.models.base import STREAMS, fixed_rng, pairs_plate, standard_normal_noise
 
 
 class WeightGuide(nn.Module):
     """``q(w | x)``: ``forward(prompt (B, E)) -> distribution on the K-simplex``, batch (B,).
 
-    ``moments(prompt)`` returns ``E[w] (B, K)`` and ``E[w w^T] (B, K, K)``, used for the
-    posterior mean and standard deviation of the reward.
+    ``moments(prompt)`` returns ``E[w] (B, K)`` and ``E[w w^T] (B, K, K)``; ``draws(prompt, S, seed)``
+    returns ``(S, B, K)`` draws, each row's depending on the row and the seed only.
     """
 
     num_objectives: int
 
-    def moments(self, prompt: torch.Tensor, *, num_samples: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    def moments(self, prompt: torch.Tensor, *, num_samples: int = 32, seed: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def draws(self, prompt: torch.Tensor, num_samples: int, *, seed: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
 
 class FeatureGuide(nn.Module):
-    """``q(z | x, y)``: ``forward(prompt (B, E), response (B, E)) -> Normal(.).to_event(1)``."""
+    """``q(z | x, y)``: ``forward(prompt (B, E), response (B, F)) -> Normal(.).to_event(1)``."""
 
     feature_dim: int
+
+    def draws(self, prompt: torch.Tensor, response: torch.Tensor, num_samples: int, *, seed: int = 0,
+              stream: int = STREAMS["z_a"]) -> torch.Tensor:
+        """``(S, B, D)`` reparameterised draws with fixed noise of ``(seed, stream)``."""
+        q = self(prompt, response).base_dist
+        eps = standard_normal_noise(num_samples, self.feature_dim, prompt.device, seed=seed, stream=stream)
+        return q.loc + q.scale * eps[:, None, :]
 
 
 def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,28 +59,60 @@ def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.
     return mean, second
 
 
+def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
+    """``(S, B, K)`` draws of ``Dirichlet(alpha_b)`` per row ``b``: each distinct row is sampled from the same
+    seeded stream (its gamma variates are drawn by rejection, so a batched draw would make a row's
+    sample depend on the rows before it)."""
+    unique, inverse = torch.unique(concentration, dim=0, return_inverse=True)
+    out = concentration.new_empty(num_samples, unique.shape[0], unique.shape[1])
+    with fixed_rng(seed, concentration.device):
+        for i, alpha in enumerate(unique):
+            torch.manual_seed(int(seed) * 7919 + 104_729 * STREAMS["w"] + 1)
+            out[:, i] = torch.distributions.Dirichlet(alpha).sample((num_samples,))
+    return out[:, inverse]
+
+
 def sample_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Monte Carlo ``E[w]``, ``E[w w^T]`` from samples ``(S, B, K)``."""
     return samples.mean(0), torch.einsum("sbi,sbj->bij", samples, samples) / samples.shape[0]
 
 
 class VariationalGuide(nn.Module):
-    """The VRM guide ``q(w | x) q(z_a | x, a) q(z_b | x, b)`` composed of two guide objects."""
+    """``q(globals) prod_pairs q(w | x) q(z_a | x, a) q(z_b | x, b)``, composed of guide objects.
 
-    def __init__(self, weight_guide: WeightGuide, feature_guide: FeatureGuide):
+    Any part may be absent: the Bradley–Terry baseline has at most the global part (a Bayesian head,
+    a nuisance term), and with nothing at all this is the empty guide (``Trace_ELBO`` is then the
+    negative log-likelihood).
+    """
+
+    def __init__(self, weight_guide: WeightGuide | None = None, feature_guide: FeatureGuide | None = None,
+                 global_guide: nn.Module | None = None):
         super().__init__()
         self.weight_guide = weight_guide
         self.feature_guide = feature_guide
+        self.global_guide = global_guide
 
-    def forward(self, prompt, response_a, response_b, label=None, *, size=None):
+    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None):
+        if self.global_guide is not None:
+            self.global_guide()
+        if self.weight_guide is None and self.feature_guide is None:
+            return
         with pairs_plate(prompt, size):
-            pyro.sample("w", self.weight_guide(prompt))
-            pyro.sample("z_a", self.feature_guide(prompt, response_a))
-            pyro.sample("z_b", self.feature_guide(prompt, response_b))
+            if self.weight_guide is not None:
+                pyro.sample("w", self.weight_guide(prompt))
+            if self.feature_guide is not None:
+                pyro.sample("z_a", self.feature_guide(prompt, response_a))
+                pyro.sample("z_b", self.feature_guide(prompt, response_b))
+
+    def posterior(self, site: str):
+        """The guide's distribution of a global site."""
+        if self.global_guide is None:
+            raise KeyError(f"the guide has no global site {site!r}")
+        return self.global_guide.distribution(site)
+
+    def global_samples(self, num_samples: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``{site: (S, *shape)}`` seeded draws of every global latent (empty without any)."""
+        return {} if self.global_guide is None else self.global_guide.draws(num_samples, seed)
 
 
-class EmptyGuide(nn.Module):
-    """The guide of a model without latent variables (the Bradley–Terry baseline)."""
-
-    def forward(self, prompt, response_a, response_b, label=None, *, size=None):
-        return None
+EmptyGuide = VariationalGuide

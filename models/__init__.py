@@ -2,6 +2,7 @@
 
 from vrm_pyro.models.base import PreferenceModel, RewardOutput, pairs_plate
 from vrm_pyro.models.bradley_terry import BradleyTerryModel
+from vrm_pyro.models.paths import BayesianLinearPath, LinearPath, MLPPath, NuisanceTerm
 from vrm_pyro.models.priors import (
     DirichletWeightPrior,
     FeaturePrior,
@@ -16,7 +17,7 @@ from vrm_pyro.models.priors import (
 from vrm_pyro.models.vrm import VariationalRewardModel
 
 __all__ = [
-    "BradleyTerryModel", "DirichletWeightPrior", "FeaturePrior", "LogisticNormalWeightPrior",
+    "BayesianLinearPath", "BradleyTerryModel", "DirichletWeightPrior", "LinearPath", "MLPPath", "NuisanceTerm", "FeaturePrior", "LogisticNormalWeightPrior",
     "PreferenceModel", "PromptDirichletWeightPrior", "PromptGaussianFeaturePrior",
     "PromptLogisticNormalWeightPrior", "ResponseGaussianFeaturePrior", "RewardOutput",
     "StandardNormalFeaturePrior", "VariationalRewardModel", "WeightPrior", "pairs_plate",

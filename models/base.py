@@ -1,11 +1,26 @@
-"""The shared plumbing of every preference model: the pair plate, the label site, outputs.
+r"""The shared plumbing of every preference model: global latents, the pair plate, the label site.
 
-A preference model is a Pyro program ``model(prompt, response_a, response_b, label=None,
-*, size=None)`` over a minibatch of ``B`` pairs given as embeddings ``(B, E)``; ``label``
-is ``(B,)`` with P(a preferred) in [0, 1]. ``size`` is the number of pairs in the whole
-dataset: the ``pairs`` plate scales the minibatch log-likelihood and KL to it. Subclasses
-implement :meth:`PreferenceModel.pair_logits` (sampling whatever latents they have) and
-:meth:`PreferenceModel.reward`; the guide takes the same arguments.
+A preference model is a Pyro program over a minibatch of ``B`` pairs, called with the fields
+of a :class:`~vrm_pyro.data.PairBatch`::
+
+    model(prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None)
+
+``prompt`` is ``(B, E)``, the responses ``(B, F)``, ``label`` ``(B,)`` P(a preferred) in [0, 1],
+the nuisance covariates ``(B, C)``; ``size`` is the number of pairs in the whole dataset. The
+program is
+
+.. code-block:: text
+
+    globals ~ p(globals)                       outside the plate: counted once per dataset
+    for each pair in plate("pairs", size):     local terms scaled by size / B
+        d   = authentic_logits(globals, x, a, b)        r(x, a) - r(x, b), subclass-specific
+        d  += gamma . (phi(a) - phi(b))                  the judge's nuisance term, if any
+        l   ~ Bernoulli(logits = d)                      a cross-entropy factor for soft labels
+
+so each step's loss is an unbiased estimate of the full-data negative ELBO. Subclasses
+implement :meth:`PreferenceModel.authentic_logits` (sampling their local latents) and the
+posterior summaries (:meth:`reward`, :meth:`difference_samples`); the guide takes the same
+arguments.
 """
 
 from __future__ import annotations
@@ -17,29 +32,70 @@ import pyro
 import torch
 from pyro import distributions as dist
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
 class RewardOutput:
     """Scores of ``B`` (prompt, response) rows.
 
-    reward: ``(B,)`` posterior mean reward ``E_q[w . g(z)]``.
-    reward_std: ``(B,)`` posterior standard deviation of the reward, or None (no latents).
+    reward: ``(B,)`` posterior mean of the authentic reward ``E_q[w . u(z, y)]``.
+    reward_std: ``(B,)`` epistemic standard deviation: how much the expected reward varies under the
+        posterior of the *global* latents (the path weights). It grows away from the training data;
+        None for a model without global latents.
+    local_std: ``(B,)`` standard deviation from the local latents (``w``, ``z``): the spread of the
+        judgment for this prompt and response, or None (no local latents).
     weights: ``(B, K)`` posterior mean objective weights ``E_q[w | x]``, or None.
-    scores: ``(B, K)`` posterior mean per-objective scores ``E_q[g(z)]``, or None.
+    scores: ``(B, K)`` posterior mean per-objective scores ``E_q[u(z, y)]``, or None.
+    nuisance: ``(B,)`` the judge's nuisance part ``E_q[gamma(x)] . φ(y)`` (standardised covariates), when
+        asked for: ``reward + nuisance`` is what the judge would reward.
     """
 
     reward: torch.Tensor
     reward_std: torch.Tensor | None = None
+    local_std: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    nuisance: torch.Tensor | None = None
+
+    def lcb(self, kappa: float) -> torch.Tensor:
+        """The pessimistic reward ``reward - kappa * reward_std`` (the reward itself without global latents)."""
+        return self.reward if self.reward_std is None else self.reward - kappa * self.reward_std
 
 
 def pairs_plate(prompt_emb: torch.Tensor, size: int | None) -> pyro.plate:
-    """The ``pairs`` plate over a minibatch of ``B`` pairs out of ``size`` (default ``B``)."""
+    """The ``pairs`` plate over a minibatch of ``B`` pairs out of ``size`` (default ``B``).
+
+    The minibatch rows are handed in already chosen by the trainer; the plate's subsample is
+    their positions in the batch, so Pyro scales every local term by ``size / B``."""
     batch = prompt_emb.shape[0]
-    return pyro.plate("pairs", size=size or batch,
-                      subsample=torch.arange(batch, device=prompt_emb.device))
+    return pyro.plate("pairs", size=size or batch, subsample=torch.arange(batch, device=prompt_emb.device))
+
+
+def observe_label(logits: torch.Tensor, label: torch.Tensor | None) -> None:
+    """The label site ``l ~ Bernoulli(logits = r_a - r_b)``, inside the ``pairs`` plate.
+
+    A hard label (0 or 1) is an observed Bernoulli. A soft label ``l`` in [0, 1] (a judge's
+    probability) is not a Bernoulli outcome; its log-likelihood is the cross-entropy
+    ``l log sigmoid(d) + (1 - l) log sigmoid(-d)``, written as an explicit factor. Both have the
+    same value and gradient on hard labels; without a label the site is sampled (prior predictive).
+    """
+    if label is None:
+        pyro.sample("label", dist.Bernoulli(logits=logits))
+    elif bool(((label == 0) | (label == 1)).all()):
+        pyro.sample("label", dist.Bernoulli(logits=logits), obs=label)
+    else:
+        pyro.factor("label", -F.binary_cross_entropy_with_logits(logits, label.expand_as(logits), reduction="none"))
+
+
+def linear_scores(x: torch.Tensor, weight: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``x (B, F)`` times a weight of event shape ``(F, K)`` (``event_dims=2``) or ``(F,)`` (``1``), or a stack
+    of draws of it (``(S, ...)``, or ``(P, 1, ...)`` under vectorised ELBO particles; flattened to ``S``):
+    ``(B[, K])`` for one weight, ``(S, B[, K])`` for draws."""
+    if weight.dim() == event_dims:
+        return x @ weight
+    w = weight.reshape(-1, *weight.shape[weight.dim() - event_dims:])
+    return torch.einsum("bf,sfk->sbk", x, w) if event_dims == 2 else torch.einsum("bf,sf->sb", x, w)
 
 
 @contextlib.contextmanager
@@ -51,45 +107,107 @@ def fixed_rng(seed: int, device: torch.device):
         yield
 
 
-def standard_normal_noise(num_samples: int, dim: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """Fixed ``(num_samples, dim)`` N(0, 1) noise shared by all rows (common random numbers):
-    Monte Carlo estimates then do not depend on the batch a row is scored in."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(num_samples, dim, generator=gen).to(device)
+#: independent noise streams of the posterior-predictive draws
+STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5}
+
+
+def standard_normal_noise(num_samples: int, shape, device: torch.device, seed: int = 0, stream: int = 0) -> torch.Tensor:
+    """Fixed ``(num_samples, *shape)`` N(0, 1) noise from ``(seed, stream)``, shared by all rows (common
+    random numbers): a row's Monte Carlo estimates depend on that row and the seed only, never on the
+    batch it is scored in; different streams (``z_a`` and ``z_b``, say) are independent."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 104_729 * int(stream) + 1)
+    return torch.randn(num_samples, *shape, generator=gen).to(device)
 
 
 class PreferenceModel(nn.Module):
-    """Base class of preference programs: ``label ~ Bernoulli(logits = r(x, a) - r(x, b))``."""
+    """Base class of preference programs: ``l ~ Bernoulli(logits = r(x, a) - r(x, b) [+ nuisance])``.
 
-    #: names of the latent sample sites the guide must provide
+    Args:
+        nuisance: a :class:`~vrm_pyro.models.nuisance.NuisanceTerm` (the judge's reaction to
+            observable covariates), or None.
+        decorrelation: weight of a penalty on the squared batch correlation between the authentic
+            reward differences and each covariate difference (as ODIN does for length); 0 = off.
+    """
+
+    #: names of the local (per-pair) latent sample sites the guide must provide
     latent_sites: tuple[str, ...] = ()
     max_plate_nesting = 1
 
-    def pair_logits(self, prompt: torch.Tensor, response_a: torch.Tensor,
-                    response_b: torch.Tensor) -> torch.Tensor:
-        """Sample latents (inside the ``pairs`` plate) and return ``r_a - r_b``: ``(..., B)``."""
+    def __init__(self, *, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+        super().__init__()
+        self.nuisance = nuisance
+        self.decorrelation = decorrelation
+
+    def global_modules(self) -> list[nn.Module]:
+        """The parts of the program that sample global latents (``sample()`` and ``global_sites``)."""
+        return [self.nuisance] if self.nuisance is not None else []
+
+    def global_priors(self) -> dict[str, tuple[tuple[int, ...], float]]:
+        """``{site: (event shape, prior std)}`` of the global latents, which the guide must provide outside
+        the plate (all have zero-mean Gaussian priors)."""
+        priors: dict = {}
+        for m in self.global_modules():
+            priors.update(m.priors)
+        return priors
+
+    def global_sites(self) -> dict[str, tuple[int, ...]]:
+        """``{site: event shape}`` of the global latents."""
+        return {name: shape for name, (shape, _) in self.global_priors().items()}
+
+    @property
+    def has_globals(self) -> bool:
+        return bool(self.global_sites())
+
+    def authentic_logits(self, globals_: dict, prompt: torch.Tensor, response_a: torch.Tensor,
+                         response_b: torch.Tensor) -> torch.Tensor:
+        """Sample local latents (inside the plate) and return ``r_a - r_b``: ``(..., B)``."""
         raise NotImplementedError
 
-    def forward(self, prompt, response_a, response_b, label=None, *, size=None):
+    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None):
+        globals_ = {}
+        for m in self.global_modules():
+            globals_.update(m.sample())
         with pairs_plate(prompt, size):
-            logits = self.pair_logits(prompt, response_a, response_b)
-            # soft labels in [0, 1] are valid Bernoulli "observations" of the log-likelihood
-            # l log sigma(d) + (1 - l) log sigma(-d); the support check would reject them.
-            pyro.sample("label", dist.Bernoulli(logits=logits, validate_args=False), obs=label)
+            authentic = self.authentic_logits(globals_, prompt, response_a, response_b)
+            logits = authentic
+            if self.nuisance is not None:
+                logits = logits + self.nuisance.logits(globals_, prompt, nuisance_a - nuisance_b)
+            observe_label(logits, label)
+        if self.decorrelation > 0 and label is not None and nuisance_a is not None and nuisance_a.shape[-1]:
+            # not part of the generative story: a penalty on the ELBO, scaled to the dataset like it
+            penalty = squared_correlation(authentic, nuisance_a - nuisance_b)
+            pyro.factor("decorrelation", -self.decorrelation * (size or prompt.shape[0]) * penalty)
         return logits
 
+    # -- posterior summaries (no gradients; used by scoring and evaluation) -------------------------
     def reward(self, guide: nn.Module, prompt: torch.Tensor, response: torch.Tensor, *,
-               num_samples: int = 32) -> RewardOutput:
-        """Posterior reward of single responses ``(B, E)`` to prompts ``(B, E)``."""
+               num_samples: int = 32, seed: int = 0) -> RewardOutput:
+        """Posterior authentic reward of single responses ``(B, F)`` to prompts ``(B, E)``."""
         raise NotImplementedError
 
-    def difference_samples(self, guide: nn.Module, prompt: torch.Tensor, response_a: torch.Tensor,
-                           response_b: torch.Tensor, *, num_samples: int = 32, seed: int = 0) -> torch.Tensor:
-        """Draws of the reward difference ``r_a - r_b`` under the guide: ``(S, B)`` (``S = 1`` without latents)."""
+    def difference_samples(self, guide: nn.Module, prompt, response_a, response_b, nuisance_a=None,
+                           nuisance_b=None, *, num_samples: int = 32, seed: int = 0,
+                           include_nuisance: bool = True) -> torch.Tensor:
+        """Draws of the logit ``r_a - r_b [+ gamma . (phi(a) - phi(b))]`` under the guide: ``(S, B)``.
+
+        Every row's draws depend on that row and ``seed`` only (not on the batch), and the draws of
+        ``z_a``, ``z_b``, ``w`` and the global latents are independent, as the guide says."""
         raise NotImplementedError
 
-    def pair_probability(self, guide: nn.Module, prompt: torch.Tensor, response_a: torch.Tensor,
-                         response_b: torch.Tensor, *, num_samples: int = 32, seed: int = 0) -> torch.Tensor:
-        """Posterior predictive P(a preferred) ``E_q[sigmoid(r_a - r_b)]``: ``(B,)``."""
-        d = self.difference_samples(guide, prompt, response_a, response_b, num_samples=num_samples, seed=seed)
-        return torch.sigmoid(d).mean(0)
+    def _nuisance_draws(self, guide, prompt, nuisance_a, nuisance_b, num_samples, seed):
+        """Draws of the nuisance term ``(S, B)``, or 0 when the model has none."""
+        if self.nuisance is None or nuisance_a is None or not nuisance_a.shape[-1]:
+            return 0.0
+        draws = guide.global_samples(num_samples, seed) if guide is not None else {}
+        return self.nuisance.logits(draws, prompt, nuisance_a - nuisance_b)
+
+
+def squared_correlation(d: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Sum over covariates of the squared correlation, across the batch (last dim of ``d``), between
+    ``d (..., B)`` and each column of ``phi (B, C)``: ``(..., 1)``."""
+    dc = d - d.mean(-1, keepdim=True)
+    pc = phi - phi.mean(0, keepdim=True)
+    cov = torch.einsum("...b,bc->...c", dc, pc) / d.shape[-1]
+    var = dc.square().mean(-1, keepdim=True) * pc.square().mean(0)
+    return (cov.square() / var.clamp_min(1e-12)).sum(-1, keepdim=True)

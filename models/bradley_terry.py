@@ -1,11 +1,12 @@
-r"""The Bradley–Terry baseline as the same kind of Pyro program, with no latent variables::
+r"""The Bradley–Terry baseline as the same kind of Pyro program, with no local latent variables::
 
-    r_y = h(e_y)
-    l   ~ Bernoulli(logits = r_a - r_b)
+    r_y = h(e_y)                                   a linear, MLP or Bayesian linear head
+    l   ~ Bernoulli(logits = r_a - r_b [+ gamma . (φ(a) - φ(b))])
 
-With the empty guide (:class:`vrm_pyro.guides.EmptyGuide`), ``Trace_ELBO`` is exactly the
-negative log-likelihood (the logistic loss of a reward model), so VRM and the baseline
-share one trainer, one checkpoint format and one evaluation path.
+With a point head and no nuisance term the guide is empty and ``Trace_ELBO`` is exactly the
+negative log-likelihood (the logistic loss of a reward model); a Bayesian head or a nuisance
+term adds global latents, as in VRM. VRM and the baseline share one trainer, one checkpoint
+format and one evaluation path; only the head differs.
 """
 
 from __future__ import annotations
@@ -13,34 +14,52 @@ from __future__ import annotations
 import torch
 from torch import nn
 from vrm_pyro.models.base import PreferenceModel, RewardOutput
-from vrm_pyro.models.nets import mlp
+from vrm_pyro.models.paths import BayesianLinearPath, LinearPath, MLPPath
 
 from vrm_pyro.config import ModelConfig
 
 
 class BradleyTerryModel(PreferenceModel):
-    """Scalar reward head ``h`` on the response embedding: linear (``hidden_dim=0``) or an MLP."""
+    """Scalar reward head on the response features: ``head`` is ``"linear"``, ``"mlp"`` or
+    ``"bayesian_linear"`` (or a path module with ``out_dim=None``)."""
 
     latent_sites = ()
 
-    def __init__(self, emb_dim: int, *, hidden_dim: int = 0):
-        super().__init__()
-        self.emb_dim = emb_dim
-        self.head = nn.Linear(emb_dim, 1) if hidden_dim <= 0 else mlp(emb_dim, hidden_dim, 1)
+    def __init__(self, response_dim: int, *, head: str | nn.Module = "linear", hidden_dim: int = 256,
+                 prior_scale: float = 1.0, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+        super().__init__(nuisance=nuisance, decorrelation=decorrelation)
+        self.response_dim = response_dim
+        if isinstance(head, str):
+            head = {"linear": lambda: LinearPath(response_dim, None),
+                    "mlp": lambda: MLPPath(response_dim, None, hidden_dim),
+                    "bayesian_linear": lambda: BayesianLinearPath(response_dim, None, prior_scale)}[head]()
+        self.head = head
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> BradleyTerryModel:
-        return cls(emb_dim, hidden_dim=cfg.bt_hidden_dim)
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *,
+                    nuisance: nn.Module | None = None) -> BradleyTerryModel:
+        return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=cfg.path_prior_scale,
+                   nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:
-        """``h(e_y)``: ``(B, E)`` -> ``(B,)``."""
-        return self.head(response).squeeze(-1)
+        """A point head's reward ``h(e_y)``: ``(B, F)`` -> ``(B,)``."""
+        return self.head.scores(response, {})
 
-    def pair_logits(self, prompt, response_a, response_b):
-        return self.score(response_a) - self.score(response_b)
+    def global_modules(self) -> list[nn.Module]:
+        return ([self.head] if self.head.global_sites else []) + super().global_modules()
 
-    def reward(self, guide, prompt, response, *, num_samples=32):
-        return RewardOutput(reward=self.score(response))
+    def authentic_logits(self, globals_, prompt, response_a, response_b):
+        return self.head.scores(response_a, globals_) - self.head.scores(response_b, globals_)
 
-    def difference_samples(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
-        return self.pair_logits(prompt, response_a, response_b).unsqueeze(0)
+    def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
+        posterior = guide.posterior(self.head.site) if self.head.global_sites else None
+        mean, var = self.head.moments(response, posterior)
+        return RewardOutput(reward=mean, reward_std=var.sqrt() if self.head.global_sites else None)
+
+    def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
+                           num_samples=32, seed=0, include_nuisance=True):
+        draws = guide.global_samples(num_samples, seed) if self.has_globals else {}
+        d = self.authentic_logits(draws, prompt, response_a, response_b)
+        if include_nuisance:
+            d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
+        return d if d.dim() == 2 else d.unsqueeze(0)

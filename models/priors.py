@@ -2,11 +2,16 @@
 
 A prior is an ``nn.Module`` that maps embeddings to a ``pyro.distributions`` object with
 batch shape ``(B,)``: weight priors are called as ``prior(prompt_emb)`` and give event
-shape ``(K,)``; feature priors are called as ``prior(prompt_emb, response_emb)`` and give
+shape ``(K,)``; feature priors are called as ``prior(prompt_emb, response_features)`` and give
 event shape ``(D,)``. The model samples from whatever the prior returns, so swapping a
 prior is passing another object (see :mod:`vrm_pyro.registry` for the names).
 
-All build from a :class:`~vrm_pyro.config.ModelConfig` with ``from_config(cfg, emb_dim)``.
+A prior that sees what its guide sees can copy it and make its KL free: the fixed priors
+(``dirichlet``, ``standard_normal``) see nothing, ``prompt_*`` priors see the prompt only while
+``q(z | x, y)`` also sees the response; ``response_gaussian`` sees the same as ``q(z | x, y)`` and
+so offers the features a free route (kept for ablations).
+
+All build from a :class:`~vrm_pyro.config.ModelConfig` with ``from_config(cfg, prompt_dim, response_dim)``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class WeightPrior(nn.Module):
     num_objectives: int
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> WeightPrior:
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int) -> WeightPrior:
         raise NotImplementedError
 
 
@@ -38,7 +43,7 @@ class DirichletWeightPrior(WeightPrior):
         self.register_buffer("concentration", torch.full((num_objectives,), float(concentration)))
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
+    def from_config(cls, cfg, prompt_dim, response_dim):
         return cls(cfg.num_objectives, cfg.weight_concentration)
 
     def forward(self, prompt_emb: torch.Tensor) -> dist.Dirichlet:
@@ -54,8 +59,8 @@ class PromptDirichletWeightPrior(WeightPrior):
         self.net = mlp(emb_dim, hidden_dim, num_objectives)
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
-        return cls(emb_dim, cfg.num_objectives, cfg.hidden_dim, cfg.concentration_floor)
+    def from_config(cls, cfg, prompt_dim, response_dim):
+        return cls(prompt_dim, cfg.num_objectives, cfg.hidden_dim, cfg.concentration_floor)
 
     def forward(self, prompt_emb):
         return dist.Dirichlet(positive(self.net(prompt_emb), self.floor))
@@ -72,7 +77,7 @@ class LogisticNormalWeightPrior(WeightPrior):
         self.register_buffer("loc", torch.zeros(num_objectives - 1))
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
+    def from_config(cls, cfg, prompt_dim, response_dim):
         return cls(cfg.num_objectives)
 
     def forward(self, prompt_emb):
@@ -89,8 +94,8 @@ class PromptLogisticNormalWeightPrior(WeightPrior):
         self.net = mlp(emb_dim, hidden_dim, 2 * (num_objectives - 1))
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
-        return cls(emb_dim, cfg.num_objectives, cfg.hidden_dim, cfg.scale_floor)
+    def from_config(cls, cfg, prompt_dim, response_dim):
+        return cls(prompt_dim, cfg.num_objectives, cfg.hidden_dim, cfg.scale_floor)
 
     def forward(self, prompt_emb):
         loc, raw = self.net(prompt_emb).chunk(2, dim=-1)
@@ -103,7 +108,7 @@ class FeaturePrior(nn.Module):
     feature_dim: int
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int) -> FeaturePrior:
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int) -> FeaturePrior:
         raise NotImplementedError
 
 
@@ -116,7 +121,7 @@ class StandardNormalFeaturePrior(FeaturePrior):
         self.register_buffer("zero", torch.zeros(feature_dim))
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
+    def from_config(cls, cfg, prompt_dim, response_dim):
         return cls(cfg.feature_dim)
 
     def forward(self, prompt_emb, response_emb):
@@ -142,22 +147,24 @@ class PromptGaussianFeaturePrior(_ConditionalGaussian):
         super().__init__(emb_dim, feature_dim, hidden_dim, floor)
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
-        return cls(emb_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor)
+    def from_config(cls, cfg, prompt_dim, response_dim):
+        return cls(prompt_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor)
 
     def forward(self, prompt_emb, response_emb):
         return self._normal(prompt_emb)
 
 
 class ResponseGaussianFeaturePrior(_ConditionalGaussian):
-    """``z ~ N(mu(x, y), diag sigma(x, y)^2)``: a conditional-VAE prior network on the response."""
+    """``z ~ N(mu(x, y), diag sigma(x, y)^2)``: a conditional-VAE prior network on the response (it sees what
+    ``q(z | x, y)`` sees, so its KL can be driven to zero: a free route, for ablations)."""
 
-    def __init__(self, emb_dim: int, feature_dim: int, hidden_dim: int = 256, floor: float = 1e-3):
-        super().__init__(2 * emb_dim, feature_dim, hidden_dim, floor)
+    def __init__(self, prompt_dim: int, feature_dim: int, hidden_dim: int = 256, floor: float = 1e-3,
+                 response_dim: int | None = None):
+        super().__init__(prompt_dim + (response_dim or prompt_dim), feature_dim, hidden_dim, floor)
 
     @classmethod
-    def from_config(cls, cfg, emb_dim):
-        return cls(emb_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor)
+    def from_config(cls, cfg, prompt_dim, response_dim):
+        return cls(prompt_dim, cfg.feature_dim, cfg.hidden_dim, cfg.scale_floor, response_dim)
 
     def forward(self, prompt_emb, response_emb):
         return self._normal(torch.cat([prompt_emb, response_emb], dim=-1))

@@ -2,17 +2,20 @@ r"""The Variational Reward Model as a Pyro program.
 
 For a pair ``(x, a, b)`` with label ``l`` = P(a preferred)::
 
-    w    ~ p(w | x)                      objective weights on the K-simplex
-    z_a  ~ p(z | x, a),  z_b ~ p(z | x, b)   semantic features in R^D
-    r_y  = w . u(z_y, y),  u(z, y) = g(z) [+ s(e_y)]
-    l    ~ Bernoulli(logits = r_a - r_b)
+    theta ~ N(0, sigma_theta^2 I)              global: path weights, (F, K)        [path="bayesian"]
+    gamma ~ N(0, s^2 I)                        global: the judge's nuisance terms  [nuisance]
+    for each pair:
+        w    ~ p(w | x)                        objective weights on the K-simplex
+        z_y  ~ p(z | x, y),  y in {a, b}       semantic features in R^D
+        u_y  = g(z_y) + theta^T h_y            per-objective scores
+        l    ~ Bernoulli(logits = w . (u_a - u_b) + gamma . (φ(a) - φ(b)))
 
-``g`` is a small decoder from features to K per-objective scores. The optional
-deterministic path ``s(e_y)`` (a linear map of the response embedding to K scores)
-keeps the reward tied to the response when the KL pulls ``q(z)`` onto the prior; the
-objective weights still mix its scores per prompt. ``w`` is drawn per pair (pairs that
-share a prompt share its amortised posterior ``q(w | x)``), so minibatches need no
-grouping by prompt.
+``h_y`` are the response features (:mod:`vrm_pyro.representations`), ``g`` a small decoder
+from features to K scores. The authentic reward is ``r(x, y) = w . u_y``; the nuisance term is
+the judge's, not the reward's. Every route from the response to the reward pays in the ELBO:
+``z`` through its KL per response, ``theta`` through its KL once per dataset. ``w`` is drawn per
+pair (pairs that share a prompt share its amortised posterior ``q(w | x)``; the trainer scales
+the site by ``1 / (pairs of the prompt)``), so minibatches need no grouping by prompt.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-from vrm_pyro.models.base import PreferenceModel, RewardOutput, fixed_rng, standard_normal_noise
+from vrm_pyro.models.base import STREAMS, PreferenceModel, RewardOutput
 from vrm_pyro.models.nets import mlp
+from vrm_pyro.models.paths import BayesianLinearPath, LinearPath
 from vrm_pyro.models.priors import (
     DirichletWeightPrior,
     FeaturePrior,
@@ -33,25 +37,32 @@ from vrm_pyro.config import ModelConfig
 
 
 class VariationalRewardModel(PreferenceModel):
-    """VRM: ``forward(prompt, response_a, response_b, label=None, *, size=None)``.
+    """VRM: ``forward(prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None)``.
 
     Args:
-        emb_dim: E, embedding dimension.
+        prompt_dim: E, width of the prompt embeddings.
+        response_dim: F, width of the response features (default E).
         num_objectives: K.
         feature_dim: D.
         hidden_dim: width of the decoder ``g``.
         weight_prior: a :class:`~vrm_pyro.models.priors.WeightPrior` (default fixed Dirichlet(1)).
         feature_prior: a :class:`~vrm_pyro.models.priors.FeaturePrior` (default N(0, I)).
-        deterministic_path: add ``s(e_y)`` to the decoded scores.
+        path: ``"bayesian"`` (a :class:`~vrm_pyro.models.paths.BayesianLinearPath`), ``"point"``
+            (a free linear map), ``"none"``, or a path module.
+        path_prior_scale: prior std of a path score for unit-variance features.
+        nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
     latent_sites = ("w", "z_a", "z_b")
 
-    def __init__(self, emb_dim: int, *, num_objectives: int = 8, feature_dim: int = 16,
-                 hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
-                 feature_prior: FeaturePrior | None = None, deterministic_path: bool = True):
-        super().__init__()
-        self.emb_dim, self.num_objectives, self.feature_dim = emb_dim, num_objectives, feature_dim
+    def __init__(self, prompt_dim: int, response_dim: int | None = None, *, num_objectives: int = 8,
+                 feature_dim: int = 16, hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
+                 feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
+                 path_prior_scale: float = 1.0, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+        super().__init__(nuisance=nuisance, decorrelation=decorrelation)
+        response_dim = response_dim or prompt_dim
+        self.prompt_dim, self.response_dim = prompt_dim, response_dim
+        self.num_objectives, self.feature_dim = num_objectives, feature_dim
         self.weight_prior = weight_prior or DirichletWeightPrior(num_objectives)
         self.feature_prior = feature_prior or StandardNormalFeaturePrior(feature_dim)
         if self.weight_prior.num_objectives != num_objectives:
@@ -59,51 +70,77 @@ class VariationalRewardModel(PreferenceModel):
         if self.feature_prior.feature_dim != feature_dim:
             raise ValueError(f"feature prior has D={self.feature_prior.feature_dim}, model has D={feature_dim}")
         self.decoder = mlp(feature_dim, hidden_dim, num_objectives, input_norm=False)
-        self.direct = nn.Linear(emb_dim, num_objectives) if deterministic_path else None
+        if isinstance(path, str):
+            path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale),
+                    "point": lambda: LinearPath(response_dim, num_objectives), "none": lambda: None}[path]()
+        self.path = path
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, emb_dim: int, *, weight_prior: WeightPrior,
-                    feature_prior: FeaturePrior) -> VariationalRewardModel:
-        return cls(emb_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
-                   hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior,
-                   deterministic_path=cfg.deterministic_path)
+    def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *, weight_prior: WeightPrior,
+                    feature_prior: FeaturePrior, nuisance: nn.Module | None = None) -> VariationalRewardModel:
+        return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
+                   hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
+                   path_prior_scale=cfg.path_prior_scale, nuisance=nuisance, decorrelation=cfg.decorrelation)
 
-    def objective_scores(self, z: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-        """``u(z, y)``: ``z (..., B, D)``, ``response (B, E)`` -> ``(..., B, K)``."""
+    def global_modules(self) -> list[nn.Module]:
+        own = [self.path] if self.path is not None and self.path.global_sites else []
+        return own + super().global_modules()
+
+    def objective_scores(self, z: torch.Tensor, response: torch.Tensor, globals_: dict | None = None) -> torch.Tensor:
+        """``u(z, y) = g(z) + theta^T h``: ``z (..., B, D)``, ``response (B, F)`` -> ``(..., B, K)``."""
         u = self.decoder(z)
-        if self.direct is not None:
-            u = u + self.direct(response)
-        return u
+        return u if self.path is None else u + self.path.scores(response, globals_ or {})
 
-    def pair_logits(self, prompt, response_a, response_b):
+    def authentic_logits(self, globals_, prompt, response_a, response_b):
         w = pyro.sample("w", self.weight_prior(prompt))
         z_a = pyro.sample("z_a", self.feature_prior(prompt, response_a))
         z_b = pyro.sample("z_b", self.feature_prior(prompt, response_b))
-        u_diff = self.objective_scores(z_a, response_a) - self.objective_scores(z_b, response_b)
+        u_diff = self.decoder(z_a) - self.decoder(z_b)
+        if self.path is not None:  # linear: the difference of the path scores is the score of the difference
+            u_diff = u_diff + self.path.scores(response_a - response_b, globals_)
         return (w * u_diff).sum(-1)
 
-    def _feature_samples(self, guide, prompt, response, num_samples):
-        """``(S, B, D)`` reparameterised samples of q(z | x, y) with fixed noise."""
-        q = guide.feature_guide(prompt, response).base_dist
-        eps = standard_normal_noise(num_samples, self.feature_dim, prompt.device)
-        return q.loc + q.scale * eps[:, None, :]
+    # -- posterior summaries -------------------------------------------------------------------------
+    def path_moments(self, guide, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of the path scores ``theta^T h``: ``(B, K)`` each (zeros without a path)."""
+        if self.path is None:
+            zero = response.new_zeros(response.shape[0], self.num_objectives)
+            return zero, zero
+        posterior = guide.posterior(self.path.site) if self.path.global_sites else None
+        return self.path.moments(response, posterior)
 
-    def reward(self, guide, prompt, response, *, num_samples=32):
-        """``E_q[w . u(z, y)]`` and its standard deviation, exactly for ``w`` (analytic moments
-        where available) and with ``num_samples`` fixed-noise draws for ``z``."""
-        w_mean, w_second = guide.weight_guide.moments(prompt, num_samples=num_samples)
-        u = self.objective_scores(self._feature_samples(guide, prompt, response, num_samples), response)
-        u_mean = u.mean(0)
-        u_second = torch.einsum("sbi,sbj->bij", u, u) / u.shape[0]
+    def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
+        r"""``E_q[w . u(z, y)]``, exact for ``w`` (analytic moments where available) and ``theta`` (mean-field
+        Gaussian), with ``num_samples`` seeded draws of ``z``. ``reward_std`` is the epistemic part,
+        ``Var_theta(E_{w,z}[r | theta]) = sum_k E[w_k]^2 Var((theta^T h)_k)``; ``local_std`` the rest of the
+        total posterior variance (law of total variance)."""
+        w_mean, w_second = guide.weight_guide.moments(prompt, num_samples=num_samples, seed=seed)
+        z = guide.feature_guide.draws(prompt, response, num_samples, seed=seed, stream=STREAMS["z_a"])
+        g = self.decoder(z)
+        g_mean = g.mean(0)
+        g_second = torch.einsum("sbi,sbj->bij", g, g) / g.shape[0]
+        p_mean, p_var = self.path_moments(guide, response)
+        u_mean = g_mean + p_mean
+        cross = g_mean.unsqueeze(-1) * p_mean.unsqueeze(-2)
+        u_second = (g_second + cross + cross.transpose(-1, -2) + p_mean.unsqueeze(-1) * p_mean.unsqueeze(-2)
+                    + torch.diag_embed(p_var))
         mean = (w_mean * u_mean).sum(-1)
-        second = (w_second * u_second).sum((-2, -1))
-        std = (second - mean.square()).clamp_min(0.0).sqrt()
-        return RewardOutput(reward=mean, reward_std=std, weights=w_mean, scores=u_mean)
+        total = ((w_second * u_second).sum((-2, -1)) - mean.square()).clamp_min(0.0)
+        epistemic = (w_mean.square() * p_var).sum(-1)
+        has_globals = self.path is not None and bool(self.path.global_sites)
+        return RewardOutput(reward=mean, reward_std=epistemic.sqrt() if has_globals else None,
+                            local_std=(total - epistemic).clamp_min(0.0).sqrt(), weights=w_mean, scores=u_mean)
 
-    def difference_samples(self, guide, prompt, response_a, response_b, *, num_samples=32, seed=0):
-        """``w . (u_a - u_b)`` for ``num_samples`` seeded draws of q(w|x), q(z_a|x,a), q(z_b|x,b): ``(S, B)``."""
-        with fixed_rng(seed, prompt.device):
-            w = guide.weight_guide(prompt).rsample((num_samples,))
-        u_a = self.objective_scores(self._feature_samples(guide, prompt, response_a, num_samples), response_a)
-        u_b = self.objective_scores(self._feature_samples(guide, prompt, response_b, num_samples), response_b)
-        return (w * (u_a - u_b)).sum(-1)
+    def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
+                           num_samples=32, seed=0, include_nuisance=True):
+        draws = guide.global_samples(num_samples, seed)
+        w = guide.weight_guide.draws(prompt, num_samples, seed=seed)
+        z_a = guide.feature_guide.draws(prompt, response_a, num_samples, seed=seed, stream=STREAMS["z_a"])
+        z_b = guide.feature_guide.draws(prompt, response_b, num_samples, seed=seed, stream=STREAMS["z_b"])
+        u_diff = self.decoder(z_a) - self.decoder(z_b)
+        if self.path is not None:
+            u_diff = u_diff + self.path.scores(response_a - response_b, draws)
+        d = (w * u_diff).sum(-1)
+        if include_nuisance:
+            d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
+        return d

@@ -47,9 +47,10 @@ def test_score_contract_keeps_fields_and_adds_reward_std_weights(trained, tmp_pa
         assert all(isinstance(g["reward"], float) for g in got)
         if kind == "vrm":
             assert all(g["reward_std"] > 0 and len(g["weights"]) == 8 for g in got)
+            assert all(abs(g["reward_lcb"] - (g["reward"] - g["reward_std"])) < 1e-6 for g in got)
             assert abs(sum(got[0]["weights"]) - 1) < 1e-4 and got[0]["weights"] == got[1]["weights"]
         else:
-            assert all(g["reward_std"] is None and g["weights"] is None for g in got)
+            assert all(g["reward_std"] is None and g["weights"] is None and g["reward_lcb"] == g["reward"] for g in got)
 
 
 def test_eval_reports_model_and_baseline_and_reproduces_the_training_test_metrics(trained, tmp_path, capsys):
@@ -63,7 +64,8 @@ def test_eval_reports_model_and_baseline_and_reproduces_the_training_test_metric
         assert metrics[kind]["nll"] == pytest.approx(saved["nll"], rel=1e-5)
     assert all((report / f).is_file() for f in ("report.md", "reliability.png", "uncertainty.png"))
     printed = capsys.readouterr().out
-    assert "vrm" in printed and "bt" in printed and "length_spearman" in printed
+    assert "vrm" in printed and "bt" in printed and "len rho" in printed
+    assert max(len(line) for line in printed.splitlines() if line.startswith(("model", "vrm", "bt"))) <= 100
 
 
 def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_path):
@@ -76,9 +78,10 @@ def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_pat
     bon = tmp_path / "bon.jsonl"
     bon.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [
         {"response": "Yes. " * (j + 1), "gold": float(j)} for j in range(4)]}) + "\n" for i in range(3)))
-    assert main(["best-of-n", "--checkpoint", str(out), "--input", str(bon), "--output", str(tmp_path / "bon"), *cache]) == 0
+    assert main(["best-of-n", "--checkpoint", str(out), "--input", str(bon), "--output", str(tmp_path / "bon"),
+                 "--select", "both", "--kappa", "2", *cache]) == 0
     curve = pd.read_csv(tmp_path / "bon" / "best_of_n.csv")
-    assert set(curve.method) == {"vrm", "bt", "random", "longest", "oracle"} and set(curve.n) == {1, 2, 4}
+    assert set(curve.method) == {"vrm", "vrm lcb(k=2)", "bt", "random", "longest", "oracle"} and set(curve.n) == {1, 2, 4}
     assert curve[(curve.method == "longest") & (curve.n == 4)].gold.item() == 3.0  # longest is best here
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"Q{i % 2}", "response": "- a\n- b" if i % 2 else "I'm sorry."}) + "\n"
@@ -88,6 +91,21 @@ def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_pat
     assert main(["spurious", "--agreements", "0.5", "1.0", "--train-prompts", "40", "--output", str(tmp_path / "sp")]) == 0
     sp = pd.read_csv(tmp_path / "sp" / "spurious.csv")
     assert set(sp.model) == {"vrm", "bt"} and set(sp.agreement) == {0.5, 1.0}
+
+
+def test_stress_reports_each_junk_kind_for_model_and_baseline(trained, tmp_path, capsys):
+    root, out = trained
+    inp = tmp_path / "real.jsonl"
+    inp.write_text("".join(json.dumps({"prompt": f"How do I care for plant number {i}?",
+                                       "response": f"Water plant {i} weekly. Give it light. Repot it in spring."}) + "\n"
+                           for i in range(4)))
+    assert main(["stress", "--checkpoint", str(out), "--input", str(inp), "--kinds", "repeated,echo,template",
+                 "--output", str(tmp_path / "st"), "--cache-dir", str(root / "cache")]) == 0
+    table = pd.read_csv(tmp_path / "st" / "stress.csv")
+    assert set(table.model) == {"vrm", "bt"} and list(table.kind.unique()) == ["repeated", "echo", "template"]
+    assert (table.n == 4).all() and table.junk_wins.between(0, 1).all()
+    assert {"std_real", "std_junk"} <= set(table.columns)  # VRM's epistemic std, per kind
+    assert (tmp_path / "st" / "stress.png").stat().st_size > 1000
 
 
 def test_inspect_writes_weights_table_and_heatmap(trained, tmp_path, capsys):
@@ -119,6 +137,17 @@ def test_errors_are_one_line_without_traceback(trained, tmp_path, capsys):
                  "--cache-dir", str(root / "cache")]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2: field 'response': expected a string" in err and "Traceback" not in err
+    assert not (tmp_path / "o.jsonl").exists()  # a command that fails writes no output file
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert main(["score", "--checkpoint", str(out), "--input", str(tmp_path / "empty.jsonl"), "--output",
+                 str(tmp_path / "o.jsonl"), "--cache-dir", str(root / "cache")]) == 2
+    assert "empty.jsonl: the input has no rows to score" in capsys.readouterr().err
+    import gzip
+
+    (tmp_path / "packed.jsonl").write_bytes(gzip.compress(b'{"prompt": "p", "response": "r"}\n'))
+    assert main(["score", "--checkpoint", str(out), "--input", str(tmp_path / "packed.jsonl"), "--output",
+                 str(tmp_path / "o.jsonl"), "--cache-dir", str(root / "cache")]) == 2
+    assert "packed.jsonl:1: not UTF-8 text" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
     assert main(["train", "--data", str(tmp_path / "none.jsonl"), "--no-progress"]) == 2
     assert "none.jsonl: file does not exist" in capsys.readouterr().err
     assert main(["train", "--weight-prior", "gamma", "--data-limit", "10", "--no-progress",
@@ -131,8 +160,10 @@ def test_console_script_runs_as_a_subprocess(trained):
                           timeout=120)
     assert proc.returncode == 0
     for flag in ("--data", "--format", "--model", "--encoder", "--seed", "--output", "--num-objectives",
-                 "--weight-prior", "--kl-weight-w", "--encoder-mode", "--lora-r"):
+                 "--weight-prior", "--kl-weight-w", "--encoder-mode", "--lora-r", "--representation", "--nuisance",
+                 "--erase-nuisance", "--augment", "--path", "--free-bits"):
         assert flag in proc.stdout
+    assert "(default: 8) (default: 8)" not in proc.stdout and "K: number of latent objectives" in proc.stdout
 
 
 def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
@@ -145,11 +176,11 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
                  "--cache-dir", str(root / "cache"), "--chunk-size", "2"]) == 0
     lines = full.read_text().splitlines(keepends=True)
     part = tmp_path / "part.jsonl"
-    part.write_text("".join(lines[:2]) + lines[2][:15])  # killed while writing row 3
-    from vrm_pyro.scoring import score_file
+    from vrm_pyro.scoring import partial_path, score_file
 
+    partial_path(part).write_text("".join(lines[:2]) + lines[2][:15])  # killed while writing row 3
     written = score_file(out, str(inp), str(part), cache_dir=str(root / "cache"), resume=True)
-    assert written == 3
+    assert written == 3 and not partial_path(part).exists()
     got, ref = [json.loads(x) for x in part.read_text().splitlines()], [json.loads(x) for x in lines]
     assert [g["prompt"] for g in got] == [r["prompt"] for r in ref]
     assert all(abs(g["reward"] - r["reward"]) < 1e-5 for g, r in zip(got, ref))  # batches differ: float rounding

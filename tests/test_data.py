@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vrm_pyro import DataError, load_pairs
-from vrm_pyro.data import HH_SEPARATOR, PreferencePairs, bundled_data_path
+from vrm_pyro.data import PreferencePairs
+from vrm_pyro.formats import HH_SEPARATOR, bundled_data_path
 
 from .conftest import ALPACA_FILE, HH_FILE, require
 

@@ -33,8 +33,30 @@ def test_tiny_bert_encoder_mean_pools_and_caches(tiny_bert, tmp_path):
     assert enc2.forward_texts == 0
     assert torch.equal(first.response_a, second.response_a)
     # a padded batch gives the same embedding as the text alone
-    alone = enc2._compute(enc2.token_ids(pairs.prompt[:1]), progress=False)
+    alone = enc2._compute(enc2.token_ids(pairs.prompt[:1]))["all"]
     assert torch.allclose(alone[0], first.prompt[0], atol=1e-5)
+
+
+def test_response_span_pooling_is_the_mean_over_the_response_tokens_of_one_pass(tiny_bert, tmp_path):
+    model, tok = tiny_bert
+    enc = TextEncoder(EncoderConfig(name="tiny-bert", max_length=24, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    prompts = ["how do I bake bread", "a question"]
+    responses = ["knead flour and water then bake it for forty minutes in a very hot oven until done", "yes"]
+    tokens = enc.tokenize(prompts, responses)
+    whole = enc.encode(prompts, responses)
+    assert enc.forward_texts == 2
+    resp = enc.encode(prompts, responses, span="response")
+    assert enc.forward_texts == 2  # the response pooling came from the same forward pass (cached with it)
+    for i, (ids, (start, end)) in enumerate(tokens):
+        assert len(ids) <= 24 and ids[end] == tok.sep_token_id
+        tail = tok(responses[i], add_special_tokens=False)["input_ids"]
+        assert ids[start:end] == tail[len(tail) - (end - start):]  # the end of the response is kept
+        hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        assert torch.allclose(resp[i], hidden[start:end].mean(0), atol=1e-5)
+        assert torch.allclose(whole[i], hidden.mean(0), atol=1e-5)
+    assert not torch.allclose(resp, whole)
+    with pytest.raises(Exception, match="give a response"):
+        enc.encode(prompts, span="response")
 
 
 def test_tiny_decoder_uses_last_token_pooling(tmp_path):
@@ -95,11 +117,11 @@ def test_encoding_is_stored_in_chunks_so_an_interruption_keeps_progress(tiny_ber
     calls = {"n": 0}
     real = enc._compute
 
-    def failing(ids, progress):
+    def failing(ids, spans=None, bar=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(ids, progress)
+        return real(ids, spans, bar)
 
     monkeypatch.setattr(enc, "_compute", failing)
     with pytest.raises(KeyboardInterrupt):

@@ -13,12 +13,13 @@ from vrm_pyro.data import PreferencePairs
 from vrm_pyro.errors import DataError
 from vrm_pyro.evaluate import (
     accuracy_by_uncertainty,
-    evaluate_models,
+    auroc,
     expected_calibration_error,
     group_breakdown,
     pairwise_metrics,
     reliability_bins,
 )
+from vrm_pyro.experiment import spurious_cue_experiment
 from vrm_pyro.hacking import (
     BestOfNSet,
     best_of_n_curve,
@@ -28,9 +29,9 @@ from vrm_pyro.hacking import (
     length_perturbation,
     load_best_of_n,
     spearman,
-    spurious_cue_experiment,
 )
 from vrm_pyro.inspect import cluster_prompts, compare_prompts, objective_report, response_properties
+from vrm_pyro.reports import evaluate_models
 
 from .conftest import ALPACA_FILE, require
 
@@ -84,7 +85,7 @@ def re_escape(s):
 
 
 def test_best_of_n_from_alpaca_eval_uses_judge_preference_as_gold():
-    from vrm_pyro.data import load_pairs
+    from vrm_pyro.formats import load_pairs
 
     pairs = load_pairs(str(require(ALPACA_FILE)), "alpaca_eval", skip_invalid=True, limit=3000)  # ~7 generators
     keep = set(sorted(set(pairs.prompt))[:5])
@@ -133,10 +134,10 @@ def _length_world(n=60, seed=0):
         e[:, 0] = torch.tensor(lengths, dtype=torch.float32)
         return e
     pairs = PairEmbeddings(torch.zeros(n, 4), emb(la), emb(lb), texts.label)
-    rm = build_reward_model(ModelConfig(model="bt"), emb_dim=4)
+    rm = build_reward_model(ModelConfig(model="bt", feature_transform="none"), emb_dim=4)
     with torch.no_grad():
-        rm.model.head.weight.copy_(torch.tensor([[1.0, 0, 0, 0]]))
-        rm.model.head.bias.zero_()
+        rm.model.head.net.weight.copy_(torch.tensor([[1.0, 0, 0, 0]]))
+        rm.model.head.net.bias.zero_()
     return rm, pairs, texts
 
 
@@ -148,7 +149,11 @@ def test_length_bias_of_a_pure_length_reward():
     assert lb["acc_shorter_preferred"] == 0.0 and lb["n_shorter_preferred"] == differ and lb["n_longer_preferred"] == 0
 
     class WordCountEncoder:
-        def encode(self, prompts, responses=None):
+        from vrm_pyro import EncoderConfig
+
+        config = EncoderConfig()
+
+        def encode(self, prompts, responses=None, **kwargs):
             texts_ = responses if responses is not None else prompts
             e = torch.zeros(len(texts_), 4)
             e[:, 0] = torch.tensor([len(t.split()) for t in texts_], dtype=torch.float32)
@@ -161,7 +166,8 @@ def test_length_bias_of_a_pure_length_reward():
 def test_evaluate_models_report_files_match_the_numbers(tmp_path):
     rm_bt, pairs, texts = _length_world(80)
     texts.meta = [{"generator_2": "g1" if i % 2 else "g2"} for i in range(80)]
-    vrm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=2, feature_dim=2), emb_dim=4, seed=0)
+    vrm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=2, feature_dim=2, feature_transform="none"),
+                             emb_dim=4, seed=0)
     report = evaluate_models({"vrm": vrm, "bt": rm_bt}, pairs, texts=texts, group_column="generator_2")
     report.save(tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
@@ -195,7 +201,8 @@ def test_response_properties_and_spearman():
 
 def test_objective_report_compare_and_cluster():
     torch.manual_seed(0)
-    rm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=3, feature_dim=2), emb_dim=6, seed=0)
+    rm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=3, feature_dim=2, feature_transform="none"),
+                            emb_dim=6, seed=0)
     n = 12
     prompts = [f"p{i % 4}" for i in range(n)]
     responses = [("- item\n" * (i % 3)) + "word " * (i + 1) for i in range(n)]
@@ -211,3 +218,12 @@ def test_objective_report_compare_and_cluster():
     blobs = np.concatenate([np.tile([0.8, 0.1, 0.1], (20, 1)), np.tile([0.1, 0.1, 0.8], (10, 1))])
     labels, centers = cluster_prompts(blobs + np.random.default_rng(0).normal(0, 0.01, blobs.shape), 2)
     assert list(labels) == [0] * 20 + [1] * 10 and np.allclose(centers[0], [0.8, 0.1, 0.1], atol=0.02)
+
+
+def test_auroc_counts_ranked_pairs_and_ties():
+    assert auroc([0, 1, 2], [3, 4]) == 1.0 and auroc([3, 4], [0, 1, 2]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    rng = np.random.default_rng(0)
+    neg, pos = rng.normal(size=300), rng.normal(1.0, size=200)
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert auroc(neg, pos) == pytest.approx(brute)

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vrm_pyro import ModelConfig, PairEmbeddings, build_reward_model
-from vrm_pyro.data import load_pairs, load_score_rows
 from vrm_pyro.errors import DataError, VRMError
+from vrm_pyro.formats import load_pairs, load_score_rows
 
 FUZZ_EXAMPLES = int(os.environ.get("VRM_FUZZ_EXAMPLES", "150"))
 DERANDOMIZE = "VRM_FUZZ_RANDOM" not in os.environ  # CI replays the same cases; set it to explore
@@ -135,16 +135,34 @@ def test_any_json_rows_give_pairs_or_one_located_error(rows, fmt):
 @given(lines=st.lists(st.one_of(json_values.map(json.dumps), texts.filter(lambda s: "\n" not in s and "\r" not in s)),
                       min_size=1, max_size=5))
 def test_raw_lines_including_broken_json_give_one_located_error(lines):
+    """The loader never drops or invents a row silently: it returns one pair per non-blank line, or raises
+    one error naming a line at or before the first line that is not JSON (with that line's text)."""
     fd, name = tempfile.mkstemp(suffix=".jsonl")
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogatepass") as fh:
         fh.write("\n".join(lines) + "\n")
     path = Path(name)
+    content = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+
+    def is_json(line):
+        try:
+            json.loads(line)
+            return True
+        except ValueError:
+            return False
+
+    first_broken = next((n for n, line in content if not is_json(line)), None)
     try:
-        load_pairs(str(path))
+        pairs = load_pairs(str(path))
     except DataError as err:
-        assert str(err).startswith(str(path))
+        _assert_located(err, path)
+        if first_broken is not None and err.line is not None:
+            assert err.line <= first_broken, (str(err), first_broken)
+            if err.line == first_broken:
+                assert any(m in str(err) for m in ("malformed JSON", "not UTF-8", "NUL bytes"))
+        return
     finally:
         path.unlink()
+    assert first_broken is None and len(pairs) == len(content)
 
 
 @SETTINGS
@@ -194,7 +212,8 @@ def test_python_api_pairs_are_scored_finitely_or_refused(n, scale, bad):
         return
     assert bad is None and scale <= 1e8
     rm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=3, feature_dim=2), emb_dim=8, seed=0)
-    loss = rm.elbo()(*pairs.tensors(), size=n)
+    rm.fit_transform(pairs)
+    loss = rm.elbo()(*rm.prepare(pairs).tensors(), size=n)
     out = rm.reward(pairs.prompt, pairs.response_a, num_samples=4)
     assert torch.isfinite(loss) and torch.isfinite(out.reward).all() and torch.isfinite(out.reward_std).all()
     assert torch.allclose(out.weights.sum(-1), torch.ones(n), atol=1e-5)
@@ -218,6 +237,7 @@ def scored_checkpoint(tmp_path_factory):
     enc_cfg = EncoderConfig(name=str(root / "enc"), max_length=48, cache_dir=str(root / "cache"))
     encoder = TextEncoder(enc_cfg)
     rm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=3, feature_dim=2), emb_dim=16, seed=0)
+    rm.fit_transform(PairEmbeddings(torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16), torch.ones(8)))
     save_checkpoint(root / "ckpt", rm, encoder=enc_cfg, encoder_identity=encoder.identity)
     return root
 
@@ -248,4 +268,5 @@ def test_vrm_score_on_fuzzed_rows_writes_valid_rows_or_one_located_error(scored_
     assert n == len(rows) == len(written)
     for row, got in zip(rows, written, strict=True):
         assert got["prompt"] == row["prompt"] and got["response"] == row["response"]
-        assert math.isfinite(got["reward"]) and math.isfinite(got["reward_std"]) and len(got["weights"]) == 3
+        assert math.isfinite(got["reward"]) and got["reward_std"] > 0 and len(got["weights"]) == 3
+        assert got["reward_lcb"] == pytest.approx(got["reward"] - got["reward_std"], abs=1e-6)

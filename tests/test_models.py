@@ -31,27 +31,39 @@ def batch(n=6, seed=0):
             torch.rand(n, generator=g))
 
 
+def fitted(cfg, response_dim=E, seed=0):
+    """A model with random parameters whose transform is fitted on random features (no training)."""
+    rm = build_reward_model(cfg, emb_dim=E, response_dim=response_dim, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    rm.transform.fit(torch.randn(64, response_dim, generator=g), torch.rand(64, rm.num_covariates, generator=g) * 8)
+    with torch.no_grad():  # move the global posteriors off their initial values
+        for p in rm.guide.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return rm
+
+
 def test_model_and_guide_sample_the_same_sites():
     rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
     args = batch()
     g = poutine.trace(rm.guide).get_trace(*args)
     m = poutine.trace(poutine.replay(rm.model, trace=g)).get_trace(*args)
     latent = {n for n, s in m.nodes.items() if s["type"] == "sample" and not s["is_observed"] and n != "pairs"}
-    assert latent == {"w", "z_a", "z_b"} == set(rm.model.latent_sites)
+    assert latent == {"w", "z_a", "z_b", "theta"} and set(rm.model.latent_sites) == {"w", "z_a", "z_b"}
     assert m.nodes["label"]["is_observed"]
     assert m.nodes["w"]["fn"].event_shape == (8,) and m.nodes["z_a"]["fn"].event_shape == (16,)
-    # the plate scales the minibatch to the dataset size
+    assert m.nodes["theta"]["fn"].event_shape == (E, 8)
+    # the plate scales the minibatch to the dataset size; the global path weights are counted once
     g2 = poutine.trace(rm.guide).get_trace(*args, size=600)
-    assert g2.nodes["w"]["scale"] == pytest.approx(100.0)
+    assert g2.nodes["w"]["scale"] == pytest.approx(100.0) and g2.nodes["theta"]["scale"] == 1.0
 
 
 class GuideWithoutZb(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.inner = VariationalGuide(*[WEIGHT_GUIDES["dirichlet"].from_config(ModelConfig(hidden_dim=8), E),
-                                        AmortisedFeatureGuide(E, 16, 8)])
+        self.inner = VariationalGuide(WEIGHT_GUIDES["dirichlet"].from_config(ModelConfig(hidden_dim=8), E, E),
+                                      AmortisedFeatureGuide(E, 16, 8))
 
-    def forward(self, prompt, a, b, label=None, *, size=None):
+    def forward(self, prompt, a, b, label=None, na=None, nb=None, *, size=None):
         with pyro.plate("pairs", prompt.shape[0]):
             pyro.sample("w", self.inner.weight_guide(prompt))
             pyro.sample("z_a", self.inner.feature_guide(prompt, a))
@@ -59,7 +71,7 @@ class GuideWithoutZb(torch.nn.Module):
 
 
 def test_mismatched_guide_fails_with_clear_message():
-    rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
+    rm = build_reward_model(ModelConfig(hidden_dim=8, path="point"), emb_dim=E)
     with pytest.raises(ModelGuideMismatch, match=r"does not sample the model's latent site\(s\) \['z_b'\].*"
                                                   r"samples site\(s\) \['extra'\]"):
         check_sites(rm.model, GuideWithoutZb(), E)
@@ -116,15 +128,16 @@ def test_site_scale_weights_the_kl_of_a_site():
     args = batch()
     elbo = rm.elbo("mean_field")
     pyro.set_rng_seed(1)  # same draws in both evaluations
-    with SiteScale({"w": 0.0, "z_a": 0.0, "z_b": 0.0}):
+    sites = ("w", "z_a", "z_b", "theta")
+    with SiteScale(dict.fromkeys(sites, 0.0)):
         no_kl = elbo(*args).item()
     pyro.set_rng_seed(1)
-    with SiteScale({"w": 1.0, "z_a": 1.0, "z_b": 1.0}):
+    with SiteScale(dict.fromkeys(sites, 1.0)):
         full = elbo(*args).item()
-    # analytic KLs (mean-field ELBO): the difference is exactly the sum of the three KL terms
+    # analytic KLs (mean-field ELBO): the difference is exactly the sum of the four KL terms
     g = poutine.trace(rm.guide).get_trace(*args)
     m = poutine.trace(poutine.replay(rm.model, trace=g)).get_trace(*args)
-    kl = sum(torch.distributions.kl_divergence(g.nodes[s]["fn"], m.nodes[s]["fn"]).sum() for s in ("w", "z_a", "z_b"))
+    kl = sum(torch.distributions.kl_divergence(g.nodes[s]["fn"], m.nodes[s]["fn"]).sum() for s in sites)
     assert full - no_kl == pytest.approx(kl.item(), rel=1e-4)  # loss = KL - E[log-lik]
 
 
@@ -137,30 +150,98 @@ def test_dirichlet_moments_match_monte_carlo():
 
 
 @pytest.mark.parametrize("weight_guide", ["dirichlet", "logistic_normal"])
-def test_reward_is_batch_invariant_and_std_matches_monte_carlo(weight_guide):
-    rm = build_reward_model(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3,
-                                        weight_guide=weight_guide, weight_prior="logistic_normal"), emb_dim=E)
+def test_reward_is_batch_invariant_and_its_moments_match_monte_carlo(weight_guide):
+    rm = fitted(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, weight_guide=weight_guide,
+                            weight_prior="logistic_normal"))
     p, a, _, _ = batch(9)
     full = rm.reward(p, a, num_samples=64)
     parts = [rm.reward(p[i:i + 2], a[i:i + 2], num_samples=64) for i in range(0, 9, 2)]
     # identical up to float rounding of batched matrix products (common random numbers for z)
-    assert torch.allclose(full.reward, torch.cat([x.reward for x in parts]), atol=1e-6, rtol=0)
-    assert torch.allclose(full.reward_std, torch.cat([x.reward_std for x in parts]), atol=1e-6, rtol=0)
+    for name in ("reward", "reward_std", "local_std"):
+        assert torch.allclose(getattr(full, name), torch.cat([getattr(x, name) for x in parts]), atol=1e-6, rtol=0)
     assert torch.allclose(full.weights.sum(-1), torch.ones(9), atol=1e-5)
-    # brute-force Monte Carlo over the guide
+    # brute-force Monte Carlo over the guide: theta, w and z drawn independently (against many z draws)
+    full = rm.reward(p, a, num_samples=4096)
+    n = 20000
     with torch.no_grad():
-        w = rm.guide.weight_guide(p).sample((20000,))
-        z = rm.guide.feature_guide(p, a).sample((20000,))
-        r = (w * rm.model.objective_scores(z, a)).sum(-1)
-    assert torch.allclose(full.reward, r.mean(0), atol=0.02)
-    assert torch.allclose(full.reward_std, r.std(0), rtol=0.15, atol=0.01)
+        h = rm.transform.features(a)
+        theta = rm.guide.posterior("theta").sample((n,))
+        w = rm.guide.weight_guide(p).sample((n,))
+        z = rm.guide.feature_guide(p, h).sample((n,))
+        r = (w * (rm.model.decoder(z) + torch.einsum("bf,sfk->sbk", h, theta))).sum(-1)
+        # the epistemic part: the spread over theta of the reward averaged over the local latents
+        r_given_theta = (w.mean(0) * (rm.model.decoder(z).mean(0) + torch.einsum("bf,sfk->sbk", h, theta))).sum(-1)
+    assert torch.allclose(full.reward, r.mean(0), atol=0.03)
+    total = (full.reward_std.square() + full.local_std.square()).sqrt()
+    assert torch.allclose(total, r.std(0), rtol=0.15, atol=0.01)
+    assert torch.allclose(full.reward_std, r_given_theta.std(0), rtol=0.1, atol=0.005)
+
+
+def _brute_force_differences(rm, p, a, b, na, nb, n=20000):
+    """Draws of the logit from independent samples of every latent of the guide."""
+    with torch.no_grad():
+        ha, hb = rm.transform.features(a), rm.transform.features(b)
+        dphi = rm.transform.covariates(na) - rm.transform.covariates(nb)
+        theta = rm.guide.posterior("theta").sample((n,))
+        gamma = rm.guide.posterior("gamma").sample((n,))
+        w = rm.guide.weight_guide(p).sample((n,))
+        za, zb = rm.guide.feature_guide(p, ha).sample((n,)), rm.guide.feature_guide(p, hb).sample((n,))
+        u = rm.model.decoder(za) - rm.model.decoder(zb) + torch.einsum("bf,sfk->sbk", ha - hb, theta)
+        return (w * u).sum(-1) + (gamma[:, None, :] * dphi).sum(-1)
+
+
+def test_difference_draws_are_independent_draws_of_the_guide():
+    """Regression: z_a and z_b were drawn with the same noise, so r_a - r_b had no spread for a = b."""
+    rm = fitted(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, nuisance="length,bold"), response_dim=12)
+    g = torch.Generator().manual_seed(5)
+    p, a, b = torch.randn(6, E, generator=g), torch.randn(6, 12, generator=g), torch.randn(6, 12, generator=g)
+    na, nb = torch.rand(6, 2, generator=g) * 8, torch.rand(6, 2, generator=g) * 8
+    d = rm.difference_samples(p, a, b, na, nb, num_samples=4000)
+    ref = _brute_force_differences(rm, p, a, b, na, nb)
+    se = ref.std(0) / 4000 ** 0.5
+    assert ((d.mean(0) - ref.mean(0)).abs() < 4 * se + 1e-3).all(), (d.mean(0), ref.mean(0))
+    assert torch.allclose(d.std(0), ref.std(0), rtol=0.06)
+    # a response against itself: zero mean, and the spread of two independent feature draws (not 0)
+    same = rm.difference_samples(p, a, a, na, na, num_samples=4000)
+    ref_same = _brute_force_differences(rm, p, a, a, na, na)
+    assert (same.std(0) > 0.05).all()
+    assert torch.allclose(same.std(0), ref_same.std(0), rtol=0.06)
+    assert (same.mean(0).abs() < 4 * ref_same.std(0) / 4000 ** 0.5 + 1e-3).all()
+
+
+@pytest.mark.parametrize("weight_guide", ["dirichlet", "logistic_normal", "mean_field"])
+def test_pair_probability_does_not_depend_on_the_batch(weight_guide):
+    """Regression: the w noise was drawn over the whole (S, B, K) tensor, so a pair's probability changed with
+    the batch it was scored in (by up to 0.017)."""
+    rm = fitted(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, weight_guide=weight_guide,
+                            nuisance="length"))
+    p, a, b, _ = batch(10, seed=3)
+    p[5:] = p[:5]  # pairs that share a prompt
+    na, nb = torch.rand(10, 1) * 5, torch.rand(10, 1) * 5
+    full = rm.pair_probability(p, a, b, na, nb, num_samples=32)
+    for size in (1, 5):
+        parts = torch.cat([rm.pair_probability(p[i:i + size], a[i:i + size], b[i:i + size], na[i:i + size],
+                                               nb[i:i + size], num_samples=32) for i in range(0, 10, size)])
+        assert torch.allclose(parts, full, atol=1e-6, rtol=0), (size, (parts - full).abs().max())
+    reordered = rm.pair_probability(p.flip(0), a.flip(0), b.flip(0), na.flip(0), nb.flip(0), num_samples=32)
+    assert torch.allclose(reordered.flip(0), full, atol=1e-6, rtol=0)
+
+
+def test_subset_counts_its_own_prompt_multiplicities():
+    """Regression: PairEmbeddings.subset kept the whole dataset's prompt multiplicities."""
+    p = torch.randn(3, E).repeat_interleave(torch.tensor([4, 2, 1]), dim=0)  # prompts with 4, 2 and 1 pairs
+    data = PairEmbeddings(p, torch.randn(7, E), torch.randn(7, E), torch.ones(7))
+    assert data.prompt_multiplicity.tolist() == [4, 4, 4, 4, 2, 2, 1]
+    assert data.subset([0, 1, 4, 6]).prompt_multiplicity.tolist() == [2, 2, 1, 1]
+    assert data.subset(slice(3, 6)).prompt_multiplicity.tolist() == [1, 2, 2]
 
 
 @pytest.mark.parametrize("scale", [0.0, 1e7])
 @pytest.mark.parametrize("weight_guide", ["dirichlet", "logistic_normal", "mean_field"])
 def test_extreme_embeddings_give_finite_loss_and_gradients(scale, weight_guide):
-    rm = build_reward_model(ModelConfig(hidden_dim=16, weight_guide=weight_guide,
+    rm = build_reward_model(ModelConfig(hidden_dim=16, weight_guide=weight_guide, feature_transform="none",
                                         weight_prior="prompt_dirichlet", feature_prior="response_gaussian"), emb_dim=E)
+    rm.transform.fit(torch.zeros(1, E), torch.zeros(1, 0))
     p, a, b, lab = batch(6)
     p, a, b = p * scale, a * scale, -b * scale
     loss = rm.elbo("trace")(p, a, b, lab)
@@ -171,11 +252,13 @@ def test_extreme_embeddings_give_finite_loss_and_gradients(scale, weight_guide):
     assert torch.isfinite(out.reward).all() and torch.isfinite(out.reward_std).all()
 
 
-def test_soft_labels_are_used_as_probabilities():
+def test_soft_labels_are_a_cross_entropy_and_hard_labels_a_bernoulli():
     rm = build_reward_model(ModelConfig(model="bt"), emb_dim=E)
     p, a, b, _ = batch(4)
-    lab = torch.tensor([0.3, 0.5, 0.9, 0.0])
-    loss = rm.elbo("trace")(p, a, b, lab, size=4)
     logits = rm.model.score(a) - rm.model.score(b)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, lab, reduction="sum")
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for lab, kind in ((torch.tensor([0.3, 0.5, 0.9, 0.0]), "factor"), (torch.tensor([1.0, 0.0, 1.0, 1.0]), "Bernoulli")):
+        loss = rm.elbo("trace")(p, a, b, lab, size=4)
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, lab, reduction="sum")
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        site = poutine.trace(rm.model).get_trace(p, a, b, lab).nodes["label"]
+        assert site["is_observed"] and (type(site["fn"]).__name__ == "Unit") == (kind == "factor")

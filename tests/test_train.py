@@ -54,7 +54,7 @@ def test_early_stopping_restores_the_best_epoch():
     n = 64
     data = PairEmbeddings(torch.randn(n, E), torch.randn(n, E), torch.randn(n, E), torch.randint(0, 2, (n,)).float())
     val = PairEmbeddings(torch.randn(32, E), torch.randn(32, E), torch.randn(32, E), torch.randint(0, 2, (32,)).float())
-    rm = build_reward_model(ModelConfig(model="bt", bt_hidden_dim=64), emb_dim=E)
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="mlp", bt_hidden_dim=64), emb_dim=E)
     res = fit(rm, data, val, TrainConfig(epochs=60, lr=1e-2, patience=3, progress=False))
     assert res.stopped_early and len(res.history) == res.best_epoch + 4
     best = min(h["val_nll"] for h in res.history)
@@ -77,7 +77,7 @@ def test_nan_embeddings_are_refused_and_nan_steps_are_caught():
         PairEmbeddings(torch.full((2, E), float("nan")), torch.zeros(2, E), torch.zeros(2, E), torch.ones(2))
     rm = build_reward_model(ModelConfig(model="bt"), emb_dim=E)
     with torch.no_grad():
-        rm.model.head.weight.fill_(float("nan"))
+        rm.model.head.net.weight.fill_(float("nan"))
     data = PairEmbeddings(torch.randn(8, E), torch.randn(8, E), torch.randn(8, E), torch.ones(8))
     with pytest.raises(NumericalError, match="non-finite value at step 0"):
         fit(rm, data, None, TrainConfig(epochs=1, progress=False))

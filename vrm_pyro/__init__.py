@@ -12,7 +12,7 @@ Quick start::
 """
 
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
-from vrm_pyro.data import PairEmbeddings, PreferencePairs, load_pairs
+from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import (
     CheckpointError,
     ConfigError,
@@ -22,6 +22,7 @@ from vrm_pyro.errors import (
     VRMError,
 )
 from vrm_pyro.evaluate import evaluate_pairs, pairwise_metrics
+from vrm_pyro.formats import load_pairs
 from vrm_pyro.registry import build_reward_model
 from vrm_pyro.reward_model import RewardModel
 from vrm_pyro.train import FitResult, fit

@@ -23,7 +23,9 @@ from vrm_pyro.config import EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import CheckpointError, ConfigError
 from vrm_pyro.reward_model import RewardModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: checkpoints of version 0.1 (schema 1) load too: their config and weight names are migrated
+READABLE_SCHEMAS = (1, 2)
 CONFIG_NAME, WEIGHTS_NAME, ADAPTER_NAME = "config.json", "model.safetensors", "adapter.safetensors"
 
 
@@ -56,7 +58,8 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
             "schema_version": SCHEMA_VERSION,
             "library": "vrm-pyro",
             "kind": rm.kind,
-            "emb_dim": rm.emb_dim,
+            "emb_dim": rm.prompt_dim,
+            "response_dim": rm.response_dim,
             "model": rm.config.to_dict(),
             "encoder": (encoder or EncoderConfig()).to_dict(),
             "encoder_identity": encoder_identity,
@@ -106,13 +109,29 @@ def read_config(path: str | os.PathLike) -> dict:
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_path}: expected a JSON object")
     version = cfg.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise CheckpointError(f"{cfg_path}: schema_version {version!r} is not supported by this vrm-pyro "
                               f"(expects {SCHEMA_VERSION}); re-train or use the matching vrm-pyro version")
     for key, kind in (("kind", str), ("emb_dim", int), ("model", dict), ("encoder", dict)):
         if not isinstance(cfg.get(key), kind):
             raise CheckpointError(f"{cfg_path}: field '{key}' missing or not a {kind.__name__}")
     return cfg
+
+
+def _migrate_v1_state(state: dict, rm: RewardModel) -> dict:
+    """Weight names of version 0.1: the point path was ``model.direct``, the BT head ``model.head``; the
+    (identity) transform buffers did not exist."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("model.direct."):
+            k = "model.path.net." + k[len("model.direct."):]
+        elif k.startswith("model.head."):
+            k = "model.head.net." + k[len("model.head."):]
+        out[k] = v
+    own = rm.state_dict()
+    out.update({k: v for k, v in own.items() if k.startswith("transform.")})
+    out["transform.fitted"] = torch.ones((), dtype=torch.bool)
+    return out
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
@@ -127,11 +146,15 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         train_cfg = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
-    rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"])
+    if cfg["schema_version"] == 1:  # version 0.1: no fitted transform
+        model_cfg = model_cfg.replace(feature_transform="none")
+    rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"))
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path / WEIGHTS_NAME}: unreadable safetensors file ({exc})") from exc
+    if cfg["schema_version"] == 1:
+        state = _migrate_v1_state(state, rm)
     expected = rm.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)

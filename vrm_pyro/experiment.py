@@ -15,9 +15,11 @@ from pathlib import Path
 
 from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
-from vrm_pyro.data import PairEmbeddings, load_from_config
+from vrm_pyro.data import PairEmbeddings
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.evaluate import evaluate_pairs
+from vrm_pyro.formats import load_from_config
+from vrm_pyro.hacking import augment_pairs, junk_kinds
 from vrm_pyro.registry import build_reward_model
 from vrm_pyro.reward_model import RewardModel
 from vrm_pyro.train import FitResult, fit, is_main_process
@@ -53,24 +55,31 @@ class ExperimentResult:
 
 
 def load_splits(data_cfg: DataConfig):
-    """Load and split by prompt. Returns ``(pairs, {split: PreferencePairs})``."""
+    """Load, split by prompt, and augment the training split (``data_cfg.augment``).
+    Returns ``(pairs, {split: PreferencePairs})``."""
     pairs = load_from_config(data_cfg)
     if pairs.skipped:
         log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
-    return pairs, pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+    splits = pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+    if data_cfg.augment:
+        extra = augment_pairs(splits["train"], junk_kinds(data_cfg.augment), data_cfg.augment_rate,
+                              seed=data_cfg.split_seed)
+        splits["train"] = splits["train"].concat(extra)
+    return pairs, splits
 
 
-def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, progress: bool = True):
+def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: str = "", progress: bool = True):
     """Load, split by prompt, embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
     from vrm_pyro.encoders import TextEncoder, embed_pairs
 
     pairs, splits = load_splits(data_cfg)
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
-    embedded = {name: embed_pairs(part, encoder, progress=progress) for name, part in splits.items() if len(part)}
+    embedded = {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
+                for name, part in splits.items() if len(part)}
     return encoder, embedded, pairs, splits
 
 
-def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int):
+def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance: str = ""):
     """A fresh LoRA-adapted encoder (seeded adapters) and the splits as :class:`TokenizedPairs` for it:
     each model of a run trains its own adapters on the same base, so the comparison stays fair."""
     import torch
@@ -79,7 +88,7 @@ def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int):
 
     torch.manual_seed(seed)
     encoder = TextEncoder(encoder_cfg, use_cache=False)
-    return encoder, {name: TokenizedPairs(part, encoder) for name, part in splits.items() if len(part)}
+    return encoder, {name: TokenizedPairs(part, encoder, nuisance=nuisance) for name, part in splits.items() if len(part)}
 
 
 RUN_FILE = "run.json"
@@ -93,7 +102,8 @@ def fit_and_evaluate(model_cfg: ModelConfig, train_cfg: TrainConfig, embedded: d
 
     With ``checkpoint_dir`` the fit writes training snapshots there (and continues from the
     latest one when ``resume``)."""
-    rm = build_reward_model(model_cfg, emb_dim=embedded["train"].dim, seed=train_cfg.seed)
+    train = embedded["train"]
+    rm = build_reward_model(model_cfg, emb_dim=train.dim, response_dim=train.response_dim, seed=train_cfg.seed)
     result = fit(rm, embedded["train"], embedded.get("validation"), train_cfg,
                  checkpoint_dir=checkpoint_dir, resume=resume)
     return RunResult(name or model_cfg.model, rm, result, _test_metrics(rm, embedded, train_cfg))
@@ -147,7 +157,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     if lora:
         pairs, splits = load_splits(data_cfg)
     else:
-        encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, progress=progress)
+        encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, nuisance=model_cfg.nuisance,
+                                                        progress=progress)
     result = ExperimentResult(split_sizes={k: len(v) for k, v in splits.items()}, skipped_rows=pairs.skipped)
     configs = [("model", model_cfg)]
     if compare_baseline and model_cfg.model != "bt":
@@ -155,7 +166,7 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     for slot, cfg in configs:
         path = Path(output) / slot if output is not None else None
         if lora:
-            encoder, embedded = lora_splits(splits, encoder_cfg, train_cfg.seed)
+            encoder, embedded = lora_splits(splits, encoder_cfg, train_cfg.seed, nuisance=model_cfg.nuisance)
         if resume and path is not None and (path / "config.json").is_file():
             ckpt = load_checkpoint(path)
             rm = ckpt.reward_model
@@ -194,3 +205,34 @@ def _write_run(output: Path, data_cfg, encoder_cfg, model_cfg, train_cfg, compar
     tmp = output / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, output / RUN_FILE)
+
+
+def spurious_cue_experiment(model_configs: dict, train_config, *, agreements=(0.5, 0.7, 0.85, 1.0),
+                            nuisance: float = 3.0, emb_dim: int = 32, num_objectives: int = 4,
+                            train_prompts: int = 300, pairs_per_prompt: int = 8, test_prompts: int = 150,
+                            seed: int = 0):
+    """Train each model on synthetic data whose nuisance direction agrees with the label with
+    probability ``a`` for every ``a`` in ``agreements``; test with the same ``a`` (in distribution)
+    and with ``a = 0.5`` (cue uninformative, out of distribution). A DataFrame with columns
+    ``model``, ``agreement``, ``acc_in``, ``acc_ood``, ``drop``."""
+    import pandas as pd
+    import torch
+
+    from vrm_pyro.synthetic import SyntheticProcess
+
+    proc = SyntheticProcess(emb_dim=emb_dim, num_objectives=num_objectives, seed=seed)
+    rows = []
+    for a in agreements:
+        kw = {"nuisance": nuisance, "cue_agreement": a}
+        train = proc.sample(train_prompts, pairs_per_prompt, seed=seed + 11, **kw).pairs
+        val = proc.sample(max(test_prompts // 3, 10), pairs_per_prompt, seed=seed + 12, **kw).pairs
+        test_in = proc.sample(test_prompts, pairs_per_prompt, seed=seed + 13, **kw).pairs
+        test_ood = proc.sample(test_prompts, pairs_per_prompt, seed=seed + 13, nuisance=nuisance, cue_agreement=0.5).pairs
+        for name, cfg in model_configs.items():
+            torch.manual_seed(seed)
+            rm = build_reward_model(cfg, emb_dim=emb_dim, seed=train_config.seed)
+            fit(rm, train, val, train_config)
+            acc_in = evaluate_pairs(rm, test_in, num_samples=train_config.eval_samples)["accuracy"]
+            acc_ood = evaluate_pairs(rm, test_ood, num_samples=train_config.eval_samples)["accuracy"]
+            rows.append({"model": name, "agreement": a, "acc_in": acc_in, "acc_ood": acc_ood, "drop": acc_in - acc_ood})
+    return pd.DataFrame(rows)

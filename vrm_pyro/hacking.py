@@ -15,23 +15,25 @@ pairs whose preferred response is the shorter one; and the reward change when a 
 padded with content-free text (``reward(y + filler) - reward(y)``, in units of the reward's
 standard deviation over the evaluated responses, so models with different reward scales compare).
 
-**Spurious cue.** :func:`spurious_cue_experiment` trains on synthetic embedding-level data where
-a nuisance direction agrees with the label with probability ``a`` (see
-:mod:`vrm_pyro.synthetic`) and tests in distribution (same ``a``) and out of it (``a = 0.5``).
+Experiments that *train* models (the synthetic spurious-cue bed) live in :mod:`vrm_pyro.experiment`;
+this module only measures fitted ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from vrm_pyro.data import PairEmbeddings, PreferencePairs, iter_rows
+from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import DataError
+from vrm_pyro.formats import iter_rows
+from vrm_pyro.scoring import reward_texts
 
 #: appended to a response to make it longer without adding content
 DEFAULT_FILLER = (" I hope this helps. Please let me know if you have any other questions, or if there is "
@@ -43,13 +45,14 @@ def words(text: str) -> int:
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation (pandas; average ranks for ties; NaN when either side is constant)."""
+    import warnings
+
     import pandas as pd
 
-    rx, ry = pd.Series(np.asarray(x, float)).rank().to_numpy(), pd.Series(np.asarray(y, float)).rank().to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    with warnings.catch_warnings():  # a constant side is reported as NaN, as documented
+        warnings.simplefilter("ignore")
+        return float(pd.Series(np.asarray(x, float)).corr(pd.Series(np.asarray(y, float)), method="spearman"))
 
 
 # ----------------------------------------------------------------------------- length bias
@@ -63,7 +66,7 @@ def length_bias(reward_model, pairs: PairEmbeddings, texts: PreferencePairs, *, 
     shorter / longer one (by words), with their counts.
     """
     ra = reward_model.reward(pairs.prompt, pairs.response_a, num_samples=num_samples).reward.numpy()
-    rb = reward_model.reward(pairs.prompt, pairs.response_b, num_samples=num_samples).reward.numpy()
+    rb = reward_model.reward(pairs.prompt, pairs.response_b, num_samples=num_samples).reward.numpy()  # authentic
     la = np.array([words(t) for t in texts.response_a])
     lb = np.array([words(t) for t in texts.response_b])
     label = pairs.label.cpu().numpy()
@@ -82,10 +85,9 @@ def length_perturbation(reward_model, encoder, prompts: list[str], responses: li
                         filler: str = DEFAULT_FILLER, num_samples: int = 32) -> dict:
     """Reward of ``response + filler`` minus reward of ``response`` (two answers that differ mainly
     in length): mean and median in reward standard deviations, and the fraction that gain."""
-    prompt_emb = encoder.encode(prompts)
-    short = reward_model.reward(prompt_emb, encoder.encode(prompts, responses), num_samples=num_samples).reward.numpy()
-    long = reward_model.reward(prompt_emb, encoder.encode(prompts, [r + filler for r in responses]),
-                               num_samples=num_samples).reward.numpy()
+    short = reward_texts(reward_model, encoder, prompts, responses, num_samples=num_samples).reward.numpy()
+    long = reward_texts(reward_model, encoder, prompts, [r + filler for r in responses],
+                        num_samples=num_samples).reward.numpy()
     scale = short.std() if short.std() > 0 else 1.0
     delta = (long - short) / scale
     return {"padding_delta_sd": float(delta.mean()), "padding_delta_sd_median": float(np.median(delta)),
@@ -180,17 +182,20 @@ def expected_pick(score: np.ndarray, gold: np.ndarray, n: int) -> float:
     return float((probs * np.asarray(gold)[order]).sum())
 
 
-def score_best_of_n(reward_model, encoder, bon: BestOfNSet, *, num_samples: int = 32) -> list[np.ndarray]:
-    """Rewards of every candidate: one array per prompt."""
+def score_best_of_n(reward_model, encoder, bon: BestOfNSet, *, num_samples: int = 32, kappa: float | None = None
+                    ) -> list[np.ndarray]:
+    """Rewards of every candidate, one array per prompt: the posterior mean, or with ``kappa`` the lower
+    credible bound ``reward - kappa * reward_std`` (pessimistic selection)."""
     flat_p = [p for p, rs in zip(bon.prompts, bon.responses) for _ in rs]
     flat_r = [r for rs in bon.responses for r in rs]
-    rewards = reward_model.reward(encoder.encode(flat_p), encoder.encode(flat_p, flat_r),
-                                  num_samples=num_samples).reward.numpy()
-    out, i = [], 0
-    for rs in bon.responses:
-        out.append(rewards[i:i + len(rs)])
-        i += len(rs)
-    return out
+    out = reward_texts(reward_model, encoder, flat_p, flat_r, num_samples=num_samples)
+    rewards = (out.reward if kappa is None else out.lcb(kappa)).numpy()
+    return split_by_prompt(rewards, [len(rs) for rs in bon.responses])
+
+
+def split_by_prompt(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """A flat array of per-candidate values -> one array per prompt."""
+    return np.split(np.asarray(values), np.cumsum(counts)[:-1])
 
 
 def best_of_n_curve(bon: BestOfNSet, rewards: dict[str, list[np.ndarray]], ns: list[int] | None = None):
@@ -213,42 +218,186 @@ def best_of_n_curve(bon: BestOfNSet, rewards: dict[str, list[np.ndarray]], ns: l
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- spurious cue
+# ----------------------------------------------------------------------------- junk answers and the stress test
+
+#: a bare template answer with no content
+TEMPLATE_ANSWER = "Sure! Here is the answer you asked for."
+#: a generic refusal
+REFUSAL_ANSWER = "I'm sorry, but I can't help with that request."
+#: Markdown scaffolding with no content
+SCAFFOLD_ANSWER = ("## Overview\n\nHere is a structured answer.\n\n## Key points\n\n- **Point 1:** details\n"
+                   "- **Point 2:** details\n- **Point 3:** details\n\n## Step by step\n\n1. First step\n"
+                   "2. Second step\n3. Third step\n\n## Conclusion\n\n**In summary**, the points above answer "
+                   "the question.")
 
 
-def spurious_cue_experiment(model_configs: dict, train_config, *, agreements=(0.5, 0.7, 0.85, 1.0),
-                            nuisance: float = 3.0, emb_dim: int = 32, num_objectives: int = 4,
-                            train_prompts: int = 300, pairs_per_prompt: int = 8, test_prompts: int = 150,
-                            seed: int = 0):
-    """Train each model on synthetic data whose nuisance direction agrees with the label with
-    probability ``a`` for every ``a`` in ``agreements``; test with the same ``a`` (in distribution)
-    and with ``a = 0.5`` (cue uninformative, out of distribution). A DataFrame with columns
-    ``model``, ``agreement``, ``acc_in``, ``acc_ood``, ``drop``."""
+def _words_shuffled(text: str, rng) -> str:
+    words = text.split()
+    return " ".join(words[i] for i in rng.permutation(len(words)))
+
+
+def _sentences_shuffled(text: str, rng) -> str:
+    parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if p.strip()]
+    if len(parts) < 2:
+        return _words_shuffled(text, rng)
+    order = rng.permutation(len(parts))
+    if (order == np.arange(len(parts))).all():
+        order = np.roll(order, 1)
+    return " ".join(parts[i] for i in order)
+
+
+def _truncated(text: str) -> str:
+    cut = text[: max(len(text) // 4, 1)]
+    return cut.rsplit(" ", 1)[0] if " " in cut else cut
+
+
+#: ``kind -> (prompt, response, other_response, rng) -> junk``: answers that must lose to the real one.
+#: ``other_response`` is a real answer to a *different* prompt. Register more by adding entries.
+JUNK_KINDS: dict = {
+    "shuffled_other": lambda p, r, o, rng: _words_shuffled(o, rng),
+    "other_prompt": lambda p, r, o, rng: o,
+    "repeated": lambda p, r, o, rng: "\n\n".join([r] * 5),
+    "truncated": lambda p, r, o, rng: _truncated(r),
+    "echo": lambda p, r, o, rng: p,
+    "template": lambda p, r, o, rng: TEMPLATE_ANSWER,
+    "shuffled_words": lambda p, r, o, rng: _words_shuffled(r, rng),
+    "shuffled_sentences": lambda p, r, o, rng: _sentences_shuffled(r, rng),
+    "scaffold": lambda p, r, o, rng: SCAFFOLD_ANSWER,
+    "refusal": lambda p, r, o, rng: REFUSAL_ANSWER,
+}
+#: the kinds of the coherence issue (RRM-style corruptions); the rest probe generalisation
+CORE_JUNK = ("shuffled_other", "other_prompt", "repeated", "truncated", "echo", "template")
+
+
+def junk_kinds(spec: str | list[str] | None) -> list[str]:
+    """``"all"``, ``"core"`` or comma-separated names -> checked list of :data:`JUNK_KINDS` names."""
+    if not spec:
+        return []
+    if spec == "all":
+        return list(JUNK_KINDS)
+    if spec == "core":
+        return list(CORE_JUNK)
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    unknown = [n for n in names if n not in JUNK_KINDS]
+    if unknown:
+        raise DataError(f"unknown junk kind(s) {unknown}; choose from: all, core, {', '.join(JUNK_KINDS)}",
+                        field="augment")
+    return names
+
+
+def _row_rng(seed: int, *parts: str) -> np.random.Generator:
+    h = hashlib.sha256("\x00".join((str(seed), *parts)).encode("utf-8", "surrogatepass")).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str]], seed: int = 0) -> str:
+    """One junk answer of ``kind`` made from the real ``response`` to ``prompt``; ``others`` are real
+    ``(prompt, response)`` pairs of other prompts to borrow from. Deterministic in ``(seed, kind, prompt,
+    response)``."""
+    rng = _row_rng(seed, kind, prompt, response)
+    candidates = [r for p, r in others if p != prompt] if others else []
+    other = candidates[int(rng.integers(len(candidates)))] if candidates else response[::-1]
+    junk = JUNK_KINDS[kind](prompt, response, other, rng)
+    return junk if junk.strip() and junk != response else TEMPLATE_ANSWER
+
+
+def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0) -> PreferencePairs:
+    """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): for ``rate * len(pairs)``
+    pairs drawn with ``seed``, the preferred response beats a junk answer made from it or from another
+    prompt's answer (the kinds in turn); label 1, ``meta["augmented"]`` the kind. Built from ``pairs``
+    alone, so augmented pairs never cross a train/validation/test split."""
+    if not kinds or rate <= 0 or not len(pairs):
+        return PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
+    rng = np.random.default_rng(seed)
+    count = max(1, int(round(rate * len(pairs))))
+    rows = rng.choice(len(pairs), size=count, replace=count > len(pairs))
+    preferred = [a if lab >= 0.5 else b for a, b, lab in zip(pairs.response_a, pairs.response_b, pairs.label)]
+    others = list(zip(pairs.prompt, preferred))
+    prompts, real, junk, meta = [], [], [], []
+    for j, i in enumerate(rows):
+        kind = kinds[j % len(kinds)]
+        prompts.append(pairs.prompt[i])
+        real.append(preferred[i])
+        junk.append(make_junk(kind, pairs.prompt[i], preferred[i], others, seed))
+        meta.append({"augmented": kind})
+    return PreferencePairs(prompts, real, junk, np.ones(len(prompts), np.float32), meta, source=pairs.source)
+
+
+@dataclass
+class StressSet:
+    """Real answers and junk made from them: ``prompt[i]``, ``real[i]``, ``junk[i]`` of ``kind[i]``."""
+
+    prompt: list[str]
+    real: list[str]
+    junk: list[str]
+    kind: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+
+def stress_set(prompts: list[str], responses: list[str], kinds: list[str] | None = None, *, seed: int = 0) -> StressSet:
+    """Every junk kind made from every real (prompt, response) row."""
+    kinds = kinds or list(JUNK_KINDS)
+    others = list(zip(prompts, responses))
+    out = StressSet([], [], [], [])
+    for kind in kinds:
+        for p, r in zip(prompts, responses):
+            out.prompt.append(p)
+            out.real.append(r)
+            out.junk.append(make_junk(kind, p, r, others, seed))
+            out.kind.append(kind)
+    return out
+
+
+def load_stress_rows(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Real (prompt, response) rows: JSONL ``{"prompt", "response"}``, or best-of-N dev rows
+    ``{"instruction", "samples": [{"output", "preference"}]}`` (the sample the judge liked most)."""
+    prompts, responses = [], []
+    source = str(path)
+    for line, row in iter_rows(source):
+        if isinstance(row, DataError):
+            raise row
+        if isinstance(row, dict) and isinstance(row.get("instruction"), str) and isinstance(row.get("samples"), list):
+            best = max(row["samples"], key=lambda s: s.get("preference", 0))
+            prompts.append(row["instruction"])
+            responses.append(best["output"])
+        elif isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
+            prompts.append(row["prompt"])
+            responses.append(row["response"])
+        else:
+            raise DataError("expected {prompt, response} or {instruction, samples}", source=source, line=line)
+    if not prompts:
+        raise DataError("no rows", source=source)
+    return prompts, responses
+
+
+def junk_rates(real_rewards: np.ndarray, junk_rewards: np.ndarray, kinds: list[str]):
+    """Per junk kind, how often the junk's reward is at or above the real answer's it was made from:
+    a DataFrame with ``kind``, ``junk_wins`` (rate), ``n`` and ``margin`` (median real - junk reward)."""
     import pandas as pd
 
-    from vrm_pyro.evaluate import evaluate_pairs
-    from vrm_pyro.registry import build_reward_model
-    from vrm_pyro.synthetic import SyntheticProcess
-    from vrm_pyro.train import fit
-
-    proc = SyntheticProcess(emb_dim=emb_dim, num_objectives=num_objectives, seed=seed)
-    rows = []
-    for a in agreements:
-        kw = {"nuisance": nuisance, "cue_agreement": a}
-        train = proc.sample(train_prompts, pairs_per_prompt, seed=seed + 11, **kw).pairs
-        val = proc.sample(max(test_prompts // 3, 10), pairs_per_prompt, seed=seed + 12, **kw).pairs
-        test_in = proc.sample(test_prompts, pairs_per_prompt, seed=seed + 13, **kw).pairs
-        test_ood = proc.sample(test_prompts, pairs_per_prompt, seed=seed + 13, nuisance=nuisance, cue_agreement=0.5).pairs
-        for name, cfg in model_configs.items():
-            torch.manual_seed(seed)
-            rm = build_reward_model(cfg, emb_dim=emb_dim, seed=train_config.seed)
-            fit(rm, train, val, train_config)
-            acc_in = evaluate_pairs(rm, test_in, num_samples=train_config.eval_samples)["accuracy"]
-            acc_ood = evaluate_pairs(rm, test_ood, num_samples=train_config.eval_samples)["accuracy"]
-            rows.append({"model": name, "agreement": a, "acc_in": acc_in, "acc_ood": acc_ood, "drop": acc_in - acc_ood})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame({"kind": kinds, "win": np.asarray(junk_rewards) >= np.asarray(real_rewards),
+                       "margin": np.asarray(real_rewards) - np.asarray(junk_rewards)})
+    return (df.groupby("kind", sort=False).agg(junk_wins=("win", "mean"), n=("win", "size"), margin=("margin", "median"))
+            .reset_index())
 
 
-__all__ = ["BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
-           "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n", "spearman",
-           "spurious_cue_experiment"]
+def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 32):
+    """:func:`junk_rates` of a reward model on a :class:`StressSet`, plus the mean ``reward_std`` of real and
+    junk answers per kind (``std_real``, ``std_junk``) where the model has one."""
+    real = reward_texts(reward_model, encoder, stress.prompt, stress.real, num_samples=num_samples)
+    junk = reward_texts(reward_model, encoder, stress.prompt, stress.junk, num_samples=num_samples)
+    df = junk_rates(real.reward.numpy(), junk.reward.numpy(), stress.kind)
+    if real.reward_std is not None:
+        import pandas as pd
+
+        stds = pd.DataFrame({"kind": stress.kind, "std_real": real.reward_std.numpy(),
+                             "std_junk": junk.reward_std.numpy()}).groupby("kind", sort=False).mean()
+        df = df.join(stds, on="kind")
+    return df
+
+
+__all__ = ["CORE_JUNK", "JUNK_KINDS", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+           "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
+           "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n", "spearman"]

@@ -46,7 +46,8 @@ def inspect_file(checkpoint_dir, input_path: str, output: str, *, plot: str | No
     """Posterior weights of the prompts in a JSONL file -> CSV/Parquet table (+ heatmap PNG);
     with ``clusters > 0`` a ``cluster`` column from k-means on the posterior means."""
     from vrm_pyro.checkpoint import load_checkpoint
-    from vrm_pyro.data import DataError, iter_rows
+    from vrm_pyro.errors import DataError
+    from vrm_pyro.formats import iter_rows
     from vrm_pyro.scoring import encoder_for
 
     ckpt = load_checkpoint(checkpoint_dir, device=device)
@@ -167,26 +168,18 @@ def compare_prompts(reward_model, emb_a: torch.Tensor, emb_b: torch.Tensor, *, l
                          "diff_lo": lo.numpy(), "diff_hi": hi.numpy(), "p_a_greater": (d > 0).float().mean(0).numpy()})
 
 
-def cluster_prompts(weights: np.ndarray, k: int, *, seed: int = 0, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """k-means (k-means++ initialisation) of prompts by posterior mean weights ``(N, K)``.
-    Returns ``(labels (N,), centroids (k, K))``; clusters are numbered by size, largest first."""
+def cluster_prompts(weights: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (:func:`scipy.cluster.vq.kmeans2`, k-means++ initialisation) of prompts by posterior mean
+    weights ``(N, K)``. Returns ``(labels (N,), centroids (k, K))``; clusters are numbered by size, largest
+    first."""
+    from scipy.cluster.vq import kmeans2
+
     x = np.asarray(weights, np.float64)
     if not 1 <= k <= len(x):
         raise VRMError(f"cannot make {k} clusters of {len(x)} prompts")
-    rng = np.random.default_rng(seed)
-    centers = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d2 = np.min(((x[:, None, :] - np.array(centers)[None]) ** 2).sum(-1), axis=1)
-        centers.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
-    c = np.array(centers)
-    labels = np.zeros(len(x), dtype=int)
-    for _ in range(iters):
-        labels = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.array([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
-        if np.allclose(new, c):
-            break
-        c = new
+    centers, labels = kmeans2(x, k, minit="++", seed=seed, missing="raise") if k > 1 else (x.mean(0, keepdims=True),
+                                                                                          np.zeros(len(x), int))
     order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
     remap = np.empty(k, dtype=int)
     remap[order] = np.arange(k)
-    return remap[labels], c[order]
+    return remap[labels], centers[order]

@@ -123,3 +123,20 @@ def spurious_cue_plot(df, *, path=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path)
+
+
+def stress_plot(df, *, path=None, title: str = "Junk vs the real answer"):
+    """Share of junk answers that outrank the real one, per junk kind (bars), one colour per model."""
+    kinds = list(dict.fromkeys(df["kind"]))
+    models = list(dict.fromkeys(df["model"]))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(kinds), 3.8))
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        part = df[df["model"] == model].set_index("kind").reindex(kinds)
+        ax.bar(np.arange(len(kinds)) + (i - (len(models) - 1) / 2) * width, part["junk_wins"], width=width, label=model)
+    ax.axhline(0.02, color="grey", ls="--", lw=1, label="2%")
+    ax.set_xticks(range(len(kinds)), kinds, rotation=30, ha="right")
+    ax.set(ylabel="junk ranked at or above the real answer", ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _finish(fig, path)

@@ -1,6 +1,6 @@
 """Names -> classes for priors, guides and models; building a :class:`RewardModel` from a config.
 
-Each registered class has ``from_config(cfg: ModelConfig, emb_dim: int)``. Register your
+Each registered class has ``from_config(cfg: ModelConfig, prompt_dim: int, response_dim: int)``. Register your
 own with ``WEIGHT_PRIORS["my_prior"] = MyPrior`` and select it by name in the config
 or on the command line; or skip the registry and pass objects to
 :class:`~vrm_pyro.models.VariationalRewardModel` directly.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from vrm_pyro.config import ModelConfig
 from vrm_pyro.errors import ConfigError, ModelGuideMismatch
@@ -19,7 +18,7 @@ from vrm_pyro.guides import (
     AmortisedDirichletWeightGuide,
     AmortisedFeatureGuide,
     AmortisedLogisticNormalWeightGuide,
-    EmptyGuide,
+    MeanFieldGlobalGuide,
     MeanFieldWeightGuide,
     VariationalGuide,
 )
@@ -27,6 +26,7 @@ from vrm_pyro.models import (
     BradleyTerryModel,
     DirichletWeightPrior,
     LogisticNormalWeightPrior,
+    NuisanceTerm,
     PromptDirichletWeightPrior,
     PromptGaussianFeaturePrior,
     PromptLogisticNormalWeightPrior,
@@ -65,59 +65,72 @@ def _lookup(table: dict, name: str, what: str, option: str):
                           f"choose one of: {', '.join(sorted(table))}") from None
 
 
-def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, seed: int | None = None,
-                       **overrides) -> RewardModel:
+def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, response_dim: int | None = None,
+                       seed: int | None = None, **overrides) -> RewardModel:
     """Build a model and its guide from names, check they agree, wrap them in a :class:`RewardModel`.
 
-    ``seed`` seeds the parameter initialisation (otherwise the global torch RNG is used).
+    ``emb_dim`` is the prompt embedding width E, ``response_dim`` the width F of the response features
+    (default E: the ``joint`` representation). ``seed`` seeds the parameter initialisation (otherwise the
+    global torch RNG is used).
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
     cfg = (cfg or ModelConfig()).replace(**overrides) if overrides else (cfg or ModelConfig())
     if seed is not None:
         pyro.set_rng_seed(seed)
+    E, F = emb_dim, response_dim or emb_dim
+    C = len(cfg.covariates)
+    nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
+                if C and cfg.nuisance_term else None)
+    weight_guide = feature_guide = None
     if cfg.model == "bt":
-        model, guide = BradleyTerryModel.from_config(cfg, emb_dim), EmptyGuide()
+        model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance)
     else:
         weight_prior = _lookup(WEIGHT_PRIORS, cfg.weight_prior, "weight prior", "weight_prior")
         feature_prior = _lookup(FEATURE_PRIORS, cfg.feature_prior, "feature prior", "feature_prior")
-        weight_guide = _lookup(WEIGHT_GUIDES, cfg.weight_guide, "weight guide", "weight_guide")
-        feature_guide = _lookup(FEATURE_GUIDES, cfg.feature_guide, "feature guide", "feature_guide")
+        weight_guide = _lookup(WEIGHT_GUIDES, cfg.weight_guide, "weight guide", "weight_guide").from_config(cfg, E, F)
+        feature_guide = _lookup(FEATURE_GUIDES, cfg.feature_guide, "feature guide", "feature_guide").from_config(cfg, E, F)
         model = VariationalRewardModel.from_config(
-            cfg, emb_dim, weight_prior=weight_prior.from_config(cfg, emb_dim),
-            feature_prior=feature_prior.from_config(cfg, emb_dim))
-        guide = VariationalGuide(weight_guide.from_config(cfg, emb_dim), feature_guide.from_config(cfg, emb_dim))
-    check_sites(model, guide, emb_dim)
-    return RewardModel(model, guide, cfg, emb_dim)
+            cfg, E, F, weight_prior=weight_prior.from_config(cfg, E, F),
+            feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance)
+    priors = model.global_priors()
+    guide = VariationalGuide(weight_guide, feature_guide, MeanFieldGlobalGuide(priors) if priors else None)
+    check_sites(model, guide, E, F, C)
+    return RewardModel(model, guide, cfg, E, F)
 
 
-def check_sites(model, guide, emb_dim: int) -> None:
-    """Trace model and guide once on a dummy batch; raise :class:`ModelGuideMismatch` unless the
-    guide samples exactly the model's latent sites with the same event shapes."""
-    x = torch.zeros(2, emb_dim)
-    label = torch.ones(2)
+def check_sites(model, guide, prompt_dim: int, response_dim: int | None = None, num_covariates: int = 0) -> None:
+    """Trace the guide and the model replayed on it once, on a dummy batch, and check with Pyro's
+    :func:`pyro.util.check_model_guide_match` that the guide samples exactly the model's latent sites
+    with the same shapes; raise :class:`ModelGuideMismatch` naming the sites otherwise."""
+    import warnings
+
+    from pyro.util import check_model_guide_match
+
+    response_dim = response_dim or prompt_dim
+    batch = (torch.zeros(2, prompt_dim), torch.zeros(2, response_dim), torch.zeros(2, response_dim), torch.ones(2),
+             torch.zeros(2, num_covariates), torch.zeros(2, num_covariates))
+    names = f"{type(model).__name__} and {type(guide).__name__}"
     try:
         with torch.no_grad(), pyro.validation_enabled(False):
-            guide_tr = poutine.trace(guide).get_trace(x, x, x, label)
-            model_tr = poutine.trace(model).get_trace(x, x, x, label)
+            guide_tr = poutine.trace(guide).get_trace(*batch)
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*batch)
     except Exception as exc:
-        raise ModelGuideMismatch(f"running {type(model).__name__} / {type(guide).__name__} on a dummy "
-                                 f"batch of embeddings (2, {emb_dim}) failed: {type(exc).__name__}: {exc}") from exc
-    latent = {n: s for n, s in model_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-              and not site_is_subsample(s)}
-    sampled = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
-               and not s["infer"].get("is_auxiliary")}
-    missing, extra = sorted(set(latent) - set(sampled)), sorted(set(sampled) - set(latent))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"the guide does not sample the model's latent site(s) {missing}")
-        if extra:
-            parts.append(f"the guide samples site(s) {extra} that the model does not have")
-        raise ModelGuideMismatch(f"{type(model).__name__} and {type(guide).__name__} do not match: "
-                                 + "; ".join(parts) + ". Give the guide one sample statement per latent site.")
-    for name, site in latent.items():
-        m_shape, g_shape = site["fn"].event_shape, sampled[name]["fn"].event_shape
-        if m_shape != g_shape:
-            raise ModelGuideMismatch(f"site {name!r}: the model's event shape is {tuple(m_shape)} but the guide's "
-                                     f"is {tuple(g_shape)}; check num_objectives / feature_dim")
+        raise ModelGuideMismatch(f"running {names} on a dummy batch (prompt (2, {prompt_dim}), responses (2, "
+                                 f"{response_dim})) failed: {type(exc).__name__}: {exc}") from exc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_model_guide_match(model_tr, guide_tr, model.max_plate_nesting)
+        except ValueError as exc:
+            raise ModelGuideMismatch(f"{names} do not match: {exc}; check num_objectives / feature_dim") from exc
+    problems = [str(w.message).split("\n")[-1] if "consider" in str(w.message) else str(w.message) for w in caught]
+    if problems:
+        missing = sorted(n for n, s in model_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+                         and n not in guide_tr.nodes)
+        extra = sorted(n for n, s in guide_tr.nodes.items() if s["type"] == "sample" and n not in model_tr.nodes
+                       and not s["infer"].get("is_auxiliary"))
+        parts = ([f"the guide does not sample the model's latent site(s) {missing}"] if missing else []) + (
+            [f"the guide samples site(s) {extra} that the model does not have"] if extra else [])
+        raise ModelGuideMismatch(f"{names} do not match: " + "; ".join(parts or problems)
+                                 + ". Give the guide one sample statement per latent site.")

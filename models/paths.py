@@ -1,0 +1,136 @@
+r"""Paths from the response features ``h(x, y)`` to scores, and the judge's nuisance term.
+
+A *path* maps ``h (B, F)`` to ``K`` per-objective scores (VRM) or one reward (Bradley–Terry):
+
+- :class:`BayesianLinearPath`: ``theta ~ N(0, sigma^2 I)`` is a **global** latent (one
+  ``pyro.sample`` site outside the pair plate), so the ELBO charges its KL once per dataset and
+  every bit the path carries is paid for; its posterior gives the epistemic uncertainty of the
+  reward. ``sigma = prior_scale / sqrt(F)``: a unit-variance feature vector gets a prior score of
+  standard deviation ``prior_scale``.
+- :class:`LinearPath`, :class:`MLPPath`: point-estimated maps (free in the ELBO).
+
+:class:`NuisanceTerm` is the judge's reaction to observable covariates ``φ(y)`` (length,
+formatting): ``gamma . (φ(a) − φ(b))`` with a global ``gamma ~ N(0, s^2 I_C)``, optionally
+``gamma(x) = gamma + Gamma^T x̂`` with a global ``Gamma``. Each object declares its global sites
+(``global_sites``), samples them in the model (``sample()``) and reads draws of them (``scores``,
+``logits``) so the same code serves the ELBO and the posterior predictive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+from pyro import distributions as dist
+from torch import nn
+from torch.nn import functional as F
+from vrm_pyro.models.base import linear_scores
+from vrm_pyro.models.nets import mlp
+
+
+class _GlobalGaussian(nn.Module):
+    """Samples its global sites from zero-mean Gaussian priors ``{site: (shape, std)}``."""
+
+    priors: dict[str, tuple[tuple[int, ...], float]]
+
+    @property
+    def global_sites(self) -> dict[str, tuple[int, ...]]:
+        return {name: shape for name, (shape, _) in self.priors.items()}
+
+    def prior(self, name: str) -> dist.Distribution:
+        shape, std = self.priors[name]
+        zero = self._zero.new_zeros(shape)
+        return dist.Normal(zero, std).to_event(len(shape))
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        return {name: pyro.sample(name, self.prior(name)) for name in self.priors}
+
+
+class BayesianLinearPath(_GlobalGaussian):
+    """``scores = h theta`` with ``theta ~ N(0, (prior_scale / sqrt(F))^2)`` of shape ``(F, K)``, or ``(F,)``
+    for a scalar reward (``out_dim=None``): a Bayesian linear map, site ``theta``."""
+
+    def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta"):
+        super().__init__()
+        self.in_dim, self.out_dim, self.site = in_dim, out_dim, site
+        shape = (in_dim,) if out_dim is None else (in_dim, out_dim)
+        self.priors = {site: (shape, prior_scale / math.sqrt(in_dim))}
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    @property
+    def event_dims(self) -> int:
+        return 1 if self.out_dim is None else 2
+
+    def scores(self, h: torch.Tensor, globals_: dict) -> torch.Tensor:
+        """``(B[, K])``, or ``(S, B[, K])`` for ``S`` draws of ``theta``."""
+        return linear_scores(h, globals_[self.site], self.event_dims)
+
+    def moments(self, h: torch.Tensor, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and variance of the scores under a mean-field Normal ``posterior`` of ``theta``."""
+        base = posterior.base_dist if isinstance(posterior, dist.Independent) else posterior
+        return h @ base.loc, h.square() @ base.scale.square()
+
+
+class LinearPath(nn.Module):
+    """A point-estimated linear map ``h -> (K,)`` scores (or one reward with ``out_dim=None``)."""
+
+    global_sites: dict = {}
+
+    def __init__(self, in_dim: int, out_dim: int | None):
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Linear(in_dim, out_dim or 1)
+
+    def sample(self) -> dict:
+        return {}
+
+    def scores(self, h: torch.Tensor, globals_: dict | None = None) -> torch.Tensor:
+        s = self.net(h)
+        return s.squeeze(-1) if self.out_dim is None else s
+
+    def moments(self, h: torch.Tensor, posterior=None) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.scores(h)
+        return s, torch.zeros_like(s)
+
+
+class MLPPath(LinearPath):
+    """A point-estimated MLP ``h -> hidden -> (K,)`` (or one reward)."""
+
+    def __init__(self, in_dim: int, out_dim: int | None, hidden_dim: int = 256):
+        nn.Module.__init__(self)
+        self.out_dim = out_dim
+        self.net = mlp(in_dim, hidden_dim, out_dim or 1)
+
+
+class NuisanceTerm(_GlobalGaussian):
+    """The judge's reaction to nuisance covariates: ``gamma(x) . (φ(a) − φ(b))``.
+
+    Args:
+        num_covariates: C (the covariates arrive standardised, so ``prior_scale`` is in logits per
+            standard deviation of a covariate).
+        prompt_dim: E; with ``by_prompt`` the coefficients depend on the prompt,
+            ``gamma(x) = gamma + Gamma^T x̂`` (``x̂`` the unit-norm prompt embedding, site ``gamma_prompt``).
+    """
+
+    def __init__(self, num_covariates: int, prompt_dim: int, *, prior_scale: float = 1.0, by_prompt: bool = False):
+        super().__init__()
+        self.num_covariates, self.by_prompt = num_covariates, by_prompt
+        self.priors = {"gamma": ((num_covariates,), prior_scale)}
+        if by_prompt:
+            self.priors["gamma_prompt"] = ((prompt_dim, num_covariates), prior_scale)
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def coefficients(self, globals_: dict, prompt: torch.Tensor) -> torch.Tensor:
+        """``gamma(x)``: ``(B, C)``, or ``(S, B, C)`` for draws of the global sites."""
+        gamma = globals_["gamma"]
+        if not self.by_prompt:
+            return gamma.reshape(-1, 1, self.num_covariates) if gamma.dim() > 1 else gamma.expand(prompt.shape[0], -1)
+        per_prompt = linear_scores(F.normalize(prompt, dim=-1), globals_["gamma_prompt"], 2)
+        if gamma.dim() > 1:
+            gamma = gamma.reshape(-1, 1, self.num_covariates)
+        return gamma + per_prompt
+
+    def logits(self, globals_: dict, prompt: torch.Tensor, delta_phi: torch.Tensor) -> torch.Tensor:
+        """``gamma(x) . (φ(a) − φ(b))``: ``(B,)`` or ``(S, B)``."""
+        return (self.coefficients(globals_, prompt) * delta_phi).sum(-1)

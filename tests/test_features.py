@@ -1,0 +1,115 @@
+"""Response features: covariates, coherence statistics, representations, fitted transforms (LEACE)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vrm_pyro import ConfigError, EncoderConfig
+from vrm_pyro.covariates import COHERENCE_STATISTICS, coherence_statistics, nuisance_covariates
+from vrm_pyro.representations import parse_representation, representation_dim, response_features
+from vrm_pyro.transforms import FeatureTransform
+
+
+def test_nuisance_covariates_are_log2_counts():
+    text = "# Title\n\n- **one** item\n- two\n1. three\n\n```py\nx = 1\n```\n__bold__ end."
+    phi = nuisance_covariates([text, "plain"], "length,list_items,headers,code_blocks,bold")
+    tokens = len(__import__("re").findall(r"\w+|[^\w\s]", text))
+    assert phi[0].tolist() == pytest.approx([np.log2(1 + tokens), np.log2(4), np.log2(2), np.log2(2), np.log2(3)])
+    assert phi[1].tolist() == pytest.approx([1.0, 0, 0, 0, 0])
+    assert nuisance_covariates(["x"], "").shape == (1, 0)
+    with pytest.raises(ConfigError, match="unknown nuisance covariate"):
+        nuisance_covariates(["x"], "length,colour")
+
+
+def test_coherence_statistics_see_repetition_echo_and_truncation():
+    prompt = "Describe the water cycle of planet earth"
+    real = "Water evaporates from the oceans. It condenses into clouds. Then it falls as rain."
+    stats = coherence_statistics([prompt] * 4, [real, "\n\n".join([real] * 5), prompt, real[:30]])
+    s = dict(zip(COHERENCE_STATISTICS, stats.T))
+    assert s["repeated_4grams"][0] == 0 and s["repeated_4grams"][1] > 0.75
+    assert s["distinct_words"][1] < s["distinct_words"][0] / 3
+    assert s["compression_ratio"][1] < s["compression_ratio"][0] / 2
+    assert s["prompt_echo"][2] == 1.0 and s["prompt_echo"][0] == 0.0
+    assert s["clean_ending"].tolist() == [1, 1, 1, 0] or s["clean_ending"][3] == 0
+    assert 0 < s["prompt_coverage"][0] < 1 and s["prompt_coverage"][2] == 1.0
+
+
+def test_representation_parts_and_dimensions():
+    assert parse_representation("response_tokens+response+statistics") == ["response_tokens", "response", "statistics"]
+    assert representation_dim("joint", 8) == 8
+    assert representation_dim("response_tokens+response+interaction+statistics", 8) == 8 + 8 + 17 + 7
+    for bad in ("", "joint+joint", "joint+colour"):
+        with pytest.raises(ConfigError, match="representation"):
+            parse_representation(bad)
+    with pytest.raises(ConfigError, match="LoRA encoder trains through the joint representation"):
+        EncoderConfig(mode="lora", representation="response+statistics")
+
+
+class HashEncoder:
+    """A deterministic fake encoder: a text's vector depends on its words; joint texts add the prompt's."""
+
+    config = EncoderConfig()
+
+    def __init__(self):
+        self.calls = []
+
+    def vec(self, text):
+        g = torch.Generator().manual_seed(sum(map(ord, text)) % 10_000)
+        return torch.randn(4, generator=g)
+
+    def encode(self, prompts, responses=None, span="all", **kwargs):
+        self.calls.append((responses is not None, span))
+        if responses is None:
+            return torch.stack([self.vec(p) for p in prompts])
+        out = [self.vec(r) + (self.vec(p) if span == "all" else 0) for p, r in zip(prompts, responses)]
+        return torch.stack(out)
+
+
+def test_response_features_concatenate_the_parts_in_order():
+    enc = HashEncoder()
+    prompts, responses = ["p one", "p two"], ["the answer", "p two"]
+    h = response_features(enc, prompts, responses, spec="joint+response_tokens+response+interaction+statistics")
+    assert h.shape == (2, representation_dim("joint+response_tokens+response+interaction+statistics", 4))
+    alone = torch.stack([enc.vec(r) for r in responses])
+    assert torch.allclose(h[:, 8:12], alone)
+    cos = h[:, 12 + 8]
+    assert cos[1] == pytest.approx(1.0)  # the response is the prompt itself
+    assert torch.allclose(h[:, -7:], torch.from_numpy(coherence_statistics(prompts, responses)))
+    # one pass for joint + response_tokens (two spans of it), one for responses alone, one for prompts
+    assert enc.calls == [(True, "all"), (True, "response"), (False, "all"), (False, "all")]
+
+
+def test_whitening_gives_identity_covariance_and_standardising_unit_variance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 6, generator=g) @ torch.randn(6, 6, generator=g) + 3.0
+    w = FeatureTransform(6, kind="whiten").fit(x, torch.zeros(2000, 0))
+    z = w.features(x)
+    assert torch.allclose(z.T @ z / 1999, torch.eye(6), atol=1e-3) and z.mean(0).abs().max() < 1e-4
+    s = FeatureTransform(6, kind="standardize").fit(x, torch.zeros(2000, 0)).features(x)
+    assert torch.allclose(s.std(0), torch.ones(6), atol=1e-4)
+
+
+def test_leace_erasure_leaves_no_linearly_decodable_covariate():
+    """LEACE's guarantee, checked: after erasure the least-squares regression of each covariate on the
+    features does no better than its mean (R^2 = 0 on the fitting data), while the rest of the features
+    is kept (a label that does not depend on length stays decodable)."""
+    g = torch.Generator().manual_seed(1)
+    n, f = 3000, 12
+    length = torch.randn(n, 1, generator=g) * 2 + 5
+    bold = torch.randint(0, 4, (n, 1), generator=g).float()
+    content = torch.randn(n, 1, generator=g)
+    x = torch.randn(n, f, generator=g)
+    x[:, :3] += length * torch.tensor([1.0, -0.5, 0.3]) + 0.5 * bold
+    x[:, 3] += 2.0 * content[:, 0]
+    t = FeatureTransform(f, 2, kind="whiten", erase=True).fit(x, torch.cat([length, bold], 1))
+    def r2(features, y):
+        design = np.concatenate([features.double().numpy(), np.ones((n, 1))], 1)
+        coef, *_ = np.linalg.lstsq(design, y.double().numpy(), rcond=None)
+        return 1 - (y.double().numpy() - design @ coef).var() / y.double().numpy().var()
+
+    h = t.features(x)
+    assert r2(h, length) < 1e-6 and r2(h, bold) < 1e-6
+    assert r2(h, content) > 0.75
+    assert r2(x, length) > 0.5 and r2(x, content) > 0.75
+    # standardised covariates
+    assert torch.allclose(t.covariates(torch.cat([length, bold], 1)).std(0), torch.ones(2), atol=1e-4)

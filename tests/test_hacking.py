@@ -1,0 +1,109 @@
+"""Junk answers, augmentation and the stress test: exact properties on constructed texts."""
+
+import numpy as np
+import pytest
+import torch
+
+from vrm_pyro import EncoderConfig, ModelConfig, build_reward_model
+from vrm_pyro.data import PreferencePairs
+from vrm_pyro.errors import DataError
+from vrm_pyro.hacking import (
+    CORE_JUNK,
+    JUNK_KINDS,
+    TEMPLATE_ANSWER,
+    augment_pairs,
+    junk_kinds,
+    junk_rates,
+    load_stress_rows,
+    make_junk,
+    stress_set,
+    stress_test,
+)
+
+PROMPTS = [f"Explain topic number {i} in detail, please." for i in range(6)]
+ANSWERS = [f"Topic {i} is about apples and pears. It has three parts. First, the roots grow. "
+           f"Second, the stem rises. Finally, the fruit ripens in autumn." for i in range(6)]
+
+
+def test_every_junk_kind_differs_from_the_real_answer_and_is_deterministic():
+    others = list(zip(PROMPTS, ANSWERS))
+    for kind in JUNK_KINDS:
+        junk = make_junk(kind, PROMPTS[0], ANSWERS[0], others, seed=3)
+        assert junk.strip() and junk != ANSWERS[0], kind
+        assert make_junk(kind, PROMPTS[0], ANSWERS[0], others, seed=3) == junk
+    words = sorted(make_junk("shuffled_words", PROMPTS[0], ANSWERS[0], others).split())
+    assert words == sorted(ANSWERS[0].split())  # the same words, another order
+    assert make_junk("repeated", PROMPTS[0], ANSWERS[0], others) == "\n\n".join([ANSWERS[0]] * 5)
+    assert ANSWERS[0].startswith(make_junk("truncated", PROMPTS[0], ANSWERS[0], others))
+    assert make_junk("echo", PROMPTS[0], ANSWERS[0], others) == PROMPTS[0]
+    assert make_junk("template", PROMPTS[0], ANSWERS[0], others) == TEMPLATE_ANSWER
+    other = make_junk("other_prompt", PROMPTS[0], ANSWERS[0], others)
+    assert other in ANSWERS[1:]  # a real answer to another prompt, never its own
+    assert sorted(make_junk("shuffled_other", PROMPTS[0], ANSWERS[0], others).split()) in [
+        sorted(a.split()) for a in ANSWERS[1:]]
+
+
+def test_junk_kind_names():
+    assert junk_kinds("core") == list(CORE_JUNK) and junk_kinds("all") == list(JUNK_KINDS)
+    assert junk_kinds("echo, template") == ["echo", "template"] and junk_kinds("") == []
+    with pytest.raises(DataError, match="unknown junk kind"):
+        junk_kinds("echo,gibberish")
+
+
+def test_augmentation_uses_the_preferred_answer_and_stays_inside_the_split():
+    pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS],
+                            np.array([1, 0, 0.8, 0.2, 1, 1], np.float32))
+    extra = augment_pairs(pairs, list(CORE_JUNK), rate=2.0, seed=1)
+    assert len(extra) == 12 and (extra.label == 1).all()
+    preferred = dict(zip(PROMPTS, [ANSWERS[0], ANSWERS[1].upper(), ANSWERS[2], ANSWERS[3].upper(),
+                                   ANSWERS[4], ANSWERS[5]]))
+    assert all(real == preferred[p] for p, real in zip(extra.prompt, extra.response_a))
+    assert [m["augmented"] for m in extra.meta] == list(CORE_JUNK) * 2
+    borrowed = [b for b, m in zip(extra.response_b, extra.meta) if m["augmented"] == "other_prompt"]
+    assert all(b in preferred.values() for b in borrowed)  # only answers of this split's prompts
+    assert augment_pairs(pairs, list(CORE_JUNK), 0.5, seed=1).response_b == augment_pairs(
+        pairs, list(CORE_JUNK), 0.5, seed=1).response_b
+    assert len(augment_pairs(pairs, [], 0.5)) == 0
+
+
+def test_junk_rates_count_ties_as_junk_wins():
+    df = junk_rates(np.array([1.0, 1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0, 0.0]), ["a", "a", "b", "b"])
+    assert df.set_index("kind").junk_wins.to_dict() == {"a": 0.5, "b": 0.5}
+    assert df.set_index("kind").n.to_dict() == {"a": 2, "b": 2}
+
+
+class LengthEncoder:
+    """An encoder whose 'embedding' of a text is its word count (first coordinate)."""
+
+    config = EncoderConfig()
+
+    def encode(self, prompts, responses=None, **kwargs):
+        texts = responses if responses is not None else prompts
+        e = torch.zeros(len(texts), 3)
+        e[:, 0] = torch.tensor([float(len(t.split())) for t in texts])
+        return e
+
+
+def test_stress_test_of_a_length_reward_prefers_repetition_and_rejects_echoes():
+    rm = build_reward_model(ModelConfig(model="bt", feature_transform="none"), emb_dim=3)
+    with torch.no_grad():
+        rm.model.head.net.weight.copy_(torch.tensor([[1.0, 0.0, 0.0]]))
+        rm.model.head.net.bias.zero_()
+    stress = stress_set(PROMPTS, ANSWERS, ["repeated", "truncated", "echo"], seed=0)
+    assert len(stress) == 18 and stress.kind.count("echo") == 6
+    table = stress_test(rm, LengthEncoder(), stress).set_index("kind")
+    assert table.loc["repeated", "junk_wins"] == 1.0  # five times longer: a length reward loves it
+    assert table.loc["truncated", "junk_wins"] == 0.0 and table.loc["echo", "junk_wins"] == 0.0
+
+
+def test_stress_rows_from_pairs_or_best_of_n_dev_rows(tmp_path):
+    import json
+
+    f = tmp_path / "bon.jsonl"
+    f.write_text(json.dumps({"instruction": "q", "samples": [{"output": "bad", "preference": 1.1},
+                                                             {"output": "good", "preference": 1.9}]}) + "\n"
+                 + json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    assert load_stress_rows(f) == (["q", "p"], ["good", "r"])
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="no rows"):
+        load_stress_rows(tmp_path / "empty.jsonl")
