@@ -51,18 +51,26 @@ def test_junk_kind_names():
 
 
 def test_augmentation_uses_the_preferred_answer_and_stays_inside_the_split():
-    pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS],
-                            np.array([1, 0, 0.8, 0.2, 1, 1], np.float32))
+    labels = np.array([1, 0, 0.8, 0.2, 1, 1], np.float32)
+    pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS], labels)
     extra = augment_pairs(pairs, list(CORE_JUNK), rate=2.0, seed=1)
-    assert len(extra) == 12 and (extra.label == 1).all()
+    assert len(extra) == 12 and (extra.label == 1).all()  # one pair per prompt, rate 2 -> two per prompt
     preferred = dict(zip(PROMPTS, [ANSWERS[0], ANSWERS[1].upper(), ANSWERS[2], ANSWERS[3].upper(),
                                    ANSWERS[4], ANSWERS[5]]))
     assert all(real == preferred[p] for p, real in zip(extra.prompt, extra.response_a))
-    assert [m["augmented"] for m in extra.meta] == list(CORE_JUNK) * 2
+    kinds = [m["augmented"] for m in extra.meta]
+    assert all(kinds[i] != kinds[i + 1] for i in range(0, 12, 2)) and set(kinds) <= set(CORE_JUNK)
     borrowed = [b for b, m in zip(extra.response_b, extra.meta) if m["augmented"] == "other_prompt"]
     assert all(b in preferred.values() for b in borrowed)  # only answers of this split's prompts
-    assert augment_pairs(pairs, list(CORE_JUNK), 0.5, seed=1).response_b == augment_pairs(
-        pairs, list(CORE_JUNK), 0.5, seed=1).response_b
+    # what a prompt gets depends on the prompt: a split with fewer prompts gives the same rows for the rest
+    part = augment_pairs(pairs.subset(range(4)), list(CORE_JUNK), rate=2.0, seed=1)
+    same = [(p, b) for p, b, m in zip(extra.prompt, extra.response_b, extra.meta)
+            if p in PROMPTS[:4] and m["augmented"] not in ("other_prompt", "shuffled_other")]
+    assert same == [(p, b) for p, b, m in zip(part.prompt, part.response_b, part.meta)
+                    if m["augmented"] not in ("other_prompt", "shuffled_other")]
+    # a fractional rate: about rate * pairs in all
+    many = PreferencePairs([f"q{i}" for i in range(400)], ["a long real answer."] * 400, ["b"] * 400, np.ones(400))
+    assert 25 <= len(augment_pairs(many, ["echo"], rate=0.1)) <= 55
     assert len(augment_pairs(pairs, [], 0.5)) == 0
 
 
@@ -107,3 +115,22 @@ def test_stress_rows_from_pairs_or_best_of_n_dev_rows(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="no rows"):
         load_stress_rows(tmp_path / "empty.jsonl")
+
+
+def test_length_effect_fit_recovers_a_known_beta_and_the_lc_gold_removes_it():
+    from vrm_pyro.hacking import fit_length_effect, length_controlled_gold
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    la, lb = rng.integers(50, 3000, n), rng.integers(50, 3000, n)
+    group = rng.integers(0, 4, n)
+    delta = lb - la
+    sigma = delta.std()
+    logit = np.array([-1.0, 0.0, 0.5, 1.0])[group] + 1.7 * np.tanh(delta / sigma)
+    p_b = 1 / (1 + np.exp(-logit))
+    pairs = PreferencePairs(["q"] * n, ["a" * k for k in la], ["b" * k for k in lb], 1 - p_b,
+                            [{"generator_2": f"g{g}"} for g in group])
+    fit = fit_length_effect(pairs)
+    assert fit["beta"] == pytest.approx(1.7, abs=0.05) and fit["sigma"] == pytest.approx(sigma)
+    lc = length_controlled_gold(p_b, delta, fit["beta"], fit["sigma"])
+    assert np.allclose(np.log(lc / (1 - lc)), np.array([-1.0, 0.0, 0.5, 1.0])[group], atol=0.1)

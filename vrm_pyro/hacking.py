@@ -218,6 +218,44 @@ def best_of_n_curve(bon: BestOfNSet, rewards: dict[str, list[np.ndarray]], ns: l
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- length-controlled gold
+
+
+def fit_length_effect(pairs: PreferencePairs, group_column: str = "generator_2") -> dict:
+    r"""The judge's length effect on AlpacaEval-style pairs, as AlpacaEval's length-controlled win rate fits
+    it: ``logit P(b beats a) = alpha_g + beta * tanh(Δ / sigma)`` with one intercept per generator ``g`` of
+    ``b`` (``meta[group_column]``), ``Δ = chars(b) - chars(a)`` and ``sigma`` the standard deviation of
+    ``Δ``; maximum likelihood on the soft labels. Returns ``{"beta", "sigma", "pairs"}``."""
+    import torch
+
+    groups = sorted({str(m.get(group_column)) for m in pairs.meta})
+    index = torch.tensor([groups.index(str(m.get(group_column))) for m in pairs.meta])
+    delta = torch.tensor([len(b) - len(a) for a, b in zip(pairs.response_a, pairs.response_b)], dtype=torch.float64)
+    target = torch.tensor(1.0 - pairs.label, dtype=torch.float64)  # P(b preferred)
+    sigma = float(delta.std(correction=0))
+    alpha = torch.zeros(len(groups), dtype=torch.float64, requires_grad=True)
+    beta = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([alpha, beta], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(alpha[index] + beta * torch.tanh(delta / sigma),
+                                                                     target, reduction="sum")
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"beta": beta.item(), "sigma": sigma, "pairs": len(pairs)}
+
+
+def length_controlled_gold(gold, delta_chars, beta: float, sigma: float) -> np.ndarray:
+    """``sigmoid(logit(gold) - beta * tanh(Δ / sigma))``: a judge's win probability with its length effect
+    removed (``Δ`` = characters of the answer minus the reference's)."""
+    g = np.clip(np.asarray(gold, np.float64), 1e-6, 1 - 1e-6)
+    logit = np.log(g / (1 - g)) - beta * np.tanh(np.asarray(delta_chars, np.float64) / sigma)
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
 # ----------------------------------------------------------------------------- junk answers and the stress test
 
 #: a bare template answer with no content
@@ -292,34 +330,50 @@ def _row_rng(seed: int, *parts: str) -> np.random.Generator:
 
 def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str]], seed: int = 0) -> str:
     """One junk answer of ``kind`` made from the real ``response`` to ``prompt``; ``others`` are real
-    ``(prompt, response)`` pairs of other prompts to borrow from. Deterministic in ``(seed, kind, prompt,
-    response)``."""
+    ``(prompt, response)`` pairs of other prompts to borrow from (the first of them in an order fixed by
+    ``(seed, prompt)``, so the choice moves little when the pool changes). Deterministic in
+    ``(seed, kind, prompt, response, others)``."""
     rng = _row_rng(seed, kind, prompt, response)
-    candidates = [r for p, r in others if p != prompt] if others else []
-    other = candidates[int(rng.integers(len(candidates)))] if candidates else response[::-1]
+    candidates = [(p, r) for p, r in others if p != prompt] if others else []
+    if candidates:
+        other = min(candidates, key=lambda pr: hashlib.sha256(
+            "\x00".join((str(seed), prompt, pr[0], pr[1])).encode("utf-8", "surrogatepass")).digest())[1]
+    else:
+        other = response[::-1]
     junk = JUNK_KINDS[kind](prompt, response, other, rng)
     return junk if junk.strip() and junk != response else TEMPLATE_ANSWER
 
 
 def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0) -> PreferencePairs:
-    """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): for ``rate * len(pairs)``
-    pairs drawn with ``seed``, the preferred response beats a junk answer made from it or from another
-    prompt's answer (the kinds in turn); label 1, ``meta["augmented"]`` the kind. Built from ``pairs``
-    alone, so augmented pairs never cross a train/validation/test split."""
+    """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): a prompt with ``m`` pairs gets
+    about ``rate * m`` of them (the fraction drawn per prompt), each "a preferred answer of this prompt (the
+    most confident first) beats a junk answer made from it or from another prompt's answer", the kinds in
+    turn; label 1, ``meta["augmented"]`` the kind. Built from ``pairs`` alone, so augmented pairs never cross a
+    train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only."""
+    empty = PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
     if not kinds or rate <= 0 or not len(pairs):
-        return PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
-    rng = np.random.default_rng(seed)
-    count = max(1, int(round(rate * len(pairs))))
-    rows = rng.choice(len(pairs), size=count, replace=count > len(pairs))
-    preferred = [a if lab >= 0.5 else b for a, b, lab in zip(pairs.response_a, pairs.response_b, pairs.label)]
-    others = list(zip(pairs.prompt, preferred))
+        return empty
+    by_prompt: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs.prompt):
+        by_prompt.setdefault(p, []).append(i)
+    preferred = [(a if lab >= 0.5 else b, abs(float(lab) - 0.5)) for a, b, lab in
+                 zip(pairs.response_a, pairs.response_b, pairs.label)]
+    others = [(p, max((preferred[i] for i in rows), key=lambda rc: rc[1])[0]) for p, rows in by_prompt.items()]
     prompts, real, junk, meta = [], [], [], []
-    for j, i in enumerate(rows):
-        kind = kinds[j % len(kinds)]
-        prompts.append(pairs.prompt[i])
-        real.append(preferred[i])
-        junk.append(make_junk(kind, pairs.prompt[i], preferred[i], others, seed))
-        meta.append({"augmented": kind})
+    for p, rows in by_prompt.items():
+        rng = _row_rng(seed, "augment", p)
+        expected = rate * len(rows)
+        count = int(expected) + int(rng.random() < expected - int(expected))
+        ranked = list(dict.fromkeys(r for r, _ in sorted((preferred[i] for i in rows), key=lambda rc: -rc[1])))
+        start = int(rng.integers(len(kinds)))
+        for j in range(count):
+            kind, response = kinds[(start + j) % len(kinds)], ranked[(j // len(kinds)) % len(ranked)]
+            prompts.append(p)
+            real.append(response)
+            junk.append(make_junk(kind, p, response, others, seed))
+            meta.append({"augmented": kind})
+    if not prompts:
+        return empty
     return PreferencePairs(prompts, real, junk, np.ones(len(prompts), np.float32), meta, source=pairs.source)
 
 
@@ -398,6 +452,6 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
     return df
 
 
-__all__ = ["CORE_JUNK", "JUNK_KINDS", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+__all__ = ["fit_length_effect", "length_controlled_gold", "CORE_JUNK", "JUNK_KINDS", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
            "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n", "spearman"]
