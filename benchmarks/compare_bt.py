@@ -1,17 +1,32 @@
-"""VRM vs the Bradley–Terry baseline on the shared preference data (not a timed test).
+"""VRM vs Bradley–Terry on the shared data: the project's claim, measured (not a timed test).
 
-Same frozen encoder (MiniLM, cached embeddings), same prompt-level splits (AlpacaEval split by
-instruction), same optimiser budget, several seeds (seed s sets both the split and the
-training seed). Reports held-out pairwise accuracy, NLL, ECE, length bias (Spearman of reward
-with length in words, accuracy where the shorter answer won), best-of-N gold at the largest n on
-held-out AlpacaEval instructions (beside random, longest and oracle picks), the synthetic
-spurious-cue accuracy in and out of distribution at a strong cue (agreement 0.9), training time,
-and whether each target of the project's claim is met, as Markdown + JSON.
+Every contender shares the encoder (frozen MiniLM, cached embeddings), the data and splits, the
+trainer, the budget and the evaluation; only the model/guide (or head), the representation and the
+nuisance handling differ, as the contender's configuration says.
 
-    python benchmarks/compare_bt.py --seeds 0 1 2 --output benchmarks/results
+AlpacaEval is split by instruction into 5 folds per seed (every instruction is held out once); in
+each fold 10% of the other instructions are the validation split (early stopping and model
+selection), the rest train. Held-out measures, on the fold's test instructions only:
 
-The first run embeds ~20k texts (about 15 minutes on 2 CPU cores); later runs read the cache
-in benchmarks/.cache.
+- pairwise accuracy / NLL / ECE against the judge's labels (the judge-facing predictive, nuisance
+  term included) and accuracy of the authentic reward alone;
+- best-of-N over the 11 dev samples of each instruction (``alpaca_bon_dev``): exact expected gold
+  at n = 1, 2, 4, 8, 11 under the raw gold and the length-controlled gold (AlpacaEval-style length
+  effect fitted on the pairs), picking by the posterior mean, by ``mean - std`` (pessimism) and,
+  with a nuisance term, by the judge-facing total;
+- how often the verbose twin is preferred (``alpaca_eval_length_twins``);
+- how often junk made from the best dev answer outranks it, per junk kind;
+- AUROC of ``reward_std`` for out-of-distribution answers against in-distribution ones;
+- KL per latent site and the share of the reward's variance through each route (VRM).
+
+HH-RLHF: 70/10/20 split by prompt, seed = split seed. Stages write ``benchmarks/results/<stage>/``:
+``rows.jsonl`` (one row per contender x seed x fold; a rerun skips rows already there) and
+``summary.md`` / ``summary.json``.
+
+    python benchmarks/compare_bt.py prepare                       # encode every text (cache), once
+    python benchmarks/compare_bt.py run --stage select --contenders bt_linear vrm --seeds 0 1 2 --folds 0
+    python benchmarks/compare_bt.py run --stage claim --contenders ... --seeds 0 1 2
+    python benchmarks/compare_bt.py summary --stage claim
 """
 
 from __future__ import annotations
@@ -22,184 +37,458 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig  # noqa: E402
-from vrm_pyro.data import load_from_config  # noqa: E402
-from vrm_pyro.encoders import TextEncoder, embed_pairs  # noqa: E402
-from vrm_pyro.evaluate import evaluate_pairs  # noqa: E402
-from vrm_pyro.hacking import (  # noqa: E402
-    best_of_n_curve,
-    best_of_n_from_alpaca_eval,
-    length_bias,
-    score_best_of_n,
-    spurious_cue_experiment,
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import (  # noqa: E402
+    CACHE_DIR,
+    ROOT,
+    BestOfN,
+    best_of_n_dev,
+    instruction_folds,
+    load_pairs_file,
+    ood_answers,
+    stress_rows,
+    twins,
 )
-from vrm_pyro.registry import build_reward_model  # noqa: E402
-from vrm_pyro.train import fit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-DATASETS = {
-    "hh_rlhf_harmless": DataConfig(data=str(SHARED / "hh_rlhf_harmless.jsonl.gz"), format="hh", skip_invalid=True),
-    "alpaca_eval": DataConfig(data=str(SHARED / "alpaca_eval_gpt4_turbo_pairs.jsonl.gz"), format="alpaca_eval",
-                              skip_invalid=True),
+from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
+from vrm_pyro.data import PreferencePairs  # noqa: E402
+from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
+from vrm_pyro.evaluate import auroc, evaluate_pairs  # noqa: E402
+from vrm_pyro.hacking import (  # noqa: E402
+    JUNK_KINDS,
+    augment_pairs,
+    expected_pick,
+    fit_length_effect,
+    junk_kinds,
+    make_junk,
+    spearman,
+)
+
+RESULTS = ROOT / "benchmarks" / "results"
+FOLDS = 5
+BON_NS = (1, 2, 4, 8, 11)
+KAPPA = 1.0
+OOD_KINDS = ("random_tokens", "repeated_many", "other_prompt", "other_language")
+RICH = "response_tokens+response+interaction+statistics"
+
+
+@dataclass
+class Contender:
+    """One entry of the comparison: model options, representation, augmentation, training overrides."""
+
+    model: dict
+    representation: str = "joint"
+    augment: str = ""
+    augment_rate: float = 0.1
+    train: dict = field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.model)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(progress=False, seed=seed, **self.train)
+
+
+NUIS = dict(nuisance="length,list_items,headers,code_blocks,bold")
+CONTENDERS: dict[str, Contender] = {
+    # version 0.1 (the joint representation, a free linear path): the starting point
+    "bt_linear@joint": Contender(dict(model="bt", feature_transform="none")),
+    "vrm_point@joint": Contender(dict(path="point", feature_transform="none")),
+    # representations (issue 10), with a linear BT head and the default VRM
+    **{f"bt_linear@{name}": Contender(dict(model="bt"), rep) for name, rep in (
+        ("tokens", "response_tokens"), ("bi", "response_tokens+response+interaction"), ("rich", RICH))},
+    **{f"vrm@{name}": Contender(dict(), rep) for name, rep in (
+        ("tokens", "response_tokens"), ("bi", "response_tokens+response+interaction"), ("rich", RICH))},
 }
-#: the contenders: name -> ModelConfig. Only the head differs; data, encoder, trainer, evaluation are shared.
-MODELS = {
-    "bt_linear": ModelConfig(model="bt"),
-    "bt_mlp": ModelConfig(model="bt", bt_hidden_dim=256),
-    "vrm": ModelConfig(),
-    "vrm_no_path": ModelConfig(deterministic_path=False),
-}
-BASELINE = "bt_linear"
 
 
-#: best-of-N: largest n (every held-out instruction has at least this many distinct outputs)
-BON_N = 16
-#: spurious cue: train-time agreement of the cue with the label ("strong"), and its strength
-SPURIOUS_AGREEMENT, SPURIOUS_NUISANCE = 0.9, 3.0
+def register(name: str, contender: Contender) -> None:
+    CONTENDERS[name] = contender
 
 
-def run(datasets, models, seeds, train_cfg: TrainConfig, cache_dir: str, spurious: bool = True):
-    encoder = TextEncoder(EncoderConfig(cache_dir=cache_dir))
-    rows = []
-    for dname in datasets:
-        pairs = load_from_config(DATASETS[dname])
-        for seed in seeds:
-            splits = pairs.split_by_prompt(0.1, 0.2, seed=seed)
-            emb = {k: embed_pairs(v, encoder, progress=True) for k, v in splits.items()}
-            bon = best_of_n_from_alpaca_eval(splits["test"], min_candidates=BON_N) if dname == "alpaca_eval" else None
-            for mname in models:
-                cfg = train_cfg.replace(seed=seed)
-                rm = build_reward_model(MODELS[mname], emb_dim=encoder.dim, seed=seed)
-                t0 = time.perf_counter()
-                res = fit(rm, emb["train"], emb["validation"], cfg)
-                seconds = time.perf_counter() - t0
-                test = evaluate_pairs(rm, emb["test"], num_samples=cfg.eval_samples, seed=seed)
-                lb = length_bias(rm, emb["test"], splits["test"], num_samples=cfg.eval_samples)
-                row = {"dataset": dname, "model": mname, "seed": seed, "n_train": len(emb["train"]),
-                       "n_test": len(emb["test"]), "epochs": len(res.history), "best_epoch": res.best_epoch,
-                       "train_seconds": seconds, "steps": res.steps, "val_accuracy": res.best_val.get("accuracy"),
-                       "length_spearman": lb["length_spearman"], "acc_shorter_preferred": lb["acc_shorter_preferred"],
-                       **{f"test_{k}": v for k, v in test.items() if k != "n"},
-                       **{k: v for k, v in res.history[res.best_epoch].items() if k.startswith("kl_")}}
-                if bon is not None:
-                    curve = best_of_n_curve(bon, {mname: score_best_of_n(rm, encoder, bon)}, ns=[1, BON_N])
-                    at_n = curve[curve.n == BON_N].set_index("method").gold
-                    row.update(bon_prompts=len(bon), bon_gold=at_n[mname], bon_longest=at_n["longest"],
-                               bon_random=at_n["random"], bon_oracle=at_n["oracle"])
-                rows.append(row)
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
-                      flush=True)
-    if spurious:
-        for seed in seeds:
-            df = spurious_cue_experiment({m: MODELS[m] for m in models}, train_cfg.replace(seed=seed, lr=3e-3),
-                                         agreements=(SPURIOUS_AGREEMENT,), nuisance=SPURIOUS_NUISANCE, seed=seed)
-            for r in df.to_dict(orient="records"):
-                row = {"dataset": "synthetic_spurious", "model": r["model"], "seed": seed, "spurious_acc_in": r["acc_in"],
-                       "spurious_acc_ood": r["acc_ood"], "spurious_drop": r["drop"]}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    return pd.DataFrame(rows)
+# the model grid on the rich representation (issue 9): BT heads and VRM's routes
+for head in ("linear", "mlp", "bayesian_linear"):
+    register(f"bt_{head}", Contender(dict(model="bt", bt_head=head), RICH))
+register("vrm", Contender(dict(), RICH))
+register("vrm_whiten", Contender(dict(feature_transform="whiten"), RICH))
+register("vrm_point", Contender(dict(path="point"), RICH))
+register("vrm_nopath_fb", Contender(dict(path="none"), RICH, train=dict(elbo="mean_field", free_bits=0.5)))
+register("vrm_nopath", Contender(dict(path="none"), RICH))
+register("vrm_prior2", Contender(dict(path_prior_scale=2.0), RICH))
+register("vrm_prior05", Contender(dict(path_prior_scale=0.5), RICH))
+register("vrm_k4", Contender(dict(num_objectives=4), RICH))
+register("vrm_d4", Contender(dict(feature_dim=4), RICH))
+# nuisance handling (issue 11), for every head
+for base in ("bt_linear", "bt_mlp", "bt_bayesian_linear", "vrm"):
+    c = CONTENDERS[base]
+    register(f"{base}+nuis", Contender({**c.model, **NUIS}, c.representation, train=c.train))
+    register(f"{base}+erase", Contender({**c.model, **NUIS, "erase_nuisance": True}, c.representation, train=c.train))
+    register(f"{base}+decor", Contender({**c.model, **NUIS, "decorrelation": 1.0}, c.representation, train=c.train))
+# augmentation (issue 10) on top
+for base in list(CONTENDERS):
+    if "@" not in base and not base.endswith("+aug"):
+        c = CONTENDERS[base]
+        register(f"{base}+aug", Contender(c.model, c.representation, "core", 0.1, c.train))
 
 
-def targets(df: pd.DataFrame, model: str = "vrm") -> list[str]:
-    """The project's claim as four measurable targets, each met or missed (means over seeds)."""
-    out = []
+# ----------------------------------------------------------------------------- data and embeddings
 
-    def mean(dataset, name, col):
-        d = df[(df.dataset == dataset) & (df.model == name)]
-        return d[col].mean() if len(d) and col in d else float("nan")
 
-    for dname in [d for d in DATASETS if d in set(df.dataset)]:
-        acc_v, acc_b = mean(dname, model, "test_accuracy"), mean(dname, BASELINE, "test_accuracy")
-        len_v, len_b = mean(dname, model, "length_spearman"), mean(dname, BASELINE, "length_spearman")
-        out.append(f"| {dname}: accuracy >= baseline | {acc_v:.3f} vs {acc_b:.3f} | {'met' if acc_v >= acc_b else 'missed'} |")
-        out.append(f"| {dname}: abs(length corr) < baseline's | {len_v:+.3f} vs {len_b:+.3f} | "
-                   f"{'met' if abs(len_v) < abs(len_b) else 'missed'} |")
-    if "bon_gold" in df:
-        g_v, g_b = mean("alpaca_eval", model, "bon_gold"), mean("alpaca_eval", BASELINE, "bon_gold")
-        g_l = mean("alpaca_eval", model, "bon_longest")
-        out.append(f"| best-of-{BON_N} gold > baseline and > longest | {g_v:.4f} vs {g_b:.4f} / {g_l:.4f} | "
-                   f"{'met' if g_v > g_b and g_v > g_l else 'missed'} |")
-    if "spurious_drop" in df:
-        d_v, d_b = mean("synthetic_spurious", model, "spurious_drop"), mean("synthetic_spurious", BASELINE, "spurious_drop")
-        out.append(f"| spurious cue (agreement {SPURIOUS_AGREEMENT}): OOD drop < baseline's | {d_v:.3f} vs {d_b:.3f} | "
-                   f"{'met' if d_v < d_b else 'missed'} |")
+class Bench:
+    """Texts, folds and embeddings shared by every contender (embeddings memoised per representation)."""
+
+    def __init__(self, cache_dir: str = str(CACHE_DIR)):
+        torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
+        self.encoder = TextEncoder(EncoderConfig(cache_dir=cache_dir))
+        self.alpaca = load_pairs_file("alpaca")
+        self.instructions = sorted(set(self.alpaca.prompt))
+        self.length_effect = fit_length_effect(self.alpaca)
+        self.bon = best_of_n_dev(self.length_effect)
+        self.twins = twins()
+        self.stress_prompts, self.stress_real = stress_rows(self.bon)
+        self.ood = ood_answers(self.bon, self.encoder.tokenizer)
+        self._hh = None
+        self._memo: dict = {}
+
+    @property
+    def hh(self) -> PreferencePairs:
+        if self._hh is None:
+            self._hh = load_pairs_file("hh")
+        return self._hh
+
+    def folds(self, seed: int):
+        return instruction_folds(self.instructions, FOLDS, seed)
+
+    def pairs(self, pairs: PreferencePairs, key: str, representation: str, nuisance: str):
+        memo = ("pairs", key, representation, nuisance)
+        if memo not in self._memo:
+            self._memo[memo] = embed_pairs(pairs, self.encoder, representation=representation, nuisance=nuisance,
+                                           desc=key)
+        return self._memo[memo]
+
+    def texts(self, key: str, prompts: list[str], responses: list[str], representation: str, nuisance: str):
+        memo = ("texts", key, representation, nuisance)
+        if memo not in self._memo:
+            self._memo[memo] = embed_texts(self.encoder, prompts, responses, representation=representation,
+                                           nuisance=nuisance, desc=key)
+        return self._memo[memo]
+
+    def stress_junk(self, kinds: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
+        """Junk of every kind from every instruction's best dev answer: (prompts, real, junk, kind)."""
+        memo = ("stress", tuple(kinds))
+        if memo not in self._memo:
+            others = list(zip(self.stress_prompts, self.stress_real))
+            rows = [(p, r, make_junk(k, p, r, others), k) for k in kinds
+                    for p, r in zip(self.stress_prompts, self.stress_real)]
+            self._memo[memo] = tuple(map(list, zip(*rows)))
+        return self._memo[memo]
+
+    def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
+        return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0)
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def best_of_n(scores: list[np.ndarray], gold: list[np.ndarray]) -> dict[int, float]:
+    return {n: float(np.mean([expected_pick(s, g, n) for s, g in zip(scores, gold)])) for n in BON_NS}
+
+
+def reference_picks(bon: BestOfN, keep: list[int]) -> dict:
+    out = {}
+    for gname, gold in (("raw", bon.gold), ("lc", bon.gold_lc)):
+        g = [gold[i] for i in keep]
+        lengths = [np.array([len(s) for s in bon.samples[i]], float) for i in keep]
+        out[f"bon_{gname}_random"] = float(np.mean([x.mean() for x in g]))
+        out[f"bon_{gname}_longest"] = best_of_n(lengths, g)[11]
+        out[f"bon_{gname}_shortest"] = best_of_n([-x for x in lengths], g)[11]
+        out[f"bon_{gname}_oracle"] = float(np.mean([x.max() for x in g]))
     return out
 
 
-def markdown(df: pd.DataFrame, train_cfg: TrainConfig, command: str) -> str:
-    def ms(x):
-        return f"{x.mean():.3f} ± {x.std(ddof=1) if len(x) > 1 else 0:.3f}"
+def _split(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    return np.split(np.asarray(values), np.cumsum(counts)[:-1])
 
-    lines = ["# VRM vs Bradley–Terry on the shared data", "",
-             f"Command: `{command}`  ",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-             f"encoder all-MiniLM-L6-v2 (frozen, mean-pooled, max 256 tokens); seeds {sorted(df.seed.unique().tolist())} "
-             "(seed = split seed = training seed); splits by prompt 70/10/20.  ",
-             f"Budget (all models): up to {train_cfg.epochs} epochs, batch {train_cfg.batch_size}, AdamW lr {train_cfg.lr}, "
-             f"early stopping on validation NLL (patience {train_cfg.patience}); VRM KL weights "
-             f"beta_w={train_cfg.kl_weight_w}, beta_z={train_cfg.kl_weight_z}, {train_cfg.elbo} ELBO.", ""]
-    for dname, d in df.groupby("dataset", sort=False):
-        if dname == "synthetic_spurious":
-            lines += [f"## Spurious cue (synthetic, agreement {SPURIOUS_AGREEMENT} in training, 0.5 at test, "
-                      f"strength {SPURIOUS_NUISANCE})", "",
-                      "| model | accuracy in distribution | accuracy OOD | drop |", "| --- | --- | --- | --- |"]
-            for mname, m in d.groupby("model", sort=False):
-                lines.append(f"| {mname} | {ms(m.spurious_acc_in)} | {ms(m.spurious_acc_ood)} | {ms(m.spurious_drop)} |")
-            lines.append("")
-            continue
-        base = d[d.model == BASELINE].set_index("seed")
-        bon = "bon_gold" in d and d.bon_gold.notna().any()
-        lines += [f"## {dname} (train {int(d.n_train.mean())} / test {int(d.n_test.mean())} pairs)", "",
-                  "| model | test accuracy | test NLL | ECE | length Spearman | acc, shorter preferred | "
-                  + (f"best-of-{BON_N} gold | " if bon else "") + "train s | acc / baseline |",
-                  "| --- | --- | --- | --- | --- | --- | " + ("--- | " if bon else "") + "--- | --- |"]
-        for mname, m in d.groupby("model", sort=False):
-            m = m.set_index("seed")
-            ratio = (m.test_accuracy / base.test_accuracy).dropna()
-            lines.append(f"| {mname} | {ms(m.test_accuracy)} | {ms(m.test_nll)} | {ms(m.test_ece)} | "
-                         f"{ms(m.length_spearman)} | {ms(m.acc_shorter_preferred)} | "
-                         + (f"{ms(m.bon_gold)} | " if bon else "") + f"{m.train_seconds.mean():.1f} | {ratio.mean():.3f} |")
-        if bon:
-            lines += ["", f"Best-of-{BON_N} reference picks on the same {int(d.bon_prompts.mean())} held-out instructions "
-                      f"(mean over seeds): random {d.bon_random.mean():.4f}, longest {d.bon_longest.mean():.4f}, "
-                      f"oracle {d.bon_oracle.mean():.4f}. Gold = the GPT-4-turbo judge's P(output beats the reference)."]
+
+def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[str], prefix: str) -> dict:
+    """Best-of-N, twins, stress and OOD measures of a fitted model on ``instructions``."""
+    rep, nuis = contender.representation, rm.config.nuisance
+    bon = bench.bon
+    keep = [i for i, p in enumerate(bon.instructions) if p in instructions]
+    flat_p = [bon.instructions[i] for i in keep for _ in bon.samples[i]]
+    flat_r = [s for i in keep for s in bon.samples[i]]
+    counts = [len(bon.samples[i]) for i in keep]
+    key = f"bon:{prefix}:{len(keep)}:{hash(tuple(keep))}"
+    p, h, phi = bench.texts(key, flat_p, flat_r, rep, nuis)
+    out = rm.reward(p, h)
+    row: dict = {}
+    picks = {"mean": out.reward.numpy()}
+    if out.reward_std is not None:
+        picks["lcb"] = out.lcb(KAPPA).numpy()
+    if rm.model.nuisance is not None:
+        picks["total"] = (out.reward + rm.nuisance_reward(p, phi)).numpy()
+    for pick, scores in picks.items():
+        s = _split(scores, counts)
+        for gname, gold in (("raw", bon.gold), ("lc", bon.gold_lc)):
+            curve = best_of_n(s, [gold[i] for i in keep])
+            row[f"{prefix}bon_{gname}_{pick}"] = curve[11]
+            row[f"{prefix}bon_{gname}_{pick}_curve"] = [curve[n] for n in BON_NS]
+    if prefix:
+        return row
+    row.update(reference_picks(bon, keep))
+    # twins: does the authentic reward prefer the verbose twin?
+    tw = [t for t in bench.twins if t[0] in instructions]
+    tp, th, _ = bench.texts(f"twins:{len(tw)}:{hash(tuple(t[0] for t in tw))}", [t[0] for t in tw] * 2,
+                            [t[1] for t in tw] + [t[2] for t in tw], rep, "")
+    tr = rm.reward(tp, th).reward.numpy()
+    row["twins_verbose"] = float(np.mean(tr[len(tw):] > tr[:len(tw)]))
+    row["twins_judge_verbose"] = float(np.mean([t[3] for t in tw]))
+    # stress: junk made from the best dev answer of each held-out instruction
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    sel = [i for i, q in enumerate(sp) if q in instructions]
+    real_p, real_h, _ = bench.texts("stress:real", bench.stress_prompts, bench.stress_real, rep, "")
+    junk_p, junk_h, _ = bench.texts("stress:junk", sp, sj, rep, "")
+    real = dict(zip(bench.stress_prompts, rm.reward(real_p, real_h).reward.numpy()))
+    junk = rm.reward(junk_p[sel], junk_h[sel]).reward.numpy()
+    df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i]] for i in sel])})
+    for kind, win in df.groupby("kind").win.mean().items():
+        row[f"junk_{kind}"] = float(win)
+    # out-of-distribution answers: is reward_std larger?
+    if out.reward_std is not None:
+        stds = {}
+        for kind in ("in_distribution", *OOD_KINDS):
+            texts = bench.ood[kind]
+            op, oh, _ = bench.texts(f"ood:{kind}", bench.bon.instructions, texts, rep, "")
+            stds[kind] = rm.reward(op[keep], oh[keep]).reward_std.numpy()
+        for kind in OOD_KINDS:
+            row[f"ood_auroc_{kind}"] = auroc(stds["in_distribution"], stds[kind])
+        row["ood_auroc"] = auroc(stds["in_distribution"], np.concatenate([stds[k] for k in OOD_KINDS]))
+    return row
+
+
+def fit_and_measure(bench: Bench, contender: Contender, seed: int, train, val, test, test_texts: PreferencePairs):
+    rm = build_reward_model(contender.model_config(), emb_dim=train.dim, response_dim=train.response_dim, seed=seed)
+    t0 = time.perf_counter()
+    res = fit(rm, train, val, contender.train_config(seed))
+    row = {"train_seconds": time.perf_counter() - t0, "epochs": len(res.history), "best_epoch": res.best_epoch,
+           "n_train": len(train), "val_nll": res.best_val.get("nll"), "val_accuracy": res.best_val.get("accuracy")}
+    best = res.history[res.best_epoch] if res.best_epoch >= 0 else {}
+    row.update({k: v for k, v in best.items() if k.startswith("kl_")})
+    test_m = evaluate_pairs(rm, test, num_samples=32, seed=seed)
+    row.update({f"test_{k}": v for k, v in test_m.items() if k != "n"})
+    row["test_accuracy_authentic"] = (evaluate_pairs(rm, test, seed=seed, include_nuisance=False)["accuracy"]
+                                      if rm.model.nuisance is not None else test_m["accuracy"])
+    ra = rm.reward(test.prompt, test.response_a).reward.numpy()
+    rb = rm.reward(test.prompt, test.response_b).reward.numpy()
+    words = [len(t.split()) for t in test_texts.response_a + test_texts.response_b]
+    row["length_spearman"] = spearman(np.concatenate([ra, rb]), words)
+    routes = rm.route_rewards(test.prompt, test.response_a)
+    if routes:
+        total = routes["latent"] + routes["path"]
+        var = float(total.var()) or 1.0
+        row["route_var_latent"] = float(routes["latent"].var()) / var
+        row["route_var_path"] = float(routes["path"].var()) / var
+    if rm.model.nuisance is not None:
+        for g in rm.nuisance_posterior():
+            row[f"gamma_{g['covariate']}"] = g["logits_per_unit"]
+            row[f"gamma_{g['covariate']}_std"] = g["logits_per_unit_std"]
+    return rm, row
+
+
+def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
+    tr, va, te = bench.folds(seed)[fold]
+    if size is not None:  # a learning-curve point: the first `size` training pairs of shuffled instructions
+        rng = np.random.default_rng([seed, fold, 7])
+        order = [sorted(tr)[i] for i in rng.permutation(len(tr))]
+        kept, count = set(), 0
+        per = {}
+        for p in bench.alpaca.prompt:
+            per[p] = per.get(p, 0) + 1
+        for p in order:
+            if count >= size:
+                break
+            kept.add(p)
+            count += per[p]
+        tr = kept
+    full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
+    idx = {part: [i for i, p in enumerate(bench.alpaca.prompt) if p in s] for part, s in
+           (("train", tr), ("validation", va), ("test", te))}
+    train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
+    if contender.augment:
+        aug = bench.augmentation(bench.alpaca.subset(idx["train"]), contender)
+        if len(aug):
+            train = train.concat(embed_pairs(aug, bench.encoder, representation=contender.representation,
+                                             nuisance=contender.model.get("nuisance", ""), desc="augmented"))
+    rm, row = fit_and_measure(bench, contender, seed, train, val, test, bench.alpaca.subset(idx["test"]))
+    row.update(evaluate_alpaca(bench, rm, contender, te, ""))
+    row.update(evaluate_alpaca(bench, rm, contender, va, "val_"))
+    return {"dataset": "alpaca_eval", "contender": name, "seed": seed, "fold": fold, "size": size, **row}
+
+
+def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
+    splits = bench.hh.split_by_prompt(0.1, 0.2, seed)
+    full = {k: bench.pairs(v, f"hh:{seed}:{k}", contender.representation, contender.model.get("nuisance", ""))
+            for k, v in splits.items()}
+    train = full["train"]
+    if contender.augment:
+        aug = bench.augmentation(splits["train"], contender)
+        if len(aug):
+            train = train.concat(embed_pairs(aug, bench.encoder, representation=contender.representation,
+                                             nuisance=contender.model.get("nuisance", ""), desc="augmented"))
+    _, row = fit_and_measure(bench, contender, seed, train, full["validation"], full["test"], splits["test"])
+    return {"dataset": "hh_rlhf_harmless", "contender": name, "seed": seed, "fold": 0, "size": None, **row}
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def prepare(bench: Bench, seeds: list[int], representation: str = RICH) -> None:
+    """Encode every text the stages use, in every view of ``representation`` (the cache keeps them)."""
+    kinds = list(JUNK_KINDS)
+    sp, sr, sj, sk = bench.stress_junk(kinds)
+    bench.texts("stress:junk", sp, sj, representation, "")
+    bench.texts("stress:real", bench.stress_prompts, bench.stress_real, representation, "")
+    for kind in ("in_distribution", *OOD_KINDS):
+        bench.texts(f"ood:{kind}", bench.bon.instructions, bench.ood[kind], representation, "")
+    aug = Contender({}, representation, "core", 0.1)
+    for seed in seeds:
+        for fold in range(FOLDS):
+            tr, _, _ = bench.folds(seed)[fold]
+            sub = bench.alpaca.subset([i for i, p in enumerate(bench.alpaca.prompt) if p in tr])
+            embed_pairs(bench.augmentation(sub, aug), bench.encoder, representation=representation,
+                        desc=f"augmented alpaca seed {seed} fold {fold}", progress=True)
+        hh_train = bench.hh.split_by_prompt(0.1, 0.2, seed)["train"]
+        embed_pairs(bench.augmentation(hh_train, aug), bench.encoder, representation=representation,
+                    desc=f"augmented hh seed {seed}", progress=True)
+        embed_pairs(bench.hh, bench.encoder, representation=representation, desc="hh", progress=True)
+
+
+def done_rows(path: Path) -> set:
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        keys.add((r["dataset"], r["contender"], r["seed"], r["fold"], r.get("size")))
+    return keys
+
+
+def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[int], datasets: list[str],
+              sizes: list[int] | None = None) -> Path:
+    out = RESULTS / stage
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.jsonl"
+    done = done_rows(rows_path)
+    bench = Bench()
+    for name in contenders:
+        contender = CONTENDERS[name]
+        for seed in seeds:
+            jobs = []
+            if "alpaca_eval" in datasets:
+                jobs += [("alpaca_eval", fold, size) for fold in folds for size in (sizes or [None])]
+            if "hh_rlhf_harmless" in datasets:
+                jobs.append(("hh_rlhf_harmless", 0, None))
+            for dataset, fold, size in jobs:
+                if (dataset, name, seed, fold, size) in done:
+                    continue
+                row = (run_alpaca(bench, name, contender, seed, fold, size) if dataset == "alpaca_eval"
+                       else run_hh(bench, name, contender, seed))
+                with open(rows_path, "a") as fh:
+                    fh.write(json.dumps(row, default=float) + "\n")
+                short = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
+                         if k in ("contender", "seed", "fold", "size", "val_nll", "test_accuracy", "bon_raw_mean",
+                                  "bon_lc_mean", "twins_verbose", "ood_auroc", "train_seconds")}
+                print(json.dumps(short), flush=True)
+    return rows_path
+
+
+def summarise(stage: str, command: str = "") -> pd.DataFrame:
+    """Mean over folds per seed, then mean and sd over seeds: one row per (dataset, contender, size)."""
+    out = RESULTS / stage
+    df = pd.read_json(out / "rows.jsonl", lines=True)
+    df["size"] = df["size"].fillna(-1)
+    scalar = [c for c in df.columns if c not in ("dataset", "contender", "seed", "fold", "size")
+              and pd.api.types.is_numeric_dtype(df[c])]
+    per_seed = df.groupby(["dataset", "contender", "size", "seed"])[scalar].mean()
+    mean = per_seed.groupby(level=[0, 1, 2]).mean()
+    sd = per_seed.groupby(level=[0, 1, 2]).std(ddof=1)
+    n = per_seed.groupby(level=[0, 1, 2]).size().rename("seeds")
+    summary = mean.join(sd, rsuffix="_sd").join(n).reset_index()
+    summary.to_json(out / "summary.json", orient="records", indent=1)
+    (out / "summary.md").write_text(summary_markdown(summary, stage, command))
+    return summary
+
+
+COLUMNS = [("val_nll", "val NLL"), ("val_accuracy", "val acc"), ("test_accuracy", "test acc"),
+           ("test_accuracy_authentic", "acc (authentic)"), ("test_nll", "test NLL"), ("test_ece", "ECE"),
+           ("bon_raw_mean", "BoN-11 raw"), ("bon_lc_mean", "BoN-11 LC"), ("bon_raw_total", "BoN raw (total)"),
+           ("bon_raw_lcb", "BoN raw (lcb)"), ("bon_lc_lcb", "BoN LC (lcb)"), ("twins_verbose", "verbose pref."),
+           ("length_spearman", "len rho"), ("ood_auroc", "OOD AUROC")]
+
+
+def summary_markdown(summary: pd.DataFrame, stage: str, command: str) -> str:
+    lines = [f"# Stage `{stage}`", "", f"Command: `{command}`" if command else "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
+             "Means over seeds of the per-seed mean over folds; ± is the sd over seeds.", ""]
+    for (dataset, size), part in summary.groupby(["dataset", "size"], sort=False):
+        cols = [(c, h) for c, h in COLUMNS if c in part and part[c].notna().any()]
+        title = dataset + (f", {int(size)} training pairs" if size > 0 else "")
+        lines += [f"## {title}", "", "| contender | seeds | " + " | ".join(h for _, h in cols) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+        for _, r in part.sort_values("val_nll").iterrows():
+            cells = []
+            for c, _ in cols:
+                v, s = r.get(c), r.get(f"{c}_sd")
+                cells.append("" if pd.isna(v) else f"{v:.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}"))
+            lines.append(f"| {r['contender']} | {int(r['seeds'])} | " + " | ".join(cells) + " |")
+        junk = [c for c in part.columns if c.startswith("junk_") and not c.endswith("_sd")]
+        if junk:
+            lines += ["", "Junk ranked at or above the real answer (share):", "",
+                      "| contender | " + " | ".join(c[5:] for c in junk) + " |", "| --- |" + " --- |" * len(junk)]
+            for _, r in part.iterrows():
+                lines.append(f"| {r['contender']} | " + " | ".join(f"{r[c]:.3f}" for c in junk) + " |")
+        refs = [c for c in ("bon_raw_random", "bon_raw_longest", "bon_raw_oracle", "bon_lc_random", "bon_lc_longest",
+                            "bon_lc_oracle") if c in part]
+        if refs:
+            lines += ["", "Reference picks: " + ", ".join(f"{c[4:]} {part[c].mean():.3f}" for c in refs)]
         lines.append("")
-    lines += ["## Targets (VRM vs bt_linear, means over seeds)", "", "| target | measured | |", "| --- | --- | --- |",
-              *targets(df), ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"))
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-spurious", action="store_true", help="Skip the synthetic spurious-cue runs.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p = sub.add_parser("run")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--contenders", nargs="+", required=True, choices=list(CONTENDERS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)))
+    p.add_argument("--datasets", nargs="+", default=["alpaca_eval"], choices=["alpaca_eval", "hh_rlhf_harmless"])
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help="Learning curve: training pairs per point.")
+    p = sub.add_parser("summary")
+    p.add_argument("--stage", required=True)
     args = ap.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    train_cfg = TrainConfig(epochs=args.epochs, progress=False, device=args.device)
-    df = run(args.datasets, args.models, args.seeds, train_cfg, args.cache_dir, spurious=not args.no_spurious)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/compare_bt.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "compare_bt.md").write_text(markdown(df, train_cfg, command.strip()))
-    df.to_json(out / "compare_bt.json", orient="records", indent=1)
-    print(markdown(df, train_cfg, command.strip()))
-    return 0
+    if args.cmd == "prepare":
+        prepare(Bench(), args.seeds)
+        return 0
+    if args.cmd == "run":
+        run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes)
+    summary = summarise(args.stage, command)
+    print((RESULTS / args.stage / "summary.md").read_text())
+    return 0 if len(summary) else 1
 
 
 if __name__ == "__main__":

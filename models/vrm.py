@@ -131,6 +131,14 @@ class VariationalRewardModel(PreferenceModel):
         return RewardOutput(reward=mean, reward_std=epistemic.sqrt() if has_globals else None,
                             local_std=(total - epistemic).clamp_min(0.0).sqrt(), weights=w_mean, scores=u_mean)
 
+    def route_rewards(self, guide, prompt, response, *, num_samples=32, seed=0) -> dict[str, torch.Tensor]:
+        """The posterior mean reward split by route: ``latent`` ``E[w] . E[g(z)]`` and ``path``
+        ``E[w] . E[theta]^T h``, each ``(B,)`` (their sum is :meth:`reward`'s mean)."""
+        w_mean, _ = guide.weight_guide.moments(prompt, num_samples=num_samples, seed=seed)
+        z = guide.feature_guide.draws(prompt, response, num_samples, seed=seed, stream=STREAMS["z_a"])
+        p_mean, _ = self.path_moments(guide, response)
+        return {"latent": (w_mean * self.decoder(z).mean(0)).sum(-1), "path": (w_mean * p_mean).sum(-1)}
+
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):
         draws = guide.global_samples(num_samples, seed)

@@ -45,10 +45,17 @@ class Checkpoint:
 def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: EncoderConfig | None = None,
                     encoder_identity: str | None = None, train: TrainConfig | None = None,
                     metadata: dict | None = None, adapter: dict | None = None) -> Path:
-    """Write ``rm`` and its configs to directory ``path`` atomically (replacing an old one).
+    """Write ``rm``, its configs and a model card (``README.md``) to directory ``path`` atomically (replacing an
+    old one). Options not given come from ``rm.provenance`` (set when a model is loaded or trained by
+    :func:`vrm_pyro.experiment.train_and_evaluate`).
 
     ``adapter``: LoRA adapter weights of the encoder (only those: the base model is named by
     ``encoder`` and ``encoder_identity``, and re-loaded from there)."""
+    known = getattr(rm, "provenance", {}) or {}
+    encoder = encoder or known.get("encoder") or EncoderConfig()
+    encoder_identity = encoder_identity or known.get("encoder_identity")
+    train = train or known.get("train")
+    metadata = metadata if metadata is not None else known.get("metadata", {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -61,7 +68,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
             "emb_dim": rm.prompt_dim,
             "response_dim": rm.response_dim,
             "model": rm.config.to_dict(),
-            "encoder": (encoder or EncoderConfig()).to_dict(),
+            "encoder": encoder.to_dict(),
             "encoder_identity": encoder_identity,
             "adapter": ADAPTER_NAME if adapter else None,
             "train": train.to_dict() if train is not None else None,
@@ -72,6 +79,9 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"schema_version": str(SCHEMA_VERSION)})
         if adapter:
             save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / ADAPTER_NAME))
+        from vrm_pyro.model_card import model_card
+
+        (tmp / "README.md").write_text(model_card(rm, config))
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
@@ -82,6 +92,8 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    rm.provenance = {"encoder": encoder, "encoder_identity": encoder_identity, "train": train,
+                     "metadata": metadata or {}}
     return path
 
 
@@ -173,4 +185,6 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"{path / CONFIG_NAME}: the encoder mode is lora but no adapter weights were saved")
     rm.load_state_dict(state)
     rm.to(device).eval()
+    rm.provenance = {"encoder": encoder_cfg, "encoder_identity": cfg.get("encoder_identity"), "train": train_cfg,
+                     "metadata": cfg.get("metadata", {})}
     return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}), adapter)

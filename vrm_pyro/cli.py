@@ -213,6 +213,13 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from vrm_pyro.serving import ServeConfig, serve
+
+    serve(ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}))
+    return 0
+
+
 # ----------------------------------------------------------------------------- the parser
 
 
@@ -350,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Compare the weight posteriors of prompts I and J of the input (0-based).")
     p.set_defaults(func=cmd_inspect)
 
+    from vrm_pyro.serving import ServeConfig
+
+    p = sub.add_parser("serve", formatter_class=fmt, help="An HTTP reward server: OpenRLHF's remote reward-model "
+                       "protocol (POST /get_reward) and a JSON endpoint (POST /v1/rewards), dynamic batching.")
+    p._add_dataclass_arguments(ServeConfig)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

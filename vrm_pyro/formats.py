@@ -139,7 +139,7 @@ def _text(row: dict, key: str, source: str, line: int) -> str:
         raise DataError(f"missing (row has fields {sorted(row)})", source=source, line=line, field=key)
     value = row[key]
     if isinstance(value, list):
-        value = _render_messages(value, source, line, key)
+        value = render_messages(value, source, line, key)
     if not isinstance(value, str):
         raise DataError(f"expected a string or a list of chat messages, got {type(value).__name__}",
                         source=source, line=line, field=key)
@@ -161,7 +161,7 @@ def invalid_unicode(text: str) -> str | None:
     return None
 
 
-def _render_messages(messages: list, source: str, line: int, key: str) -> str:
+def render_messages(messages: list, source: str, line: int, key: str) -> str:
     """Render ``[{"role", "content"}, ...]`` as HH-style text ``\\n\\nHuman: ...\\n\\nAssistant: ...``."""
     parts = []
     for j, m in enumerate(messages):

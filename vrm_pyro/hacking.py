@@ -303,6 +303,8 @@ JUNK_KINDS: dict = {
     "scaffold": lambda p, r, o, rng: SCAFFOLD_ANSWER,
     "refusal": lambda p, r, o, rng: REFUSAL_ANSWER,
 }
+#: the kinds made from another prompt's answer
+BORROWING_KINDS = {"shuffled_other", "other_prompt"}
 #: the kinds of the coherence issue (RRM-style corruptions); the rest probe generalisation
 CORE_JUNK = ("shuffled_other", "other_prompt", "repeated", "truncated", "echo", "template")
 
@@ -334,7 +336,7 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
     ``(seed, prompt)``, so the choice moves little when the pool changes). Deterministic in
     ``(seed, kind, prompt, response, others)``."""
     rng = _row_rng(seed, kind, prompt, response)
-    candidates = [(p, r) for p, r in others if p != prompt] if others else []
+    candidates = [(p, r) for p, r in others if p != prompt] if others and kind in BORROWING_KINDS else []
     if candidates:
         other = min(candidates, key=lambda pr: hashlib.sha256(
             "\x00".join((str(seed), prompt, pr[0], pr[1])).encode("utf-8", "surrogatepass")).digest())[1]

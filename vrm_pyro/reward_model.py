@@ -9,7 +9,10 @@ only the ELBO module takes prepared inputs (:meth:`RewardModel.prepare`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from huggingface_hub import ModelHubMixin
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 
@@ -21,11 +24,17 @@ from vrm_pyro.transforms import FeatureTransform
 ELBOS = {"trace": Trace_ELBO, "mean_field": TraceMeanField_ELBO}
 
 
-class RewardModel(nn.Module):
+class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["reward-model", "rlhf", "pyro"],
+                  repo_url="https://github.com/vrm-pyro/vrm-pyro"):
     """``model`` (a :class:`~vrm_pyro.models.PreferenceModel`) + ``guide`` + ``transform`` + ``config``.
 
     ``state_dict()`` holds every trainable tensor of model and guide (keys ``model.*``, ``guide.*``)
-    and the fitted transform (``transform.*``).
+    and the fitted transform (``transform.*``). ``provenance`` holds what a checkpoint records beside
+    the weights (encoder config and identity, training config, metadata such as held-out metrics).
+
+    ``save_pretrained(dir)`` / ``RewardModel.from_pretrained(dir)`` follow ``huggingface_hub``'s
+    ``ModelHubMixin`` (``push_to_hub`` too); the directory is a :mod:`vrm_pyro.checkpoint` checkpoint
+    with a model card (``README.md``).
     """
 
     def __init__(self, model: PreferenceModel, guide: nn.Module, config: ModelConfig, prompt_dim: int,
@@ -35,6 +44,27 @@ class RewardModel(nn.Module):
         self.prompt_dim, self.response_dim = prompt_dim, response_dim or prompt_dim
         self.transform = transform or FeatureTransform(self.response_dim, len(config.covariates),
                                                        kind=config.feature_transform, erase=config.erase_nuisance)
+        self.provenance: dict = {}
+
+    # -- Hub conventions ----------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from vrm_pyro.checkpoint import save_checkpoint
+
+        save_checkpoint(save_directory, self)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, map_location: str = "cpu", **model_kwargs) -> RewardModel:
+        from vrm_pyro.checkpoint import load_checkpoint
+
+        path = Path(model_id)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+                                          force_download=force_download, local_files_only=local_files_only,
+                                          token=token))
+        return load_checkpoint(path, device=map_location).reward_model
 
     @property
     def emb_dim(self) -> int:
@@ -133,6 +163,17 @@ class RewardModel(nn.Module):
             return RewardOutput(reward=torch.zeros(0))
         return RewardOutput(reward=cat("reward"), reward_std=cat("reward_std"), local_std=cat("local_std"),
                             weights=cat("weights"), scores=cat("scores"))
+
+    @torch.no_grad()
+    def route_rewards(self, prompt: torch.Tensor, response: torch.Tensor, *, num_samples: int = 32) -> dict:
+        """VRM's posterior mean reward split by route (``latent``: through ``g(z)``, ``path``: through the
+        path from the response features), ``{route: (N,)}`` on CPU; ``{}`` for a model without routes."""
+        if not hasattr(self.model, "route_rewards"):
+            return {}
+        self._check(prompt, response, None, "RewardModel.route_rewards")
+        outs = self._batched(lambda p, r: self.model.route_rewards(self.guide, p, self.transform.features(r),
+                                                                   num_samples=num_samples), (prompt, response), 4096)
+        return {k: torch.cat([o[k] for o in outs]).float().cpu() for k in outs[0]} if outs else {}
 
     @torch.no_grad()
     def difference_samples(self, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,

@@ -1,0 +1,1 @@
+"""Adapters that plug a VRM checkpoint into the RL libraries people run (TRL; OpenRLHF through ``vrm serve``)."""

@@ -1,0 +1,67 @@
+"""The model card written into every checkpoint (``README.md``, Hugging Face model-card conventions)."""
+
+from __future__ import annotations
+
+import json
+
+
+def _table(rows: dict) -> str:
+    lines = ["| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows.items()]
+    return "\n".join(lines)
+
+
+def model_card(rm, config: dict) -> str:
+    """Markdown with YAML front matter: what the model is, its data, encoder, configuration, held-out
+    metrics, the judge's nuisance coefficients, intended use and limits, and how to load it."""
+    meta = config.get("metadata") or {}
+    encoder = config.get("encoder") or {}
+    data = meta.get("data") or {}
+    kind = "Variational Reward Model (VRM)" if rm.kind == "vrm" else "Bradley–Terry reward model (baseline)"
+    front = ["---", "library_name: vrm-pyro", "tags:", "- reward-model", "- rlhf", "- pyro",
+             f"- {rm.kind}", "---", ""]
+    md = front + [f"# {kind}", "",
+                  "A reward model trained with [vrm-pyro](https://github.com/vrm-pyro/vrm-pyro): it scores a "
+                  "response to a prompt. " + (
+                      "The reward is `w · u(z, y)`: per-prompt objective weights `w` on the simplex times decoded "
+                      "scores of latent semantic features `z` and of a Bayesian path from the response features; "
+                      "`reward_std` is its epistemic standard deviation (large far from the training data)."
+                      if rm.kind == "vrm" else "The reward is a head on the response features."), ""]
+    md += ["## Data", "", _table({"source": data.get("data") or "bundled HH-RLHF harmless slice",
+                                  "format": data.get("format", "auto"),
+                                  "split sizes": json.dumps(meta.get("split_sizes", {})),
+                                  "augmentation": data.get("augment") or "none"}), ""]
+    md += ["## Encoder", "", _table({"name": encoder.get("name"), "representation": encoder.get("representation"),
+                                     "max length": encoder.get("max_length"), "mode": encoder.get("mode"),
+                                     "identity": config.get("encoder_identity")}), ""]
+    model = {k: v for k, v in (config.get("model") or {}).items()}
+    md += ["## Configuration", "", _table(model), ""]
+    metrics = meta.get("test_metrics") or {}
+    if metrics:
+        md += ["## Held-out metrics (test split of the training data)", "", _table(metrics), ""]
+    nuisance = rm.nuisance_posterior()
+    if nuisance:
+        md += ["## The judge's nuisance coefficients", "",
+               "Posterior mean ± sd of `gamma`: logits of the judge's preference per doubling of each covariate. "
+               "`vrm score` returns the authentic reward, without this term (`--include-nuisance` adds it).", "",
+               "| covariate | logits per doubling | sd |", "| --- | --- | --- |"]
+        md += [f"| {g['covariate']} | {g['logits_per_unit']:+.3f} | {g['logits_per_unit_std']:.3f} |" for g in nuisance]
+        md.append("")
+    md += ["## Intended use and limits", "",
+           "- Ranking and scoring responses for best-of-N selection, RLHF rewards (`vrm serve`, "
+           "`vrm_pyro.integrations.trl.VRMReward`) and evaluation, in the domain and language of the training data.",
+           "- The reward reflects the training labels' judge (people or an LLM) and its biases, except those modelled "
+           "as nuisance terms; it is not a measure of truth or safety.",
+           "- Responses unlike the training data get a larger `reward_std`; prefer `reward_lcb` when optimising "
+           "against the reward.",
+           "- The encoder truncates long texts (it keeps the start of the prompt and the end of the response).", "",
+           "## Use", "", "```python",
+           "from vrm_pyro.checkpoint import load_checkpoint",
+           "from vrm_pyro.scoring import encoder_for, score_texts",
+           "ckpt = load_checkpoint(\"PATH\")",
+           "out = score_texts(ckpt, encoder_for(ckpt), [\"prompt\"], [\"response\"])",
+           "```", "", "or `vrm score --checkpoint PATH --input rows.jsonl --output scored.jsonl`.", ""]
+    return "\n".join(md)
+
+
+__all__ = ["model_card"]
