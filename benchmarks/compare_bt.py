@@ -63,7 +63,11 @@ from shared_data import (  # noqa: E402
 from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
 from vrm_pyro.data import PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
-from vrm_pyro.evaluate import auroc, evaluate_pairs  # noqa: E402
+from vrm_pyro.evaluate import (  # noqa: E402
+    auroc,
+    evaluate_pairs,
+    spearman,  # noqa: E402
+)
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
     augment_pairs,
@@ -71,7 +75,6 @@ from vrm_pyro.hacking import (  # noqa: E402
     fit_length_effect,
     junk_kinds,
     make_junk,
-    spearman,
 )
 
 RESULTS = ROOT / "benchmarks" / "results"

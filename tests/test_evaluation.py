@@ -18,6 +18,7 @@ from vrm_pyro.evaluate import (
     group_breakdown,
     pairwise_metrics,
     reliability_bins,
+    spearman,
 )
 from vrm_pyro.experiment import spurious_cue_experiment
 from vrm_pyro.hacking import (
@@ -28,7 +29,6 @@ from vrm_pyro.hacking import (
     length_bias,
     length_perturbation,
     load_best_of_n,
-    spearman,
 )
 from vrm_pyro.inspect import cluster_prompts, compare_prompts, objective_report, response_properties
 from vrm_pyro.reports import evaluate_models

@@ -175,3 +175,14 @@ def auroc(scores_negative, scores_positive) -> float:
     neg, pos = np.asarray(scores_negative, float), np.asarray(scores_positive, float)
     ranks = pd.Series(np.concatenate([neg, pos])).rank().to_numpy()
     return float((ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (pandas; average ranks for ties; NaN when either side is constant)."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():  # a constant side is reported as NaN, as documented
+        warnings.simplefilter("ignore")
+        return float(pd.Series(np.asarray(x, float)).corr(pd.Series(np.asarray(y, float)), method="spearman"))

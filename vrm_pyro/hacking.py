@@ -32,6 +32,7 @@ import numpy as np
 
 from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import DataError
+from vrm_pyro.evaluate import spearman
 from vrm_pyro.formats import iter_rows
 from vrm_pyro.scoring import reward_texts
 
@@ -42,17 +43,6 @@ DEFAULT_FILLER = (" I hope this helps. Please let me know if you have any other 
 
 def words(text: str) -> int:
     return len(text.split())
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (pandas; average ranks for ties; NaN when either side is constant)."""
-    import warnings
-
-    import pandas as pd
-
-    with warnings.catch_warnings():  # a constant side is reported as NaN, as documented
-        warnings.simplefilter("ignore")
-        return float(pd.Series(np.asarray(x, float)).corr(pd.Series(np.asarray(y, float)), method="spearman"))
 
 
 # ----------------------------------------------------------------------------- length bias
@@ -456,4 +446,4 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
 
 __all__ = ["fit_length_effect", "length_controlled_gold", "CORE_JUNK", "JUNK_KINDS", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
-           "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n", "spearman"]
+           "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n"]

@@ -101,7 +101,7 @@ def objective_report(reward_model, prompts: list[str], prompt_emb: torch.Tensor,
     """For each objective ``k``: the prompts that weight it most, the responses whose decoded score
     ``E_q[u_k(z, y)]`` is highest and lowest, and the Spearman correlation of that score with
     :func:`response_properties`. ``prompts[i]`` pairs with ``responses[i]``."""
-    from vrm_pyro.hacking import spearman
+    from vrm_pyro.evaluate import spearman
 
     if not reward_model.has_latents:
         raise VRMError("this checkpoint is a Bradley–Terry baseline: it has no objectives to describe")
