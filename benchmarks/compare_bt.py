@@ -129,6 +129,9 @@ register("vrm_nopath_fb", Contender(dict(path="none"), RICH, train=dict(elbo="me
 register("vrm_nopath", Contender(dict(path="none"), RICH))
 register("vrm_prior2", Contender(dict(path_prior_scale=2.0), RICH))
 register("vrm_prior05", Contender(dict(path_prior_scale=0.5), RICH))
+register("vrm_prior4", Contender(dict(path_prior_scale=4.0), RICH))
+register("vrm_mf", Contender(dict(), RICH, train=dict(elbo="mean_field")))
+register("bt_bayesian_linear_prior4", Contender(dict(model="bt", bt_head="bayesian_linear", path_prior_scale=4.0), RICH))
 register("vrm_k4", Contender(dict(num_objectives=4), RICH))
 register("vrm_d4", Contender(dict(feature_dim=4), RICH))
 # nuisance handling (issue 11), for every head

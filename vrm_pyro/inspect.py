@@ -72,7 +72,7 @@ def inspect_file(checkpoint_dir, input_path: str, output: str, *, plot: str | No
     if plot:
         from vrm_pyro.plots import weights_heatmap
 
-        weights_heatmap(summary["mean"], prompts, path=plot)
+        weights_heatmap(summary["mean"], prompts, lower=summary["lower"], upper=summary["upper"], path=plot)
     return table
 
 

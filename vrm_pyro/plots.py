@@ -14,19 +14,34 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def weights_heatmap(weights: np.ndarray, prompts: list[str], *, path: str | None = None, max_prompts: int = 40):
-    """Heatmap of posterior mean weights, prompts (rows) x objectives (columns)."""
+def weights_heatmap(weights: np.ndarray, prompts: list[str], *, lower: np.ndarray | None = None,
+                    upper: np.ndarray | None = None, path: str | None = None, max_prompts: int = 40):
+    """Posterior mean objective weights, prompts (rows) x objectives (columns), on a diverging scale centred
+    on the uniform weight 1/K (blue: below, red: above), with the credible interval printed in each cell
+    when ``lower`` and ``upper`` are given."""
+    from matplotlib.colors import TwoSlopeNorm
+
     w = np.asarray(weights)[:max_prompts]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * w.shape[1], 1.0 + 0.32 * w.shape[0]))
-    im = ax.imshow(w, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-6))
-    ax.set_xticks(range(w.shape[1]), [f"obj {k}" for k in range(w.shape[1])], rotation=45, ha="right")
-    ax.set_yticks(range(w.shape[0]), [_short(p) for p in prompts[:max_prompts]], fontsize=7)
+    n, k = w.shape
+    centre = 1.0 / k
+    span = max(float(np.abs(w - centre).max()), 1e-3)
+    fig, ax = plt.subplots(figsize=(2.6 + 0.9 * k, 1.2 + 0.34 * n), layout="constrained")
+    im = ax.imshow(w, aspect="auto", cmap="RdBu_r",
+                   norm=TwoSlopeNorm(vcenter=centre, vmin=max(0.0, centre - span), vmax=min(1.0, centre + span)))
+    if lower is not None and upper is not None:
+        lo, hi = np.asarray(lower)[:max_prompts], np.asarray(upper)[:max_prompts]
+        for i in range(n):
+            for j in range(k):
+                strong = abs(w[i, j] - centre) > 0.6 * span  # light text on the saturated cells
+                ax.text(j, i, f"{w[i, j]:.2f}\n[{lo[i, j]:.2f}, {hi[i, j]:.2f}]", ha="center", va="center", fontsize=5.5,
+                        color="white" if strong else "black")
+    ax.set_xticks(range(k), [f"obj {j}" for j in range(k)], rotation=45, ha="right")
+    ax.set_yticks(range(n), [_short(p, 40) for p in prompts[:max_prompts]], fontsize=7)
     ax.set_xlabel("objective k")
-    ax.set_title("Posterior mean objective weights E_q[w_k | x]")
-    fig.colorbar(im, ax=ax, label="weight")
-    fig.tight_layout()
+    ax.set_title(f"E_q[w_k | x] (centred on 1/K = {centre:.3f})", fontsize=10)
+    fig.colorbar(im, ax=ax, label="posterior mean weight", shrink=0.8)
     if path:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
     return fig
 
