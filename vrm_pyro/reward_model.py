@@ -18,6 +18,7 @@ from torch import nn
 
 from vrm_pyro.config import ModelConfig
 from vrm_pyro.data import PairEmbeddings, check_embeddings
+from vrm_pyro.errors import DataError
 from vrm_pyro.models.base import PreferenceModel, RewardOutput
 from vrm_pyro.transforms import FeatureTransform
 
@@ -119,8 +120,6 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
         return self.transform.covariates(phi) if self.num_covariates else phi[..., :0]
 
     def _check(self, prompt, response, nuisance, where: str) -> None:
-        from vrm_pyro.errors import DataError
-
         if prompt.shape[-1] != self.prompt_dim or response.shape[-1] != self.response_dim:
             raise DataError(f"this model takes prompt embeddings of width {self.prompt_dim} and response features "
                             f"of width {self.response_dim} (representation of its encoder config), got "
@@ -165,6 +164,15 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
                             weights=cat("weights"), scores=cat("scores"))
 
     @torch.no_grad()
+    def latent_features(self, prompt: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VRM's posterior of the semantic features, ``q(z | x, y)``: mean and std ``(N, D)`` each, on CPU."""
+        if self.guide.feature_guide is None:
+            raise DataError("this model has no latent features (a Bradley–Terry baseline)")
+        self._check(prompt, response, None, "RewardModel.latent_features")
+        q = self.guide.feature_guide(prompt.to(self.device), self.transform.features(response.to(self.device))).base_dist
+        return q.loc.float().cpu(), q.scale.float().cpu()
+
+    @torch.no_grad()
     def route_rewards(self, prompt: torch.Tensor, response: torch.Tensor, *, num_samples: int = 32) -> dict:
         """VRM's posterior mean reward split by route (``latent``: through ``g(z)``, ``path``: through the
         path from the response features), ``{route: (N,)}`` on CPU; ``{}`` for a model without routes."""
@@ -185,9 +193,7 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
             check_embeddings(t, name, "RewardModel.difference_samples")
         self._check(prompt, response_a, nuisance_a, "RewardModel.difference_samples")
         if include_nuisance and self.num_covariates and self.config.nuisance_term and nuisance_a is None:
-            from vrm_pyro.errors import DataError
-
-            raise DataError(f"this model's judge term needs the nuisance covariates ({self.config.nuisance}) of both "
+                raise DataError(f"this model's judge term needs the nuisance covariates ({self.config.nuisance}) of both "
                             "responses; pass them, or include_nuisance=False for the authentic reward alone",
                             source="RewardModel.difference_samples")
         t = self.transform
