@@ -34,8 +34,14 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["hh", "twins", "bon", "alpaca"])
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--cache-dir", default=str(CACHE_DIR))
+    ap.add_argument("--encoder", default=None, help="Encoder model directory (default: the bundled MiniLM).")
+    ap.add_argument("--device", default="cpu", help="Where the encoder runs (cpu, cuda).")
+    ap.add_argument("--batch-size", type=int, default=64, help="Texts per forward pass.")
     args = ap.parse_args(argv)
-    encoder = TextEncoder(EncoderConfig(max_length=args.max_length, cache_dir=args.cache_dir))
+    cfg = EncoderConfig(max_length=args.max_length, cache_dir=args.cache_dir, encoder_batch_size=args.batch_size)
+    if args.encoder:
+        cfg = cfg.replace(name=args.encoder)
+    encoder = TextEncoder(cfg, device=args.device)
     for name in args.datasets:
         prompts, responses = load_shared_texts(name)
         t0 = time.perf_counter()

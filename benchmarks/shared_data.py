@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+#: the shared data folder (``$VRM_SHARED_DATA`` to read a copy elsewhere)
+SHARED = Path(os.environ.get("VRM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CACHE_DIR = ROOT / "benchmarks" / ".cache"
 FILES = {"hh": "hh_rlhf_harmless.jsonl.gz", "alpaca": "alpaca_eval_gpt4_turbo_pairs.jsonl.gz",
          "bon": "alpaca_bon_dev.jsonl.gz", "twins": "alpaca_eval_length_twins.jsonl.gz"}

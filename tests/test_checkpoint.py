@@ -46,9 +46,13 @@ def test_save_load_gives_identical_scores(tmp_path, cfg):
     assert torch.equal(rm.pair_probability(*b[:3], *b[4:]), loaded.reward_model.pair_probability(*b[:3], *b[4:]))
     assert rm.nuisance_posterior() == loaded.reward_model.nuisance_posterior()
     assert not list(tmp_path.glob(".ckpt*")), "temporary directories left behind"
-    # saving again over an existing checkpoint replaces it atomically
-    save_checkpoint(path, rm)
-    assert load_checkpoint(path).encoder.name == EncoderConfig().name
+    # saving again over an existing checkpoint replaces it atomically; the model remembers its provenance
+    # (encoder, training config) unless told otherwise
+    save_checkpoint(path, rm, encoder=EncoderConfig(name="other"))
+    again = load_checkpoint(path)
+    assert again.encoder.name == "other" and again.train.epochs == 2
+    save_checkpoint(path, loaded.reward_model)
+    assert load_checkpoint(path).encoder.name == "tiny"
 
 
 def test_bad_checkpoints_are_refused(tmp_path):

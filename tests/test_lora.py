@@ -108,7 +108,8 @@ def test_lora_run_saves_adapter_and_heads_and_loading_reapplies_them(tiny_bert_d
                                 progress=False)
     for slot, kind in (("model", "vrm"), ("baseline", "bt")):
         files = sorted(p.name for p in (tmp_path / "run" / slot).iterdir())
-        assert files == ["adapter.safetensors", "config.json", "model.safetensors"]
+        assert files == ["README.md", "adapter.safetensors", "config.json", "model.safetensors"]
+        assert "LoRA" in (tmp_path / "run" / slot / "README.md").read_text()  # the model card names the adapter
         ckpt = load_checkpoint(tmp_path / "run" / slot)
         assert ckpt.adapter and all("lora_" in k for k in ckpt.adapter)
         base_bytes = sum(p.numel() for p in TextEncoder(enc_cfg.replace(mode="frozen"), use_cache=False).model.parameters())

@@ -32,7 +32,10 @@ def model_card(rm, config: dict) -> str:
                                   "split sizes": json.dumps(meta.get("split_sizes", {})),
                                   "augmentation": data.get("augment") or "none"}), ""]
     md += ["## Encoder", "", _table({"name": encoder.get("name"), "representation": encoder.get("representation"),
-                                     "max length": encoder.get("max_length"), "mode": encoder.get("mode"),
+                                     "max length": encoder.get("max_length"),
+                                     "mode": (f"LoRA (r={encoder.get('lora_r')}, alpha={encoder.get('lora_alpha')}; "
+                                              "adapter weights in adapter.safetensors)"
+                                              if encoder.get("mode") == "lora" else encoder.get("mode")),
                                      "identity": config.get("encoder_identity")}), ""]
     model = {k: v for k, v in (config.get("model") or {}).items()}
     md += ["## Configuration", "", _table(model), ""]

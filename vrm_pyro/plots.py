@@ -1,12 +1,12 @@
-"""Plots a reader looks at: ELBO curves and posterior weight heatmaps (matplotlib, Agg)."""
+"""Plots a reader looks at: ELBO curves and posterior weight heatmaps (matplotlib).
+
+The module leaves the backend alone (a notebook keeps its inline figures; a headless process gets
+matplotlib's own non-interactive fallback)."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _short(text: str, n: int = 48) -> str:
