@@ -17,7 +17,7 @@ from vrm_pyro.guides.base import (
     dirichlet_moments,
     sample_moments,
 )
-from vrm_pyro.models.base import STREAMS, standard_normal_noise
+from vrm_pyro.models.base import STREAMS, row_keys, row_normal_noise
 from vrm_pyro.models.nets import bounded, mlp, positive
 
 from vrm_pyro.config import ModelConfig
@@ -48,7 +48,7 @@ class AmortisedDirichletWeightGuide(WeightGuide):
         return dirichlet_moments(self.concentration(prompt))
 
     def draws(self, prompt, num_samples, *, seed=0):
-        return dirichlet_draws(self.concentration(prompt), num_samples, seed)
+        return dirichlet_draws(self.concentration(prompt), num_samples, seed, row_keys(prompt))
 
 
 class AmortisedLogisticNormalWeightGuide(WeightGuide):
@@ -74,8 +74,9 @@ class AmortisedLogisticNormalWeightGuide(WeightGuide):
 
     def draws(self, prompt, num_samples, *, seed=0):
         loc, scale = self._params(prompt)
-        eps = standard_normal_noise(num_samples, self.num_objectives - 1, prompt.device, seed=seed, stream=STREAMS["w"])
-        return StickBreakingTransform()(loc + scale * eps[:, None, :])
+        eps = row_normal_noise(row_keys(prompt), num_samples, self.num_objectives - 1, prompt.device, seed,
+                               STREAMS["w"])
+        return StickBreakingTransform()(loc + scale * eps)
 
     def moments(self, prompt, *, num_samples=32, seed=0):
         return sample_moments(self.draws(prompt, num_samples, seed=seed))

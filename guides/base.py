@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-from vrm_pyro.models.base import STREAMS, fixed_rng, pairs_plate, standard_normal_noise
+from vrm_pyro.models.base import STREAMS, pairs_plate, row_keys, row_normal_noise
 
 
 class WeightGuide(nn.Module):
@@ -41,10 +41,10 @@ class FeatureGuide(nn.Module):
 
     def draws(self, prompt: torch.Tensor, response: torch.Tensor, num_samples: int, *, seed: int = 0,
               stream: int = STREAMS["z_a"]) -> torch.Tensor:
-        """``(S, B, D)`` reparameterised draws with fixed noise of ``(seed, stream)``."""
+        """``(S, B, D)`` reparameterised draws; row ``b``'s noise is seeded by ``(seed, stream, row b)``."""
         q = self(prompt, response).base_dist
-        eps = standard_normal_noise(num_samples, self.feature_dim, prompt.device, seed=seed, stream=stream)
-        return q.loc + q.scale * eps[:, None, :]
+        eps = row_normal_noise(row_keys(prompt, response), num_samples, self.feature_dim, prompt.device, seed, stream)
+        return q.loc + q.scale * eps
 
 
 def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,17 +59,29 @@ def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.
     return mean, second
 
 
-def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
-    """``(S, B, K)`` draws of ``Dirichlet(alpha_b)`` per row ``b``: each distinct row is sampled from the same
-    seeded stream (its gamma variates are drawn by rejection, so a batched draw would make a row's
-    sample depend on the rows before it)."""
-    unique, inverse = torch.unique(concentration, dim=0, return_inverse=True)
-    out = concentration.new_empty(num_samples, unique.shape[0], unique.shape[1])
-    with fixed_rng(seed, concentration.device):
-        for i, alpha in enumerate(unique):
-            torch.manual_seed(int(seed) * 7919 + 104_729 * STREAMS["w"] + 1)
+def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int, keys: torch.Tensor) -> torch.Tensor:
+    """``(S, B, K)`` draws of ``Dirichlet(alpha_b)`` per row ``b``, each row from its own generator seeded by
+    ``(seed, keys[b])`` (``keys``: :func:`row_keys` of the prompts; a batched draw would make a row's sample
+    depend on the rows before it, since gamma variates are drawn by rejection)."""
+    unique, first, inverse = _unique_rows(keys)
+    concentration = concentration[first]
+    out = concentration.new_empty(num_samples, unique.shape[0], concentration.shape[1])
+    keys = unique.tolist()
+    device = concentration.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                               device_type="cuda" if device.type == "cuda" else "cpu"):
+        for i, alpha in enumerate(concentration):
+            torch.manual_seed(hash((int(seed), STREAMS["w"], keys[i])) & 0x7FFF_FFFF_FFFF_FFFF)
             out[:, i] = torch.distributions.Dirichlet(alpha).sample((num_samples,))
     return out[:, inverse]
+
+
+def _unique_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distinct keys, the first row of each, and each row's index into the distinct keys."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((unique.shape[0],), keys.shape[0], dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(keys.shape[0]), reduce="amin")
+    return unique, first, inverse
 
 
 def sample_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

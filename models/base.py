@@ -112,12 +112,52 @@ STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5
 
 
 def standard_normal_noise(num_samples: int, shape, device: torch.device, seed: int = 0, stream: int = 0) -> torch.Tensor:
-    """Fixed ``(num_samples, *shape)`` N(0, 1) noise from ``(seed, stream)``, shared by all rows (common
-    random numbers): a row's Monte Carlo estimates depend on that row and the seed only, never on the
-    batch it is scored in; different streams (``z_a`` and ``z_b``, say) are independent."""
+    """Fixed ``(num_samples, *shape)`` N(0, 1) noise from ``(seed, stream)``: for **global** latents, whose
+    draws every row shares (different streams are independent). Local latents use :func:`row_normal_noise`."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     gen = torch.Generator().manual_seed(int(seed) * 7919 + 104_729 * int(stream) + 1)
     return torch.randn(num_samples, *shape, generator=gen).to(device)
+
+
+_PRIME = 2_147_483_629  # below 2^31: products of two residues fit in int64
+_COEFFICIENTS: dict[int, torch.Tensor] = {}
+
+
+def row_keys(*tensors: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64 key of each row's contents (the bits of its float32 values less the lowest 8 of the
+    mantissa, so that last-bit differences of a matrix product computed in another batch do not change it;
+    all tensors together): equal rows get equal keys in any batch, different rows independent-looking keys.
+
+    A polynomial hash mod a prime in integer arithmetic: exact, and the same on every device."""
+    key = None
+    for t in tensors:
+        t = t.detach().reshape(t.shape[0], -1).float().cpu().contiguous()
+        bits = t.view(torch.int32).to(torch.int64) & 0x7FFFFF00
+        width = bits.shape[1]
+        if width not in _COEFFICIENTS:
+            gen = torch.Generator().manual_seed(104_729 + width)
+            _COEFFICIENTS[width] = torch.randint(1, _PRIME, (width,), generator=gen, dtype=torch.int64)
+        h = ((bits % _PRIME) * _COEFFICIENTS[width] % _PRIME).sum(1) % _PRIME
+        key = h if key is None else (key * 1_000_003 + h) % _PRIME
+    return key
+
+
+def row_normal_noise(keys: torch.Tensor, num_samples: int, dim: int, device: torch.device, seed: int = 0,
+                     stream: int = 0) -> torch.Tensor:
+    """``(num_samples, B, dim)`` N(0, 1) noise for **local** latents: row ``b``'s draws come from its own
+    generator seeded by ``(seed, stream, keys[b])``, so they depend on that row and the seed only (never on
+    the batch), and different rows, streams and seeds are independent. (Sharing one noise draw across
+    rows would add the same error to every row's estimate: a systematic offset, e.g. towards the first
+    response of every pair.)"""
+    out = torch.empty(num_samples, keys.shape[0], dim)
+    gen = torch.Generator()
+    cache: dict[int, torch.Tensor] = {}
+    for i, k in enumerate(keys.tolist()):
+        if k not in cache:
+            gen.manual_seed(hash((int(seed), int(stream), k)) & 0x7FFF_FFFF_FFFF_FFFF)
+            cache[k] = torch.randn(num_samples, dim, generator=gen)
+        out[:, i] = cache[k]
+    return out.to(device)
 
 
 class PreferenceModel(nn.Module):

@@ -96,8 +96,8 @@ class VariationalRewardModel(PreferenceModel):
         z_a = pyro.sample("z_a", self.feature_prior(prompt, response_a))
         z_b = pyro.sample("z_b", self.feature_prior(prompt, response_b))
         u_diff = self.decoder(z_a) - self.decoder(z_b)
-        if self.path is not None:  # linear: the difference of the path scores is the score of the difference
-            u_diff = u_diff + self.path.scores(response_a - response_b, globals_)
+        if self.path is not None:  # a difference of scores (not the score of a difference: a bias would favour a)
+            u_diff = u_diff + self.path.scores(response_a, globals_) - self.path.scores(response_b, globals_)
         return (w * u_diff).sum(-1)
 
     # -- posterior summaries -------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class VariationalRewardModel(PreferenceModel):
         z_b = guide.feature_guide.draws(prompt, response_b, num_samples, seed=seed, stream=STREAMS["z_b"])
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:
-            u_diff = u_diff + self.path.scores(response_a - response_b, draws)
+            u_diff = u_diff + self.path.scores(response_a, draws) - self.path.scores(response_b, draws)
         d = (w * u_diff).sum(-1)
         if include_nuisance:
             d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)

@@ -227,6 +227,37 @@ def test_pair_probability_does_not_depend_on_the_batch(weight_guide):
     assert torch.allclose(reordered.flip(0), full, atol=1e-6, rtol=0)
 
 
+def test_rows_draw_independent_noise_so_no_pair_gets_a_common_offset():
+    """Regression: every row used the same noise draws (common random numbers), so the Monte Carlo error of
+    P(a > b) was one offset shared by all rows: with a wide posterior the estimate leaned the same way for
+    every pair."""
+    rm = fitted(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, nuisance="length"))
+    p, a, b, _ = batch(400, seed=7)
+    d = rm.difference_samples(p, a, b, torch.rand(400, 1) * 5, torch.rand(400, 1) * 5, num_samples=16)
+    resid = d - d.mean(0)  # each row's draws about its own mean: (S, N)
+    shared = resid.mean(1)  # the part of each draw that all rows share
+    assert shared.std() < 3 * resid.std() / 400 ** 0.5, (shared.std(), resid.std())
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(path="point", feature_transform="none", hidden_dim=32),
+                                 ModelConfig(hidden_dim=32), ModelConfig(path="none", hidden_dim=32),
+                                 ModelConfig(model="bt", bt_head="mlp", bt_hidden_dim=8)],
+                         ids=["vrm-point-path", "vrm", "vrm-no-path", "bt-mlp"])
+def test_no_model_can_learn_which_position_wins(cfg):
+    """Regression: VRM's point path scored ``a - b`` through a linear layer with a bias, a constant "the first
+    response wins" logit. Trained on HH-RLHF, where ``a`` is always the chosen answer, it reached 99% test
+    accuracy. Here: random embeddings, every label 1; on new pairs neither position may be favoured."""
+    g = torch.Generator().manual_seed(0)
+    train = PairEmbeddings(torch.randn(600, E, generator=g), torch.randn(600, E, generator=g),
+                           torch.randn(600, E, generator=g), torch.ones(600))
+    rm = build_reward_model(cfg, emb_dim=E, seed=0)
+    fit(rm, train, None, TrainConfig(epochs=25, progress=False))
+    p, a, b, _ = batch(300, seed=11)
+    ab, ba = rm.pair_probability(p, a, b), rm.pair_probability(p, b, a)
+    assert abs(float(ab.mean()) - 0.5) < 0.02 and abs(float(ba.mean()) - 0.5) < 0.02, (ab.mean(), ba.mean())
+    assert abs(float((ab + ba).mean()) - 1) < 0.02
+
+
 def test_subset_counts_its_own_prompt_multiplicities():
     """Regression: PairEmbeddings.subset kept the whole dataset's prompt multiplicities."""
     p = torch.randn(3, E).repeat_interleave(torch.tensor([4, 2, 1]), dim=0)  # prompts with 4, 2 and 1 pairs
