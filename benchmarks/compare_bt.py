@@ -81,6 +81,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 FOLDS = 5
 BON_NS = (1, 2, 4, 8, 11)
 KAPPA = 1.0
+MIN_STEPS = 1500
 OOD_KINDS = ("random_tokens", "repeated_many", "other_prompt", "other_language")
 RICH = "response_tokens+response+interaction+statistics"
 
@@ -98,14 +99,21 @@ class Contender:
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
 
-    def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(progress=False, seed=seed, **self.train)
+    def train_config(self, seed: int, n_train: int | None = None) -> TrainConfig:
+        """The budget: 30 epochs (patience 5) or, on small training sets, at least ``MIN_STEPS`` steps (patience
+        a sixth of the epochs): the same for every contender."""
+        cfg = TrainConfig(progress=False, seed=seed, **self.train)
+        if n_train is not None:
+            steps_per_epoch = -(-n_train // cfg.batch_size)
+            epochs = max(cfg.epochs, -(-MIN_STEPS // steps_per_epoch))
+            cfg = cfg.replace(epochs=epochs, patience=max(cfg.patience, epochs // 6))
+        return cfg
 
 
 NUIS = dict(nuisance="length,list_items,headers,code_blocks,bold")
 CONTENDERS: dict[str, Contender] = {
     # version 0.1 (the joint representation, a free linear path): the starting point
-    "bt_linear@joint": Contender(dict(model="bt", feature_transform="none")),
+    "bt_linear@joint_raw": Contender(dict(model="bt", feature_transform="none")),
     "vrm_point@joint": Contender(dict(path="point", feature_transform="none")),
     # representations (issue 10), with a linear BT head and the default VRM
     **{f"bt_linear@{name}": Contender(dict(model="bt"), rep) for name, rep in (
@@ -134,8 +142,19 @@ register("vrm_mf", Contender(dict(), RICH, train=dict(elbo="mean_field")))
 register("bt_bayesian_linear_prior4", Contender(dict(model="bt", bt_head="bayesian_linear", path_prior_scale=4.0), RICH))
 register("vrm_k4", Contender(dict(num_objectives=4), RICH))
 register("vrm_d4", Contender(dict(feature_dim=4), RICH))
+# representations x heads: "@js" = joint + statistics, "@full" = every part; "@joint_raw": no feature transform
+REPRESENTATIONS = {"joint": "joint", "js": "joint+statistics", "jrs": "joint+response+statistics",
+                   "full": "joint+" + RICH}
+for base in ("bt_linear", "bt_mlp", "bt_bayesian_linear", "vrm", "vrm_point", "vrm_mf"):
+    for tag, rep in REPRESENTATIONS.items():
+        if f"{base}@{tag}" not in CONTENDERS:
+            c = CONTENDERS[base]
+            register(f"{base}@{tag}", Contender(c.model, rep, train=c.train))
+register("vrm_point@joint_raw", CONTENDERS.pop("vrm_point@joint"))
+register("vrm_point@joint", Contender(dict(path="point"), "joint"))
+register("vrm@rich_raw", Contender(dict(feature_transform="none"), RICH))
 # nuisance handling (issue 11), for every head
-for base in ("bt_linear", "bt_mlp", "bt_bayesian_linear", "vrm"):
+for base in ("bt_linear", "bt_mlp", "bt_bayesian_linear", "vrm", "vrm_prior2", "bt_bayesian_linear_prior4"):
     c = CONTENDERS[base]
     register(f"{base}+nuis", Contender({**c.model, **NUIS}, c.representation, train=c.train))
     register(f"{base}+erase", Contender({**c.model, **NUIS, "erase_nuisance": True}, c.representation, train=c.train))
@@ -153,12 +172,17 @@ for base in list(CONTENDERS):
 class Bench:
     """Texts, folds and embeddings shared by every contender (embeddings memoised per representation)."""
 
-    def __init__(self, cache_dir: str = str(CACHE_DIR)):
+    def __init__(self, cache_dir: str = str(CACHE_DIR), encoder: str | None = None, device: str = "cpu",
+                 pairs_per_instruction: int | None = None):
         torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-        self.encoder = TextEncoder(EncoderConfig(cache_dir=cache_dir))
-        self.alpaca = load_pairs_file("alpaca")
-        self.instructions = sorted(set(self.alpaca.prompt))
-        self.length_effect = fit_length_effect(self.alpaca)
+        cfg = EncoderConfig(cache_dir=cache_dir) if encoder is None else EncoderConfig(name=encoder, cache_dir=cache_dir)
+        self.encoder = TextEncoder(cfg, device=device)
+        alpaca = load_pairs_file("alpaca")
+        self.length_effect = fit_length_effect(alpaca)  # the judge's length effect, always from every pair
+        self.instructions = sorted(set(alpaca.prompt))
+        self.pairs_per_instruction = pairs_per_instruction
+        self.alpaca = alpaca if pairs_per_instruction is None else alpaca.sample_prompts(
+            len(self.instructions), pairs_per_prompt=pairs_per_instruction, seed=0)
         self.bon = best_of_n_dev(self.length_effect)
         self.twins = twins()
         self.stress_prompts, self.stress_real = stress_rows(self.bon)
@@ -249,6 +273,10 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
             curve = best_of_n(s, [gold[i] for i in keep])
             row[f"{prefix}bon_{gname}_{pick}"] = curve[11]
             row[f"{prefix}bon_{gname}_{pick}_curve"] = [curve[n] for n in BON_NS]
+            if not prefix:  # per instruction, for paired comparisons between contenders
+                row[f"bon_{gname}_{pick}_per"] = [float(gold[i][np.argmax(x)]) for i, x in zip(keep, s)]
+    if not prefix:
+        row["bon_instructions"] = keep
     if prefix:
         return row
     row.update(reference_picks(bon, keep))
@@ -285,7 +313,7 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
 def fit_and_measure(bench: Bench, contender: Contender, seed: int, train, val, test, test_texts: PreferencePairs):
     rm = build_reward_model(contender.model_config(), emb_dim=train.dim, response_dim=train.response_dim, seed=seed)
     t0 = time.perf_counter()
-    res = fit(rm, train, val, contender.train_config(seed))
+    res = fit(rm, train, val, contender.train_config(seed, len(train)))
     row = {"train_seconds": time.perf_counter() - t0, "epochs": len(res.history), "best_epoch": res.best_epoch,
            "n_train": len(train), "val_nll": res.best_val.get("nll"), "val_accuracy": res.best_val.get("accuracy")}
     best = res.history[res.best_epoch] if res.best_epoch >= 0 else {}
@@ -389,39 +417,119 @@ def done_rows(path: Path) -> set:
     return keys
 
 
+def stage_jobs(contenders: list[str], seeds: list[int], folds: list[int], datasets: list[str],
+               sizes: list[int] | None = None) -> list[tuple]:
+    """Every (dataset, contender, seed, fold, size) of a stage: HH first, then AlpacaEval fold-major, so that a
+    stage cut short holds complete comparisons (every contender, every seed) on the folds it reached."""
+    jobs = []
+    if "hh_rlhf_harmless" in datasets:
+        jobs += [("hh_rlhf_harmless", name, seed, 0, None) for seed in seeds for name in contenders]
+    if "alpaca_eval" in datasets:
+        jobs += [("alpaca_eval", name, seed, fold, size) for fold in folds for size in (sizes or [None])
+                 for seed in seeds for name in contenders]
+    return jobs
+
+
+_WORKER_BENCH: Bench | None = None
+
+
+def _init_worker(encoder: str | None, threads: int, pairs_per_instruction: int | None = None) -> None:
+    global _WORKER_BENCH
+    torch.set_num_threads(threads)
+    _WORKER_BENCH = Bench(encoder=encoder, pairs_per_instruction=pairs_per_instruction)
+
+
+def _run_job(job: tuple) -> dict:
+    dataset, name, seed, fold, size = job
+    contender = CONTENDERS[name]
+    if dataset == "alpaca_eval":
+        return run_alpaca(_WORKER_BENCH, name, contender, seed, fold, size)
+    return run_hh(_WORKER_BENCH, name, contender, seed)
+
+
 def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[int], datasets: list[str],
-              sizes: list[int] | None = None) -> Path:
+              sizes: list[int] | None = None, workers: int = 1, encoder: str | None = None,
+              pairs_per_instruction: int | None = None) -> Path:
+    """Run the jobs of a stage not yet in ``results/<stage>/rows.jsonl``, appending a row per finished job.
+
+    ``workers > 1`` fits in that many processes (one thread each); the embeddings must already be in the
+    cache (``prepare`` and ``embed_shared.py``), since workers only read it.
+    """
     out = RESULTS / stage
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     done = done_rows(rows_path)
-    bench = Bench()
-    for name in contenders:
-        contender = CONTENDERS[name]
-        for seed in seeds:
-            jobs = []
-            if "alpaca_eval" in datasets:
-                jobs += [("alpaca_eval", fold, size) for fold in folds for size in (sizes or [None])]
-            if "hh_rlhf_harmless" in datasets:
-                jobs.append(("hh_rlhf_harmless", 0, None))
-            for dataset, fold, size in jobs:
-                if (dataset, name, seed, fold, size) in done:
-                    continue
-                row = (run_alpaca(bench, name, contender, seed, fold, size) if dataset == "alpaca_eval"
-                       else run_hh(bench, name, contender, seed))
-                with open(rows_path, "a") as fh:
-                    fh.write(json.dumps(row, default=float) + "\n")
-                short = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
-                         if k in ("contender", "seed", "fold", "size", "val_nll", "test_accuracy", "bon_raw_mean",
-                                  "bon_lc_mean", "twins_verbose", "ood_auroc", "train_seconds")}
-                print(json.dumps(short), flush=True)
+    jobs = [j for j in stage_jobs(contenders, seeds, folds, datasets, sizes) if j not in done]
+    print(f"{stage}: {len(jobs)} jobs to run ({len(done)} done), {workers} worker(s)", flush=True)
+
+    def record(row: dict) -> None:
+        row["machine"] = machine()
+        row["pairs_per_instruction"] = pairs_per_instruction
+        with open(rows_path, "a") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+        short = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
+                 if k in ("dataset", "contender", "seed", "fold", "size", "val_nll", "test_accuracy", "bon_raw_mean",
+                          "bon_lc_mean", "twins_verbose", "ood_auroc", "train_seconds")}
+        print(json.dumps(short), flush=True)
+
+    if workers <= 1:
+        _init_worker(encoder, torch.get_num_threads(), pairs_per_instruction)
+        for job in jobs:
+            record(_run_job(job))
+        return rows_path
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, 1, pairs_per_instruction)) as pool:
+        for row in pool.imap_unordered(_run_job, jobs):
+            record(row)
     return rows_path
 
 
-def summarise(stage: str, command: str = "") -> pd.DataFrame:
-    """Mean over folds per seed, then mean and sd over seeds: one row per (dataset, contender, size)."""
+def paired_bon(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Best-of-11 gold of each contender minus ``reference``'s on the same instructions: per instruction the
+    difference averaged over seeds, then the mean and its standard error over instructions."""
+    out = []
+    al = df[df.dataset == "alpaca_eval"]
+    if "size" in al:  # learning-curve points are compared elsewhere
+        al = al[al["size"].isna() | (al["size"] < 0)]
+    ref = al[al.contender == reference]
+    if ref.empty or "bon_instructions" not in al:
+        return pd.DataFrame()
+
+    def per_instruction(rows, column):
+        values = {}
+        for _, r in rows.iterrows():
+            if isinstance(r.get(column), list):
+                for i, v in zip(r["bon_instructions"], r[column]):
+                    values[(r["seed"], i)] = v
+        return values
+
+    for name in al.contender.unique():
+        if name == reference:
+            continue
+        row = {"contender": name, "reference": reference}
+        for column in ("bon_raw_mean_per", "bon_lc_mean_per", "bon_raw_lcb_per", "bon_lc_lcb_per"):
+            a = per_instruction(al[al.contender == name], column)
+            b = per_instruction(ref, column.replace("_lcb_", "_mean_") if column not in ref else column)
+            keys = sorted(set(a) & set(b))
+            if not keys:
+                continue
+            diff = pd.Series({k: a[k] - b[k] for k in keys})
+            by_instruction = diff.groupby(level=1).mean()
+            row[column.replace("_per", "_diff")] = float(by_instruction.mean())
+            row[column.replace("_per", "_se")] = float(by_instruction.std(ddof=1) / np.sqrt(len(by_instruction)))
+            row["instructions"] = len(by_instruction)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def summarise(stage: str, command: str = "", reference: str | None = None, folds: list[int] | None = None) -> pd.DataFrame:
+    """Mean over folds per seed, then mean and sd over seeds: one row per (dataset, contender, size).
+    ``folds``: only these folds (a stage cut short: the folds every contender and seed reached)."""
     out = RESULTS / stage
     df = pd.read_json(out / "rows.jsonl", lines=True)
+    if folds is not None:
+        df = df[df["fold"].isin(folds)]
     df["size"] = df["size"].fillna(-1)
     scalar = [c for c in df.columns if c not in ("dataset", "contender", "seed", "fold", "size")
               and pd.api.types.is_numeric_dtype(df[c])]
@@ -429,10 +537,72 @@ def summarise(stage: str, command: str = "") -> pd.DataFrame:
     mean = per_seed.groupby(level=[0, 1, 2]).mean()
     sd = per_seed.groupby(level=[0, 1, 2]).std(ddof=1)
     n = per_seed.groupby(level=[0, 1, 2]).size().rename("seeds")
-    summary = mean.join(sd, rsuffix="_sd").join(n).reset_index()
+    runs = df.groupby(["dataset", "contender", "size"]).size().rename("runs")
+    summary = mean.join(sd.add_suffix("_sd")).join(n).join(runs).reset_index()
     summary.to_json(out / "summary.json", orient="records", indent=1)
-    (out / "summary.md").write_text(summary_markdown(summary, stage, command))
+    machines = sorted(df["machine"].dropna().unique()) if "machine" in df else None
+    md = summary_markdown(summary, stage, command, machines)
+    if reference is not None:
+        paired = paired_bon(df, reference)
+        if len(paired):
+            paired.to_json(out / "paired.json", orient="records", indent=1)
+            md += paired_markdown(paired)
+    if (df["size"] > 0).any():
+        plot_curves(df[df["size"] > 0], out)
+        md += "\n".join(["## Learning curves", ""] + [f"![{m}]({m}.png)" for m, _ in CURVES]) + "\n"
+    (out / "summary.md").write_text(md)
     return summary
+
+
+def paired_markdown(paired: pd.DataFrame) -> str:
+    ref = paired.reference.iloc[0]
+    lines = ["## Best-of-11, paired with " + f"`{ref}` on the same instructions", "",
+             "Difference in the gold of the pick (contender minus reference), averaged over seeds per instruction; "
+             "± is the standard error over instructions.", "",
+             "| contender | instructions | raw gold, mean pick | LC gold, mean pick | raw gold, lcb pick | LC gold, lcb pick |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for _, r in paired.iterrows():
+        cells = []
+        for c in ("bon_raw_mean", "bon_lc_mean", "bon_raw_lcb", "bon_lc_lcb"):
+            d, se = r.get(f"{c}_diff"), r.get(f"{c}_se")
+            cells.append("" if d is None or pd.isna(d) else f"{d:+.4f} ± {se:.4f}")
+        lines.append(f"| {r['contender']} | {int(r.get('instructions', 0))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+CURVES = [("test_accuracy", "pairwise accuracy (judge labels)"), ("bon_raw_mean", "best-of-11 gold (raw)"),
+          ("bon_lc_mean", "best-of-11 gold (length-controlled)"), ("twins_verbose", "verbose twin preferred"),
+          ("junk_rate", "junk at or above the real answer (mean over kinds)")]
+
+
+def plot_curves(df: pd.DataFrame, out: Path) -> None:
+    """One plot per measure: mean ± sd over seeds against the number of training pairs, a line per contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = df.copy()
+    junk = [c for c in df.columns if c.startswith("junk_")]
+    df["junk_rate"] = df[junk].mean(axis=1)
+    for metric, label in CURVES:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, part in df.groupby("contender", sort=False):
+            g = part.groupby("size")[metric]
+            m, sd = g.mean(), g.std(ddof=1).fillna(0)
+            ax.plot(m.index, m.values, marker="o", label=name)
+            ax.fill_between(m.index, (m - sd).values, (m + sd).values, alpha=0.15)
+        if metric.startswith("bon_"):
+            ref = metric.replace("_mean", "_longest")
+            ax.axhline(df[ref].mean(), color="grey", ls="--", lw=1, label="longest pick")
+        if metric == "twins_verbose":
+            ax.axhline(df["twins_judge_verbose"].mean(), color="black", ls=":", lw=1, label="the judge")
+        ax.set(xscale="log", xlabel="training pairs", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{metric}.png", dpi=90)
+        plt.close(fig)
 
 
 COLUMNS = [("val_nll", "val NLL"), ("val_accuracy", "val acc"), ("test_accuracy", "test acc"),
@@ -442,21 +612,25 @@ COLUMNS = [("val_nll", "val NLL"), ("val_accuracy", "val acc"), ("test_accuracy"
            ("length_spearman", "len rho"), ("ood_auroc", "OOD AUROC")]
 
 
-def summary_markdown(summary: pd.DataFrame, stage: str, command: str) -> str:
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def summary_markdown(summary: pd.DataFrame, stage: str, command: str, machines: list[str] | None = None) -> str:
     lines = [f"# Stage `{stage}`", "", f"Command: `{command}`" if command else "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
+             f"Fitted on: {'; '.join(machines or [machine()])}. "
              "Means over seeds of the per-seed mean over folds; ± is the sd over seeds.", ""]
     for (dataset, size), part in summary.groupby(["dataset", "size"], sort=False):
         cols = [(c, h) for c, h in COLUMNS if c in part and part[c].notna().any()]
         title = dataset + (f", {int(size)} training pairs" if size > 0 else "")
-        lines += [f"## {title}", "", "| contender | seeds | " + " | ".join(h for _, h in cols) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+        lines += [f"## {title}", "", "| contender | seeds | runs | " + " | ".join(h for _, h in cols) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |"]
         for _, r in part.sort_values("val_nll").iterrows():
             cells = []
             for c, _ in cols:
                 v, s = r.get(c), r.get(f"{c}_sd")
                 cells.append("" if pd.isna(v) else f"{v:.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}"))
-            lines.append(f"| {r['contender']} | {int(r['seeds'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['contender']} | {int(r['seeds'])} | {int(r['runs'])} | " + " | ".join(cells) + " |")
         junk = [c for c in part.columns if c.startswith("junk_") and not c.endswith("_sd")]
         if junk:
             lines += ["", "Junk ranked at or above the real answer (share):", "",
@@ -473,9 +647,12 @@ def summary_markdown(summary: pd.DataFrame, stage: str, command: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", default=None, help="Encoder model directory (default: the bundled MiniLM).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--representation", default="joint+" + RICH, help="Views to encode (every part by default).")
+    p.add_argument("--device", default="cpu", help="Where the encoder runs (cpu, cuda).")
     p = sub.add_parser("run")
     p.add_argument("--stage", required=True)
     p.add_argument("--contenders", nargs="+", required=True, choices=list(CONTENDERS))
@@ -483,16 +660,23 @@ def main(argv=None) -> int:
     p.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)))
     p.add_argument("--datasets", nargs="+", default=["alpaca_eval"], choices=["alpaca_eval", "hh_rlhf_harmless"])
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="Learning curve: training pairs per point.")
+    p.add_argument("--reference", default=None, help="Contender to pair best-of-N differences with.")
+    p.add_argument("--workers", type=int, default=1, help="Processes fitting at once (one thread each).")
+    p.add_argument("--pairs-per-instruction", type=int, default=None,
+                   help="Keep this many AlpacaEval pairs per instruction (drawn once, seed 0); default: all.")
     p = sub.add_parser("summary")
     p.add_argument("--stage", required=True)
+    p.add_argument("--folds", nargs="+", type=int, default=None, help="Summarise only these folds.")
+    p.add_argument("--reference", default=None, help="Contender to pair best-of-N differences with.")
     args = ap.parse_args(argv)
     command = "python benchmarks/compare_bt.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cmd == "prepare":
-        prepare(Bench(), args.seeds)
+        prepare(Bench(encoder=args.encoder, device=args.device), args.seeds, args.representation)
         return 0
     if args.cmd == "run":
-        run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes)
-    summary = summarise(args.stage, command)
+        run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes, args.workers,
+                  args.encoder, args.pairs_per_instruction)
+    summary = summarise(args.stage, command, args.reference, getattr(args, "folds", None) if args.cmd == "summary" else None)
     print((RESULTS / args.stage / "summary.md").read_text())
     return 0 if len(summary) else 1
 

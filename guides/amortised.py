@@ -17,7 +17,7 @@ from vrm_pyro.guides.base import (
     dirichlet_moments,
     sample_moments,
 )
-from vrm_pyro.models.base import STREAMS, row_keys, row_normal_noise
+from vrm_pyro.models.base import STREAMS, local_noise
 from vrm_pyro.models.nets import bounded, mlp, positive
 
 from vrm_pyro.config import ModelConfig
@@ -47,8 +47,8 @@ class AmortisedDirichletWeightGuide(WeightGuide):
     def moments(self, prompt, *, num_samples=32, seed=0):
         return dirichlet_moments(self.concentration(prompt))
 
-    def draws(self, prompt, num_samples, *, seed=0):
-        return dirichlet_draws(self.concentration(prompt), num_samples, seed, row_keys(prompt))
+    def draws(self, prompt, num_samples, *, seed=0, keys=None):
+        return dirichlet_draws(self.concentration(prompt), num_samples, seed, keys)
 
 
 class AmortisedLogisticNormalWeightGuide(WeightGuide):
@@ -72,10 +72,10 @@ class AmortisedLogisticNormalWeightGuide(WeightGuide):
     def forward(self, prompt):
         return dist.LogisticNormal(*self._params(prompt))
 
-    def draws(self, prompt, num_samples, *, seed=0):
+    def draws(self, prompt, num_samples, *, seed=0, keys=None):
         loc, scale = self._params(prompt)
-        eps = row_normal_noise(row_keys(prompt), num_samples, self.num_objectives - 1, prompt.device, seed,
-                               STREAMS["w"])
+        eps = local_noise(keys, num_samples, prompt.shape[0], self.num_objectives - 1, prompt.device, seed,
+                          STREAMS["w"])
         return StickBreakingTransform()(loc + scale * eps)
 
     def moments(self, prompt, *, num_samples=32, seed=0):

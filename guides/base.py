@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-from vrm_pyro.models.base import STREAMS, pairs_plate, row_keys, row_normal_noise
+from vrm_pyro.models.base import STREAMS, local_noise, pairs_plate, row_keys
 
 
 class WeightGuide(nn.Module):
@@ -30,7 +30,9 @@ class WeightGuide(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def draws(self, prompt: torch.Tensor, num_samples: int, *, seed: int = 0) -> torch.Tensor:
+    def draws(self, prompt: torch.Tensor, num_samples: int, *, seed: int = 0,
+              keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``(S, B, K)`` draws of ``q(w | x)``; ``keys``: per-row noise (:func:`row_keys`), or None for shared."""
         raise NotImplementedError
 
 
@@ -40,10 +42,11 @@ class FeatureGuide(nn.Module):
     feature_dim: int
 
     def draws(self, prompt: torch.Tensor, response: torch.Tensor, num_samples: int, *, seed: int = 0,
-              stream: int = STREAMS["z_a"]) -> torch.Tensor:
-        """``(S, B, D)`` reparameterised draws; row ``b``'s noise is seeded by ``(seed, stream, row b)``."""
+              stream: int = STREAMS["z_a"], keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``(S, B, D)`` reparameterised draws: row ``b``'s noise seeded by ``(seed, stream, keys[b])``, or shared
+        by all rows with ``keys=None`` (see :func:`~vrm_pyro.models.base.local_noise`)."""
         q = self(prompt, response).base_dist
-        eps = row_normal_noise(row_keys(prompt, response), num_samples, self.feature_dim, prompt.device, seed, stream)
+        eps = local_noise(keys, num_samples, prompt.shape[0], self.feature_dim, prompt.device, seed, stream)
         return q.loc + q.scale * eps
 
 
@@ -59,10 +62,13 @@ def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.
     return mean, second
 
 
-def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int, keys: torch.Tensor) -> torch.Tensor:
+def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int,
+                    keys: torch.Tensor | None = None) -> torch.Tensor:
     """``(S, B, K)`` draws of ``Dirichlet(alpha_b)`` per row ``b``, each row from its own generator seeded by
-    ``(seed, keys[b])`` (``keys``: :func:`row_keys` of the prompts; a batched draw would make a row's sample
-    depend on the rows before it, since gamma variates are drawn by rejection)."""
+    ``(seed, keys[b])`` (:func:`row_keys` of the rows), or by ``(seed, alpha_b)`` with ``keys=None`` (a batched
+    draw would make a row's sample depend on the rows before it: gamma variates are drawn by rejection)."""
+    if keys is None:
+        keys = row_keys(concentration)
     unique, first, inverse = _unique_rows(keys)
     concentration = concentration[first]
     out = concentration.new_empty(num_samples, unique.shape[0], concentration.shape[1])

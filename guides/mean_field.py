@@ -17,7 +17,7 @@ import torch
 from pyro import distributions as dist
 from torch import nn
 from vrm_pyro.guides.base import WeightGuide, dirichlet_draws, dirichlet_moments
-from vrm_pyro.models.base import STREAMS, row_keys, standard_normal_noise
+from vrm_pyro.models.base import STREAMS, standard_normal_noise
 from vrm_pyro.models.nets import positive
 
 from vrm_pyro.config import ModelConfig
@@ -74,5 +74,5 @@ class MeanFieldWeightGuide(WeightGuide):
     def moments(self, prompt, *, num_samples=32, seed=0):
         return dirichlet_moments(self.concentration(prompt))
 
-    def draws(self, prompt, num_samples, *, seed=0):
-        return dirichlet_draws(self.concentration(prompt), num_samples, seed, row_keys(prompt))
+    def draws(self, prompt, num_samples, *, seed=0, keys=None):
+        return dirichlet_draws(self.concentration(prompt), num_samples, seed, keys)

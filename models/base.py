@@ -142,6 +142,18 @@ def row_keys(*tensors: torch.Tensor) -> torch.Tensor:
     return key
 
 
+def local_noise(keys: torch.Tensor | None, num_samples: int, batch: int, dim: int, device: torch.device,
+                seed: int = 0, stream: int = 0) -> torch.Tensor:
+    """``(num_samples, B, dim)`` noise of a local latent: per row from ``keys`` (:func:`row_normal_noise`), or,
+    with ``keys=None``, one draw shared by every row (common random numbers: a response's score is then a
+    smooth, deterministic function of its features, which ranking and scoring want; pair probabilities
+    pass keys, so that no Monte Carlo error is shared across pairs)."""
+    if keys is None:
+        return standard_normal_noise(num_samples, dim, device, seed=seed, stream=stream)[:, None, :].expand(
+            num_samples, batch, dim)
+    return row_normal_noise(keys, num_samples, dim, device, seed, stream)
+
+
 def row_normal_noise(keys: torch.Tensor, num_samples: int, dim: int, device: torch.device, seed: int = 0,
                      stream: int = 0) -> torch.Tensor:
     """``(num_samples, B, dim)`` N(0, 1) noise for **local** latents: row ``b``'s draws come from its own

@@ -23,7 +23,7 @@ from __future__ import annotations
 import pyro
 import torch
 from torch import nn
-from vrm_pyro.models.base import STREAMS, PreferenceModel, RewardOutput
+from vrm_pyro.models.base import STREAMS, PreferenceModel, RewardOutput, row_keys
 from vrm_pyro.models.nets import mlp
 from vrm_pyro.models.paths import BayesianLinearPath, LinearPath
 from vrm_pyro.models.priors import (
@@ -142,9 +142,10 @@ class VariationalRewardModel(PreferenceModel):
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):
         draws = guide.global_samples(num_samples, seed)
-        w = guide.weight_guide.draws(prompt, num_samples, seed=seed)
-        z_a = guide.feature_guide.draws(prompt, response_a, num_samples, seed=seed, stream=STREAMS["z_a"])
-        z_b = guide.feature_guide.draws(prompt, response_b, num_samples, seed=seed, stream=STREAMS["z_b"])
+        keys = row_keys(prompt, response_a, response_b)  # each pair its own noise: no error shared across pairs
+        w = guide.weight_guide.draws(prompt, num_samples, seed=seed, keys=keys)
+        z_a = guide.feature_guide.draws(prompt, response_a, num_samples, seed=seed, stream=STREAMS["z_a"], keys=keys)
+        z_b = guide.feature_guide.draws(prompt, response_b, num_samples, seed=seed, stream=STREAMS["z_b"], keys=keys)
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:
             u_diff = u_diff + self.path.scores(response_a, draws) - self.path.scores(response_b, draws)

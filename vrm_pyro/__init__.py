@@ -11,7 +11,14 @@ Quick start::
     fit(rm, train, val, TrainConfig(epochs=10))
 """
 
-from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from vrm_pyro.config import (
+    TRAIN_RECIPE,
+    DataConfig,
+    EncoderConfig,
+    ModelConfig,
+    TrainConfig,
+    recommended_configs,
+)
 from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import (
     CheckpointError,
@@ -30,6 +37,8 @@ from vrm_pyro.train import FitResult, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "TRAIN_RECIPE",
+    "recommended_configs",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "EncoderConfig", "FitResult",
     "ModelConfig", "ModelGuideMismatch", "NumericalError", "PairEmbeddings", "PreferencePairs",
     "RewardModel", "TrainConfig", "VRMError", "build_reward_model", "evaluate_pairs", "fit",

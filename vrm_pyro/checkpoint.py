@@ -130,6 +130,11 @@ def read_config(path: str | os.PathLike) -> dict:
     return cfg
 
 
+#: what version 0.1 did where its configs have no field (later defaults differ)
+V01_MODEL_DEFAULTS = {"nuisance": "", "bt_head": "linear", "path_prior_scale": 1.0, "feature_transform": "none"}
+V01_ENCODER_DEFAULTS = {"representation": "joint"}
+
+
 def _migrate_v1_state(state: dict, rm: RewardModel) -> dict:
     """Weight names of version 0.1: the point path was ``model.direct``, the BT head ``model.head``; the
     (identity) transform buffers did not exist."""
@@ -152,14 +157,15 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
 
     path = resolve_checkpoint_dir(path)
     cfg = read_config(path)
+    if cfg["schema_version"] == 1:  # fields version 0.1 did not have take version 0.1's behaviour, not today's defaults
+        cfg["model"] = {**V01_MODEL_DEFAULTS, **cfg["model"]}
+        cfg["encoder"] = {**V01_ENCODER_DEFAULTS, **cfg["encoder"]}
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"], where=str(path / CONFIG_NAME))
         encoder_cfg = EncoderConfig.from_dict(cfg["encoder"], where=str(path / CONFIG_NAME))
         train_cfg = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
-    if cfg["schema_version"] == 1:  # version 0.1: no fitted transform
-        model_cfg = model_cfg.replace(feature_transform="none")
     rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"))
     try:
         state = load_file(str(path / WEIGHTS_NAME))

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from vrm_pyro.config import TRAIN_RECIPE, DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import ConfigError, VRMError
 
 CONFIGS = (DataConfig, EncoderConfig, ModelConfig, TrainConfig)
@@ -94,9 +94,9 @@ def cmd_eval(args) -> int:
     print(f"{report.info['pairs']} pairs of {report.info['data']} ({report.info['split']})")
     print(report.table())
     for name, rows in report.nuisance.items():
-        print(f"{name}: the judge pays " + "; ".join(
-            f"{r['logits_per_unit']:+.2f} ± {r['logits_per_unit_std']:.2f} logits per doubling of {r['covariate']}"
-            for r in rows))
+        print(f"{name}: the judge pays, in logits per doubling (posterior mean ± sd):")
+        for r in rows:
+            print(f"    {r['covariate']:<12} {r['logits_per_unit']:+.2f} ± {r['logits_per_unit_std']:.2f}")
     if report.groups is not None:
         print(report.groups.to_string(index=False, max_colwidth=30, float_format=lambda v: f"{v:.4f}"))
     if args.output:
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Also fit the Bradley–Terry baseline on the same splits and print both.")
     for cls in CONFIGS:
         p._add_dataclass_arguments(cls)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **TRAIN_RECIPE)  # what measured best (vrm_pyro.config.TRAIN_RECIPE)
 
     def common(q, checkpoint=True):
         if checkpoint:

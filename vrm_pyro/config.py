@@ -251,3 +251,30 @@ class TrainConfig(_Config):
             raise ConfigError("TrainConfig: KL weights and free bits must be >= 0")
         if self.free_bits > 0 and self.elbo != "mean_field":
             raise ConfigError("TrainConfig.free_bits needs analytic KLs: use --elbo mean_field")
+
+
+#: What ``vrm train`` uses where the command line says nothing: the configuration that measured best on
+#: validation (``benchmarks/README.md``, stage ``claim_small``): the response seen through four views, the
+#: judge's formatting biases as a nuisance term, fluent-but-wrong answers shown losing (RRM-style
+#: augmentation), a wider prior on VRM's Bayesian path, and an MLP head for the Bradley–Terry baseline
+#: (the best BT on validation). The dataclasses keep the plain defaults of the building blocks, which work
+#: on bare embeddings (no texts, hence no covariates and no junk to make).
+TRAIN_RECIPE: dict[str, Any] = {
+    "representation": "response_tokens+response+interaction+statistics",
+    "nuisance": "length,list_items,headers,code_blocks,bold",
+    "augment": "core",
+    "augment_rate": 0.1,
+    "path_prior_scale": 2.0,
+    "bt_head": "mlp",
+}
+
+
+def recommended_configs() -> dict[str, _Config]:
+    """``{"DataConfig": ..., "EncoderConfig": ..., "ModelConfig": ..., "TrainConfig": ...}`` with
+    :data:`TRAIN_RECIPE` applied: the Python equivalent of ``vrm train`` without options."""
+    out = {}
+    for cls in (DataConfig, EncoderConfig, ModelConfig, TrainConfig):
+        names = {f.name for f in fields(cls)}
+        out[cls.__name__] = cls(**{k: v for k, v in TRAIN_RECIPE.items() if k in names})
+    return out
+

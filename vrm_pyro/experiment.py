@@ -56,7 +56,8 @@ class ExperimentResult:
 
 def load_splits(data_cfg: DataConfig):
     """Load, split by prompt, and augment the training split (``data_cfg.augment``).
-    Returns ``(pairs, {split: PreferencePairs})``."""
+    Returns ``(pairs, {split: PreferencePairs})``; with augmentation also ``"train_augmented"``, the augmented
+    pairs alone (already appended to ``"train"``)."""
     pairs = load_from_config(data_cfg)
     if pairs.skipped:
         log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
@@ -65,6 +66,7 @@ def load_splits(data_cfg: DataConfig):
         extra = augment_pairs(splits["train"], junk_kinds(data_cfg.augment), data_cfg.augment_rate,
                               seed=data_cfg.split_seed)
         splits["train"] = splits["train"].concat(extra)
+        splits["train_augmented"] = extra
     return pairs, splits
 
 
@@ -75,7 +77,7 @@ def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: 
     pairs, splits = load_splits(data_cfg)
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
     embedded = {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
-                for name, part in splits.items() if len(part)}
+                for name, part in splits.items() if len(part) and name != "train_augmented"}
     return encoder, embedded, pairs, splits
 
 
@@ -88,7 +90,7 @@ def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance
 
     torch.manual_seed(seed)
     encoder = TextEncoder(encoder_cfg, use_cache=False)
-    return encoder, {name: TokenizedPairs(part, encoder, nuisance=nuisance) for name, part in splits.items() if len(part)}
+    return encoder, {name: TokenizedPairs(part, encoder, nuisance=nuisance) for name, part in splits.items() if len(part) and name != "train_augmented"}
 
 
 RUN_FILE = "run.json"
@@ -159,7 +161,10 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     else:
         encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, nuisance=model_cfg.nuisance,
                                                         progress=progress)
-    result = ExperimentResult(split_sizes={k: len(v) for k, v in splits.items()}, skipped_rows=pairs.skipped)
+    sizes = {k: len(v) for k, v in splits.items()}
+    if "train_augmented" in sizes:  # "train" counts the pairs of the data; augmented pairs apart
+        sizes["train"] -= sizes["train_augmented"]
+    result = ExperimentResult(split_sizes=sizes, skipped_rows=pairs.skipped)
     configs = [("model", model_cfg)]
     if compare_baseline and model_cfg.model != "bt":
         configs.append(("baseline", model_cfg.replace(model="bt")))

@@ -286,7 +286,7 @@ def best_of_n_report(checkpoint, input_path, output_dir=None, *, baseline=None, 
     for name, rm in models.items():
         if select in ("mean", "both"):
             rewards[name] = score_best_of_n(rm, encoder, bon, num_samples=num_samples)
-        if select in ("lcb", "both") and rm.model.has_globals:
+        if select in ("lcb", "both") and rm.has_reward_std:
             rewards[f"{name} lcb(k={kappa:g})"] = score_best_of_n(rm, encoder, bon, num_samples=num_samples,
                                                                     kappa=kappa)
         elif select == "lcb":
@@ -385,8 +385,11 @@ def objectives_report_file(checkpoint, input_path, output_dir=None, *, top=5, de
     rows = [row for _, row in load_score_rows(str(input_path))]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     encoder = encoder_for(ckpt, cache_dir=cache_dir, device=device)
-    report = objective_report(ckpt.reward_model, prompts, encoder.encode(prompts), responses,
-                              encoder.encode(prompts, responses), top=top)
+    from vrm_pyro.representations import response_features
+
+    prompt_emb = encoder.encode(prompts)
+    features = response_features(encoder, prompts, responses, spec=encoder.config.representation, prompt_emb=prompt_emb)
+    report = objective_report(ckpt.reward_model, prompts, prompt_emb, responses, features, top=top)
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)

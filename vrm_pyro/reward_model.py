@@ -81,6 +81,13 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
         return self.config.model
 
     @property
+    def has_reward_std(self) -> bool:
+        """True when ``reward`` comes with an epistemic ``reward_std`` (a Bayesian path or head; the judge's
+        nuisance term is not part of the reward, so it does not count)."""
+        part = getattr(self.model, "path", None) or getattr(self.model, "head", None)
+        return bool(part is not None and getattr(part, "global_sites", None))
+
+    @property
     def has_latents(self) -> bool:
         """True when the model has local latents (objective weights and features)."""
         return bool(self.model.latent_sites)

@@ -55,7 +55,7 @@ class ServeConfig:
     host: str = _field("127.0.0.1", "Interface to bind; 0.0.0.0 exposes the server to the network.")
     port: int = _field(5000, "Port.")
     device: str = _field("cpu", "cpu or cuda[:N].")
-    token: str | None = _field(None, "Bearer token clients must send (default: $VRM_SERVE_TOKEN; none: no auth).")
+    token: str | None = _field(None, "Bearer token clients must send; without it, $VRM_SERVE_TOKEN; with neither, no auth.")
     kappa: float = _field(1.0, "reward_lcb = reward - kappa * reward_std.")
     num_samples: int = _field(32, "Monte Carlo samples of the guide.")
     openrlhf_reward: str = _field("reward", "The value /get_reward returns as 'rewards': reward, reward_lcb or "
