@@ -7,6 +7,8 @@ from vrm_pyro import EncoderConfig, load_pairs
 from vrm_pyro.cache import EmbeddingCache, text_key
 from vrm_pyro.encoders import TextEncoder, embed_pairs, middle_truncate
 
+from .conftest import save_tiny_bert
+
 
 def test_middle_truncation_keeps_prompt_start_and_response_end():
     p, r = list(range(100)), list(range(1000, 1100))
@@ -162,3 +164,13 @@ def test_two_processes_filling_one_cache_leave_it_valid(tiny_bert, tmp_path):
     assert not list(enc.cache.dir.glob(".tmp-*"))
     fresh = TextEncoder(EncoderConfig(name=str(tmp_path / "enc"), max_length=32), use_cache=False)
     assert torch.allclose(cached, fresh.encode(texts), atol=1e-5)
+
+
+def test_the_same_weights_installed_elsewhere_are_the_same_encoder(tmp_path):
+    """Regression: the fingerprint hashed the config's ``_name_or_path`` (where the model was loaded from),
+    so a checkpoint trained in one virtual environment was refused by the same package in another."""
+    paths = [save_tiny_bert(tmp_path / name) for name in ("venv-a", "venv-b")]
+    a, b = (TextEncoder(EncoderConfig(name=str(p)), use_cache=False) for p in paths)
+    assert a.fingerprint() == b.fingerprint()
+    torch.nn.init.zeros_(next(b.model.parameters()))  # other weights are another encoder
+    assert a.fingerprint() != b.fingerprint()
