@@ -63,13 +63,18 @@ class RewardOutput:
         return self.reward if self.reward_std is None else self.reward - kappa * self.reward_std
 
 
-def pairs_plate(prompt_emb: torch.Tensor, size: int | None) -> pyro.plate:
+def pairs_plate(prompt_emb: torch.Tensor, size: int | None, indices: torch.Tensor | None = None) -> pyro.plate:
     """The ``pairs`` plate over a minibatch of ``B`` pairs out of ``size`` (default ``B``).
 
-    The minibatch rows are handed in already chosen by the trainer; the plate's subsample is
-    their positions in the batch, so Pyro scales every local term by ``size / B``."""
+    The minibatch rows are handed in already chosen by the trainer, with ``indices`` ``(B,)``, their
+    positions in the training set (Pyro's subsampling idiom: ``subsample`` is the real indices), so Pyro
+    scales every local term by ``size / B``. Without ``indices`` (evaluation) the rows are the whole set."""
     batch = prompt_emb.shape[0]
-    return pyro.plate("pairs", size=size or batch, subsample=torch.arange(batch, device=prompt_emb.device))
+    if indices is None:
+        indices = torch.arange(batch)
+    elif indices.shape[0] != batch:
+        raise ValueError(f"pairs_plate: {indices.shape[0]} indices for a batch of {batch} pairs")
+    return pyro.plate("pairs", size=size or batch, subsample=indices.to(prompt_emb.device))
 
 
 def observe_label(logits: torch.Tensor, label: torch.Tensor | None) -> None:
@@ -216,11 +221,12 @@ class PreferenceModel(nn.Module):
         """Sample local latents (inside the plate) and return ``r_a - r_b``: ``(..., B)``."""
         raise NotImplementedError
 
-    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None):
+    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None,
+                indices=None):
         globals_ = {}
         for m in self.global_modules():
             globals_.update(m.sample())
-        with pairs_plate(prompt, size):
+        with pairs_plate(prompt, size, indices):
             authentic = self.authentic_logits(globals_, prompt, response_a, response_b)
             logits = authentic
             if self.nuisance is not None:

@@ -293,3 +293,16 @@ def test_soft_labels_are_a_cross_entropy_and_hard_labels_a_bernoulli():
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
         site = poutine.trace(rm.model).get_trace(p, a, b, lab).nodes["label"]
         assert site["is_observed"] and (type(site["fn"]).__name__ == "Unit") == (kind == "factor")
+
+
+def test_the_pairs_plate_subsamples_with_the_real_indices():
+    """Pyro's subsampling idiom: the plate's subsample is the minibatch's indices in the training set, and
+    every local site is scaled by size / batch."""
+    rm = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E)
+    p, a, b, label = batch(4)
+    idx = torch.tensor([7, 2, 9, 4])
+    tr = poutine.trace(rm.guide).get_trace(p, a, b, label, size=20, indices=idx)
+    assert torch.equal(tr.nodes["pairs"]["value"], idx)
+    assert float(tr.nodes["z_a"]["scale"]) == 5.0
+    with pytest.raises(ValueError, match="3 indices for a batch of 4"):
+        poutine.trace(rm.guide).get_trace(p, a, b, label, size=20, indices=idx[:3])

@@ -114,7 +114,7 @@ class StepLoss(nn.Module):
         if self.prepare is not None:
             batch = self.prepare(batch)
         with SiteScale(scales):
-            return self.elbo(*batch, size=size), batch
+            return self.elbo(*batch, size=size, indices=idx), batch
 
 
 def distributed_accelerator(device: torch.device):
