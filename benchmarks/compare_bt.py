@@ -676,7 +676,7 @@ def main(argv=None) -> int:
     if args.cmd == "run":
         run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes, args.workers,
                   args.encoder, args.pairs_per_instruction)
-    summary = summarise(args.stage, command, args.reference, getattr(args, "folds", None) if args.cmd == "summary" else None)
+    summary = summarise(args.stage, command, args.reference, args.folds if args.cmd == "summary" else None)
     print((RESULTS / args.stage / "summary.md").read_text())
     return 0 if len(summary) else 1
 
