@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from vrm_pyro import ConfigError, EncoderConfig
-from vrm_pyro.covariates import COHERENCE_STATISTICS, coherence_statistics, nuisance_covariates
+from vrm_pyro.covariates import (
+    COHERENCE_STATISTICS,
+    ORDER_STATISTICS,
+    coherence_statistics,
+    nuisance_covariates,
+    order_statistics,
+)
+from vrm_pyro.hacking import make_junk
 from vrm_pyro.representations import parse_representation, representation_dim, response_features
 from vrm_pyro.transforms import FeatureTransform
 
@@ -30,14 +37,38 @@ def test_coherence_statistics_see_repetition_echo_and_truncation():
     assert s["distinct_words"][1] < s["distinct_words"][0] / 3
     assert s["compression_ratio"][1] < s["compression_ratio"][0] / 2
     assert s["prompt_echo"][2] == 1.0 and s["prompt_echo"][0] == 0.0
-    assert s["clean_ending"].tolist() == [1, 1, 1, 0] or s["clean_ending"][3] == 0
+    assert s["clean_ending"].tolist() == [1, 1, 0, 0]  # the prompt has no closing stop; the cut is mid-word
     assert 0 < s["prompt_coverage"][0] < 1 and s["prompt_coverage"][2] == 1.0
+
+
+ANSWER = ("To bake bread at home, you need flour, water, yeast and salt. First, mix the flour with the water and "
+          "let it rest for an hour. This is called the autolyse.\n\n1. Add the yeast and the salt.\n2. Knead the "
+          "dough for ten minutes.\n3. Let it rise until it has doubled in size.\n4. Bake it at 230 degrees for "
+          "forty minutes.\n\nIn the end, let the loaf cool before you cut it.")
+
+
+def test_order_statistics_see_shuffled_words_and_sentences():
+    prompt = "How do I bake bread at home?"
+    words, sentences = (make_junk(k, prompt, ANSWER, []) for k in ("shuffled_words", "shuffled_sentences"))
+    o = dict(zip(ORDER_STATISTICS, order_statistics([prompt] * 3, [ANSWER, words, sentences]).T))
+    # the real answer: every sentence end is followed by a capital, numbering in sequence, markers at line starts
+    assert o["lower_after_sentence_end"][0] == 0 and o["list_out_of_order"][0] == 0
+    assert o["inline_list_markers"][0] == 0 and o["opens_with_connective"][0] == 0
+    assert o["prompt_words_lead"][0] > 0.1  # the first sentence restates the question
+    # shuffled words: lower-case words after stops, frequent bigrams broken
+    assert o["lower_after_sentence_end"][1] > 0.3
+    assert o["common_bigrams"][1] < o["common_bigrams"][0]
+    # shuffled sentences: the same words and bigrams, but the list is out of sequence and off its line starts
+    assert o["common_bigrams"][2] == pytest.approx(o["common_bigrams"][0], abs=0.02)
+    assert o["list_out_of_order"][2] > 0 and o["inline_list_markers"][2] > 0.5
+    assert order_statistics(["p"], [""]).tolist() == [[0.0] * len(ORDER_STATISTICS)]
 
 
 def test_representation_parts_and_dimensions():
     assert parse_representation("response_tokens+response+statistics") == ["response_tokens", "response", "statistics"]
     assert representation_dim("joint", 8) == 8
     assert representation_dim("response_tokens+response+interaction+statistics", 8) == 8 + 8 + 17 + 7
+    assert representation_dim("response+statistics+order", 8) == 8 + 7 + len(ORDER_STATISTICS)
     for bad in ("", "joint+joint", "joint+colour"):
         with pytest.raises(ConfigError, match="representation"):
             parse_representation(bad)

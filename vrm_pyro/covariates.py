@@ -22,6 +22,16 @@ representation (``statistics`` in :mod:`vrm_pyro.representations`), in the spiri
 repetition and symbol filters of Gopher's data pipeline (Rae et al., 2021): distinct words,
 repeated word 4-grams, compressibility, echo of the prompt, coverage of the prompt's words, a
 clean ending, words per sentence. None of them measures length.
+
+**Order statistics** ``o(y)``: signals that the words or sentences of a response are in an order
+no writer would choose, which mean-pooled encoders barely see (``order`` in
+:mod:`vrm_pyro.representations`): how often a sentence end is followed by a lower-case word and a
+capitalised word follows a non-terminal word (shuffled words), the share of adjacent word pairs
+that are frequent English bigrams ("of the", "it is"), numbered list items out of sequence and a
+first sentence that opens with a connective or anaphor ("However", "This", shuffled sentences),
+the lexical cohesion of adjacent sentences beyond that of any two sentences, list markers
+that no longer start a line, and how much more of the prompt's words the first sentence
+carries than the average sentence (answers open on the question's topic).
 """
 
 from __future__ import annotations
@@ -79,6 +89,20 @@ def nuisance_covariates(responses: Sequence[str], names: str | Sequence[str] = D
     return out
 
 
+def judged_covariates(phi_a, phi_b, judged):
+    """The covariates of pairs as the judgment model sees them: ``φ(b)`` replaced by ``φ(a)`` where
+    ``judged`` ``(N,)`` is False. A pair made by construction (an answer beats junk made from it) was
+    never shown to the judge, so the judge's bias has no part in its label: its nuisance difference
+    ``φ(a) − φ(b)`` is zero, and the authentic reward alone must explain it (otherwise the length
+    term explains why an answer beats its own truncation, and the reward learns nothing from it)."""
+    import torch
+
+    keep = torch.as_tensor(np.asarray(judged, dtype=bool))
+    if keep.all() or not phi_a.shape[-1]:
+        return phi_a, phi_b
+    return phi_a, torch.where(keep[:, None], phi_b, phi_a)
+
+
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
@@ -112,11 +136,78 @@ COHERENCE_STATISTICS = ("distinct_words", "repeated_4grams", "compression_ratio"
                         "prompt_coverage", "clean_ending", "log2_words_per_sentence")
 
 
+#: frequent English word bigrams (function-word patterns): shuffling words destroys them
+COMMON_BIGRAMS = frozenset(tuple(b.split()) for b in (
+    "of the", "in the", "to the", "on the", "for the", "and the", "with the", "from the", "by the", "at the",
+    "is the", "that the", "to be", "it is", "is a", "is an", "of a", "in a", "as a", "for a", "with a", "can be",
+    "will be", "should be", "such as", "you can", "there are", "there is", "this is", "it can", "they are",
+    "we can", "do not", "does not", "is not", "are not", "has been", "have been", "one of", "some of", "each of",
+    "the same", "in order", "order to", "able to", "used to", "need to", "want to", "how to", "as well",
+    "well as", "more than", "the most", "a few", "a lot", "lot of", "number of", "part of", "based on",
+    "in this", "of this", "this can", "if you", "you are", "you have", "make sure", "sure to", "it was",
+    "i am", "i have", "here is", "here are", "the first", "at least", "and a", "to a", "that is", "which is"))
+#: words that open a sentence by pointing back at an earlier one
+CONNECTIVES = frozenset((
+    "however", "additionally", "also", "furthermore", "moreover", "therefore", "thus", "finally", "overall",
+    "lastly", "then", "this", "these", "that", "those", "it", "they", "such", "instead", "similarly",
+    "consequently", "hence", "otherwise", "meanwhile", "next", "second", "third", "besides", "but", "and",
+    "so", "in", "as"))
+NUMBERED = re.compile(r"(?:^|\n|(?<=[.!?:]\s))\s*(\d{1,2})[.)]\s")
+LIST_MARKER = re.compile(r"(?:(?<=\s)|^)(?:[-*•]|\d{1,2}[.)])\s+(?=[A-Z*_`\[(\"])")
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+STOPWORDS = frozenset("the a an of to in on for and or is are was be it this that with as by at from can you your "
+                      "i we they he she not but if so do does have has will would should could".split())
+
+
+def _order_row(prompt: str, response: str) -> list[float]:
+    raw = response.split()
+    ends = [i for i, w in enumerate(raw[:-1]) if w[-1:] in ".!?"]
+    lower_after_end = sum(raw[i + 1][:1].islower() for i in ends) / len(ends) if ends else 0.0
+    mid = [i for i in range(1, len(raw)) if raw[i - 1][-1:] not in ".!?:;\"'”)" and raw[i][:1].isalpha()]
+    caps_mid = sum(raw[i][:1].isupper() and raw[i] != "I" for i in mid) / len(mid) if mid else 0.0
+    words = [w.lower() for w in WORD.findall(response)]
+    pairs = list(zip(words, words[1:]))
+    common = sum(p in COMMON_BIGRAMS for p in pairs) / len(pairs) if pairs else 0.0
+    numbers = [int(n) for n in NUMBERED.findall(response)]
+    steps = list(zip(numbers, numbers[1:]))
+    out_of_order = sum(b != a + 1 and b != 1 for a, b in steps) / len(steps) if steps else 0.0
+    sentences = [s for s in SENTENCE_SPLIT.split(response.strip()) if WORD.search(s)]
+    first = WORD.findall(sentences[0].lower())[:1] if sentences else []
+    opens_with_connective = float(bool(first) and first[0] in CONNECTIVES and len(sentences) > 1)
+    bags = [{w for w in WORD.findall(s.lower()) if w not in STOPWORDS} for s in sentences]
+    cohesion = 0.0
+    if len(bags) >= 3:
+        def jac(x, y):
+            return len(x & y) / len(x | y) if x | y else 0.0
+        adjacent = np.mean([jac(bags[i], bags[i + 1]) for i in range(len(bags) - 1)])
+        every = np.mean([jac(bags[i], bags[j]) for i in range(len(bags)) for j in range(i + 1, len(bags))])
+        cohesion = float(adjacent - every)
+    starts = [m.start() for m in LIST_MARKER.finditer(response)]
+    inline = (sum(bool(response[response.rfind("\n", 0, i) + 1:i].strip()) for i in starts) / len(starts)
+              if starts else 0.0)
+    topic = {w for w in WORD.findall(prompt.lower()) if w not in STOPWORDS and len(w) > 2}
+    lead = 0.0
+    if topic and len(bags) >= 2:
+        hits = [len(b & topic) / len(topic) for b in bags]
+        lead = float(hits[0] - np.mean(hits))
+    return [lower_after_end, caps_mid, common, out_of_order, opens_with_connective, cohesion, inline, lead]
+
+
+ORDER_STATISTICS = ("lower_after_sentence_end", "capital_mid_sentence", "common_bigrams", "list_out_of_order",
+                    "opens_with_connective", "adjacent_cohesion", "inline_list_markers", "prompt_words_lead")
+
+
+def order_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``o(x, y)``: ``(N, 8)`` float32, columns :data:`ORDER_STATISTICS` (see the module docstring)."""
+    return np.asarray([_order_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
+        len(responses), len(ORDER_STATISTICS))
+
+
 def coherence_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     """``s(x, y)``: ``(N, 7)`` float32, columns :data:`COHERENCE_STATISTICS`."""
     return np.asarray([_coherence_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
         len(responses), len(COHERENCE_STATISTICS))
 
 
-__all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "NUISANCE_COVARIATES", "coherence_statistics",
-           "nuisance_covariates", "parse_names"]
+__all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "NUISANCE_COVARIATES", "ORDER_STATISTICS",
+           "coherence_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names"]

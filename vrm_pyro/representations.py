@@ -16,6 +16,10 @@ part                dimension   what
                                 response-alone embeddings ``x̂ ⊙ ŷ``, ``|x̂ − ŷ|``, ``cos(x̂, ŷ)``
 ``statistics``      7           :func:`vrm_pyro.covariates.coherence_statistics`: repetition,
                                 compressibility, prompt echo and coverage, clean ending
+``order``           8           :func:`vrm_pyro.covariates.order_statistics`: word and
+                                sentence order (case after a sentence end, frequent
+                                bigrams, list numbering and line starts, opening
+                                connective, cohesion, the prompt's words up front)
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -30,10 +34,15 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from vrm_pyro.covariates import COHERENCE_STATISTICS, coherence_statistics
+from vrm_pyro.covariates import (
+    COHERENCE_STATISTICS,
+    ORDER_STATISTICS,
+    coherence_statistics,
+    order_statistics,
+)
 from vrm_pyro.errors import ConfigError
 
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics")
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order")
 DEFAULT_REPRESENTATION = "joint"
 
 
@@ -52,7 +61,7 @@ def parse_representation(spec: str) -> list[str]:
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     sizes = {"joint": emb_dim, "response_tokens": emb_dim, "response": emb_dim, "interaction": 2 * emb_dim + 1,
-             "statistics": len(COHERENCE_STATISTICS)}
+             "statistics": len(COHERENCE_STATISTICS), "order": len(ORDER_STATISTICS)}
     return sum(sizes[p] for p in parse_representation(spec))
 
 
@@ -80,8 +89,10 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                     prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
                 x, y = F.normalize(prompt_emb, dim=-1), F.normalize(alone, dim=-1)
                 out.append(torch.cat([x * y, (x - y).abs(), (x * y).sum(-1, keepdim=True)], dim=-1))
-        else:  # statistics
+        elif part == "statistics":
             out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
+        else:  # order
+            out.append(torch.from_numpy(order_statistics(prompts, responses)))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
