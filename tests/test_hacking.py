@@ -134,3 +134,21 @@ def test_length_effect_fit_recovers_a_known_beta_and_the_lc_gold_removes_it():
     assert fit["beta"] == pytest.approx(1.7, abs=0.05) and fit["sigma"] == pytest.approx(sigma)
     lc = length_controlled_gold(p_b, delta, fit["beta"], fit["sigma"])
     assert np.allclose(np.log(lc / (1 - lc)), np.array([-1.0, 0.0, 0.5, 1.0])[group], atol=0.1)
+
+
+def test_augmented_pairs_carry_no_nuisance_difference():
+    """The judge never saw a pair made by construction: its length term must not explain why an answer beats its
+    own truncation (the authentic reward has to), so φ(b) = φ(a) there; judged pairs keep their covariates."""
+    from vrm_pyro.covariates import nuisance_covariates
+    from vrm_pyro.encoders import embed_pairs
+
+    real = PreferencePairs(PROMPTS, ANSWERS, ["no."] * len(ANSWERS), np.ones(len(ANSWERS)))
+    extra = augment_pairs(real, ["truncated", "repeated"], rate=1.0, seed=0)
+    both = real.concat(extra)
+    assert both.judged.tolist() == [True] * len(real) + [False] * len(extra)
+    emb = embed_pairs(both, LengthEncoder(), nuisance="length,list_items")
+    n = len(real)
+    assert torch.equal(emb.nuisance_b[:n], torch.as_tensor(nuisance_covariates(real.response_b, "length,list_items")))
+    assert torch.equal(emb.nuisance_a[n:], emb.nuisance_b[n:])
+    assert (emb.nuisance_a[:n, 0] != emb.nuisance_b[:n, 0]).all()  # the real pairs differ in length
+    assert not torch.equal(emb.response_a[n:], emb.response_b[n:])  # the features still see the junk

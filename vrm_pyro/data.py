@@ -50,6 +50,12 @@ class PreferencePairs:
     def __len__(self) -> int:
         return len(self.prompt)
 
+    @property
+    def judged(self) -> np.ndarray:
+        """``(N,)`` bool: the rows a judge labelled; False for pairs made by construction
+        (``meta["augmented"]``, :func:`vrm_pyro.hacking.augment_pairs`)."""
+        return np.array([not m.get("augmented") for m in self.meta], dtype=bool)
+
     def __repr__(self) -> str:
         return (f"PreferencePairs(n={len(self)}, prompts={len(set(self.prompt))}, "
                 f"mean_label={float(self.label.mean()) if len(self) else float('nan'):.3f}, source={self.source!r})")

@@ -32,7 +32,7 @@ import torch
 
 from vrm_pyro.cache import EmbeddingCache, text_key
 from vrm_pyro.config import DEFAULT_ENCODER, EncoderConfig
-from vrm_pyro.covariates import nuisance_covariates
+from vrm_pyro.covariates import judged_covariates, nuisance_covariates
 from vrm_pyro.data import PairBatch, PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import ConfigError, DataError
 from vrm_pyro.formats import invalid_unicode
@@ -413,8 +413,9 @@ class TokenizedPairs:
         self.a_ids = encoder.token_ids(pairs.prompt, pairs.response_a)
         self.b_ids = encoder.token_ids(pairs.prompt, pairs.response_b)
         self.label = torch.as_tensor(pairs.label, dtype=torch.float32)
-        self.nuisance_a = torch.as_tensor(nuisance_covariates(pairs.response_a, nuisance))
-        self.nuisance_b = torch.as_tensor(nuisance_covariates(pairs.response_b, nuisance))
+        self.nuisance_a, self.nuisance_b = judged_covariates(
+            torch.as_tensor(nuisance_covariates(pairs.response_a, nuisance)),
+            torch.as_tensor(nuisance_covariates(pairs.response_b, nuisance)), pairs.judged)
         count: dict[str, int] = {}
         for p in pairs.prompt:
             count[p] = count.get(p, 0) + 1
@@ -484,9 +485,11 @@ def embed_texts(encoder: TextEncoder, prompts: list[str], responses: list[str], 
 def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, representation: str | None = None,
                 nuisance: str = "", progress: bool = False, desc: str = "pairs") -> PairEmbeddings:
     """Embed every pair: ``e_x`` from the prompt, the response features ``h(x, a)``, ``h(x, b)`` of the
-    representation (:mod:`vrm_pyro.representations`), and the ``nuisance`` covariates ``φ(a)``, ``φ(b)``."""
+    representation (:mod:`vrm_pyro.representations`), and the ``nuisance`` covariates ``φ(a)``, ``φ(b)``
+    (equal for pairs made by construction: :func:`vrm_pyro.covariates.judged_covariates`)."""
     n = len(pairs)
     prompt_emb, features, phi = embed_texts(encoder, pairs.prompt + pairs.prompt, pairs.response_a + pairs.response_b,
                                             representation=representation, nuisance=nuisance, progress=progress,
                                             desc=desc)
-    return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi[:n], phi[n:])
+    phi_a, phi_b = judged_covariates(phi[:n], phi[n:], pairs.judged)
+    return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi_a, phi_b)

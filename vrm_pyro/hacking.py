@@ -297,20 +297,26 @@ JUNK_KINDS: dict = {
 BORROWING_KINDS = {"shuffled_other", "other_prompt"}
 #: the kinds of the coherence issue (RRM-style corruptions); the rest probe generalisation
 CORE_JUNK = ("shuffled_other", "other_prompt", "repeated", "truncated", "echo", "template")
+#: the corruptions RRM trains on (another prompt's answer; the answer shuffled, repeated, truncated, echoed);
+#: the fixed answers (template, scaffold, refusal) stay out, to probe generalisation
+RRM_JUNK = ("shuffled_other", "other_prompt", "repeated", "truncated", "echo", "shuffled_words",
+            "shuffled_sentences")
 
 
 def junk_kinds(spec: str | list[str] | None) -> list[str]:
-    """``"all"``, ``"core"`` or comma-separated names -> checked list of :data:`JUNK_KINDS` names."""
+    """``"all"``, ``"core"``, ``"rrm"`` or comma-separated names -> checked list of :data:`JUNK_KINDS` names."""
     if not spec:
         return []
     if spec == "all":
         return list(JUNK_KINDS)
     if spec == "core":
         return list(CORE_JUNK)
+    if spec == "rrm":
+        return list(RRM_JUNK)
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     unknown = [n for n in names if n not in JUNK_KINDS]
     if unknown:
-        raise DataError(f"unknown junk kind(s) {unknown}; choose from: all, core, {', '.join(JUNK_KINDS)}",
+        raise DataError(f"unknown junk kind(s) {unknown}; choose from: all, core, rrm, {', '.join(JUNK_KINDS)}",
                         field="augment")
     return names
 
@@ -444,6 +450,6 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
     return df
 
 
-__all__ = ["fit_length_effect", "length_controlled_gold", "CORE_JUNK", "JUNK_KINDS", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+__all__ = ["fit_length_effect", "length_controlled_gold", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
            "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n"]
