@@ -61,7 +61,7 @@ from shared_data import (  # noqa: E402
 )
 
 from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
-from vrm_pyro.data import PreferencePairs  # noqa: E402
+from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
 from vrm_pyro.evaluate import (  # noqa: E402
     auroc,
@@ -95,6 +95,7 @@ class Contender:
     augment: str = ""
     augment_rate: float = 0.1
     train: dict = field(default_factory=dict)
+    judged_augment: bool = False  # the judge's nuisance term applies to augmented pairs too (version 0.2)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -164,6 +165,16 @@ for base in list(CONTENDERS):
     if "@" not in base and not base.endswith("+aug"):
         c = CONTENDERS[base]
         register(f"{base}+aug", Contender(c.model, c.representation, "core", 0.1, c.train))
+# coherence (issue 10, round 2): "+aug_judged" = version 0.2's augmentation, whose pairs the nuisance term could
+# explain (the library now gives augmented pairs no nuisance difference); RRM's corruptions incl. shuffled words and
+# sentences ("+rrm", rate 0.1; "+rrm3", rate 0.3); order statistics in the representation ("+ord")
+for base in ("bt_linear", "bt_mlp", "vrm_prior2", "bt_linear+nuis", "bt_mlp+nuis", "vrm_prior2+nuis"):
+    c = CONTENDERS[base]
+    register(f"{base}+aug_judged", Contender(c.model, c.representation, "core", 0.1, c.train, judged_augment=True))
+    for rep_tag, rep in (("", c.representation), ("+ord", c.representation + "+order")):
+        for aug_tag, kinds, rate in (("+aug", "core", 0.1), ("+rrm", "rrm", 0.1), ("+rrm3", "rrm", 0.3)):
+            if f"{base}{rep_tag}{aug_tag}" not in CONTENDERS:
+                register(f"{base}{rep_tag}{aug_tag}", Contender(c.model, rep, kinds, rate, c.train))
 
 
 # ----------------------------------------------------------------------------- data and embeddings
@@ -226,6 +237,19 @@ class Bench:
     def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
         return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0)
 
+    def augmented(self, train: PairEmbeddings, train_pairs: PreferencePairs, contender: Contender) -> PairEmbeddings:
+        """``train`` followed by the contender's augmented pairs, embedded."""
+        aug = self.augmentation(train_pairs, contender)
+        if not len(aug):
+            return train
+        emb = embed_pairs(aug, self.encoder, representation=contender.representation,
+                          nuisance=contender.model.get("nuisance", ""), desc="augmented")
+        if contender.judged_augment and emb.num_covariates:  # as version 0.2 did: the junk's own covariates
+            from vrm_pyro.covariates import nuisance_covariates
+
+            emb = emb.replace(nuisance_b=torch.as_tensor(nuisance_covariates(aug.response_b, contender.model["nuisance"])))
+        return train.concat(emb)
+
 
 # ----------------------------------------------------------------------------- measures
 
@@ -248,6 +272,21 @@ def reference_picks(bon: BestOfN, keep: list[int]) -> dict:
 
 def _split(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
     return np.split(np.asarray(values), np.cumsum(counts)[:-1])
+
+
+def junk_wins(bench: Bench, rm, rep: str, instructions: set[str], prefix: str) -> dict:
+    """Per junk kind, how often junk made from an instruction's best dev answer scores at or above it."""
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    sel = [i for i, q in enumerate(sp) if q in instructions]
+    real_p, real_h, _ = bench.texts("stress:real", bench.stress_prompts, bench.stress_real, rep, "")
+    junk_p, junk_h, _ = bench.texts("stress:junk", sp, sj, rep, "")
+    real = dict(zip(bench.stress_prompts, rm.reward(real_p, real_h).reward.numpy()))
+    junk = rm.reward(junk_p[sel], junk_h[sel]).reward.numpy()
+    df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i]] for i in sel])})
+    row = {}
+    for kind, win in df.groupby("kind").win.mean().items():
+        row[f"{prefix}junk_{kind}"] = float(win)
+    return row
 
 
 def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[str], prefix: str) -> dict:
@@ -277,6 +316,7 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
                 row[f"bon_{gname}_{pick}_per"] = [float(gold[i][np.argmax(x)]) for i, x in zip(keep, s)]
     if not prefix:
         row["bon_instructions"] = keep
+    row.update(junk_wins(bench, rm, rep, instructions, prefix))
     if prefix:
         return row
     row.update(reference_picks(bon, keep))
@@ -287,16 +327,6 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
     tr = rm.reward(tp, th).reward.numpy()
     row["twins_verbose"] = float(np.mean(tr[len(tw):] > tr[:len(tw)]))
     row["twins_judge_verbose"] = float(np.mean([t[3] for t in tw]))
-    # stress: junk made from the best dev answer of each held-out instruction
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
-    sel = [i for i, q in enumerate(sp) if q in instructions]
-    real_p, real_h, _ = bench.texts("stress:real", bench.stress_prompts, bench.stress_real, rep, "")
-    junk_p, junk_h, _ = bench.texts("stress:junk", sp, sj, rep, "")
-    real = dict(zip(bench.stress_prompts, rm.reward(real_p, real_h).reward.numpy()))
-    junk = rm.reward(junk_p[sel], junk_h[sel]).reward.numpy()
-    df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i]] for i in sel])})
-    for kind, win in df.groupby("kind").win.mean().items():
-        row[f"junk_{kind}"] = float(win)
     # out-of-distribution answers: is reward_std larger?
     if out.reward_std is not None:
         stds = {}
@@ -339,31 +369,26 @@ def fit_and_measure(bench: Bench, contender: Contender, seed: int, train, val, t
     return rm, row
 
 
-def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
+def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> tuple[dict, tuple]:
+    """Row indices of the AlpacaEval pairs per split, and the split's instructions ``(train, val, test)``. With
+    ``size``, a learning-curve point: ``size`` training pairs drawn at random (nested across sizes)."""
     tr, va, te = bench.folds(seed)[fold]
-    if size is not None:  # a learning-curve point: the first `size` training pairs of shuffled instructions
-        rng = np.random.default_rng([seed, fold, 7])
-        order = [sorted(tr)[i] for i in rng.permutation(len(tr))]
-        kept, count = set(), 0
-        per = {}
-        for p in bench.alpaca.prompt:
-            per[p] = per.get(p, 0) + 1
-        for p in order:
-            if count >= size:
-                break
-            kept.add(p)
-            count += per[p]
-        tr = kept
-    full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     idx = {part: [i for i, p in enumerate(bench.alpaca.prompt) if p in s] for part, s in
            (("train", tr), ("validation", va), ("test", te))}
+    if size is not None:
+        order = np.random.default_rng([seed, fold, 7]).permutation(len(idx["train"]))
+        idx["train"] = sorted(idx["train"][i] for i in order[:size])
+    return idx, (tr, va, te)
+
+
+def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
+    idx, (_, va, te) = split_rows(bench, seed, fold, size)
+    full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:
-        aug = bench.augmentation(bench.alpaca.subset(idx["train"]), contender)
-        if len(aug):
-            train = train.concat(embed_pairs(aug, bench.encoder, representation=contender.representation,
-                                             nuisance=contender.model.get("nuisance", ""), desc="augmented"))
+        train = bench.augmented(train, bench.alpaca.subset(idx["train"]), contender)
     rm, row = fit_and_measure(bench, contender, seed, train, val, test, bench.alpaca.subset(idx["test"]))
+    row["train_pairs"] = len(idx["train"])  # real pairs (n_train counts augmented ones too)
     row.update(evaluate_alpaca(bench, rm, contender, te, ""))
     row.update(evaluate_alpaca(bench, rm, contender, va, "val_"))
     return {"dataset": "alpaca_eval", "contender": name, "seed": seed, "fold": fold, "size": size, **row}
@@ -375,15 +400,29 @@ def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
             for k, v in splits.items()}
     train = full["train"]
     if contender.augment:
-        aug = bench.augmentation(splits["train"], contender)
-        if len(aug):
-            train = train.concat(embed_pairs(aug, bench.encoder, representation=contender.representation,
-                                             nuisance=contender.model.get("nuisance", ""), desc="augmented"))
+        train = bench.augmented(train, splits["train"], contender)
     _, row = fit_and_measure(bench, contender, seed, train, full["validation"], full["test"], splits["test"])
     return {"dataset": "hh_rlhf_harmless", "contender": name, "seed": seed, "fold": 0, "size": None, **row}
 
 
 # ----------------------------------------------------------------------------- stages
+
+
+def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], folds: list[int],
+                         sizes: list[int] | None) -> None:
+    """Encode the augmented pairs the AlpacaEval jobs of a stage will make, in one process (parallel workers
+    would each encode the same junk)."""
+    for name in contenders:
+        c = CONTENDERS[name]
+        if not c.augment:
+            continue
+        for seed in seeds:
+            for fold in folds:
+                for size in sizes or [None]:
+                    idx, _ = split_rows(bench, seed, fold, size)
+                    aug = bench.augmentation(bench.alpaca.subset(idx["train"]), c)
+                    embed_pairs(aug, bench.encoder, representation=c.representation, progress=True,
+                                desc=f"augmented {name} seed {seed} fold {fold} size {size}")
 
 
 def prepare(bench: Bench, seeds: list[int], representation: str = RICH) -> None:
@@ -531,6 +570,10 @@ def summarise(stage: str, command: str = "", reference: str | None = None, folds
     if folds is not None:
         df = df[df["fold"].isin(folds)]
     df["size"] = df["size"].fillna(-1)
+    for pre in ("", "val_"):  # the junk rate over kinds: mean, and the worst kind of each fit
+        kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in JUNK_KINDS]
+        if kinds:
+            df[pre + "junk_mean"], df[pre + "junk_max"] = df[kinds].mean(axis=1), df[kinds].max(axis=1)
     scalar = [c for c in df.columns if c not in ("dataset", "contender", "seed", "fold", "size")
               and pd.api.types.is_numeric_dtype(df[c])]
     per_seed = df.groupby(["dataset", "contender", "size", "seed"])[scalar].mean()
@@ -583,15 +626,16 @@ def plot_curves(df: pd.DataFrame, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     df = df.copy()
-    junk = [c for c in df.columns if c.startswith("junk_")]
+    junk = [c for c in df.columns if c.startswith("junk_") and c[5:] in JUNK_KINDS]
     df["junk_rate"] = df[junk].mean(axis=1)
     for metric, label in CURVES:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, part in df.groupby("contender", sort=False):
             g = part.groupby("size")[metric]
             m, sd = g.mean(), g.std(ddof=1).fillna(0)
-            ax.plot(m.index, m.values, marker="o", label=name)
-            ax.fill_between(m.index, (m - sd).values, (m + sd).values, alpha=0.15)
+            x = part.groupby("size")["train_pairs"].mean().loc[m.index].values  # the largest size: every pair
+            ax.plot(x, m.values, marker="o", label=name)
+            ax.fill_between(x, (m - sd).values, (m + sd).values, alpha=0.15)
         if metric.startswith("bon_"):
             ref = metric.replace("_mean", "_longest")
             ax.axhline(df[ref].mean(), color="grey", ls="--", lw=1, label="longest pick")
@@ -609,7 +653,8 @@ COLUMNS = [("val_nll", "val NLL"), ("val_accuracy", "val acc"), ("test_accuracy"
            ("test_accuracy_authentic", "acc (authentic)"), ("test_nll", "test NLL"), ("test_ece", "ECE"),
            ("bon_raw_mean", "BoN-11 raw"), ("bon_lc_mean", "BoN-11 LC"), ("bon_raw_total", "BoN raw (total)"),
            ("bon_raw_lcb", "BoN raw (lcb)"), ("bon_lc_lcb", "BoN LC (lcb)"), ("twins_verbose", "verbose pref."),
-           ("length_spearman", "len rho"), ("ood_auroc", "OOD AUROC")]
+           ("length_spearman", "len rho"), ("ood_auroc", "OOD AUROC"), ("val_junk_mean", "val junk (mean)"),
+           ("junk_mean", "junk (mean)"), ("junk_max", "junk (worst kind)")]
 
 
 def machine() -> str:
@@ -631,7 +676,7 @@ def summary_markdown(summary: pd.DataFrame, stage: str, command: str, machines: 
                 v, s = r.get(c), r.get(f"{c}_sd")
                 cells.append("" if pd.isna(v) else f"{v:.3f}" + ("" if pd.isna(s) else f" ± {s:.3f}"))
             lines.append(f"| {r['contender']} | {int(r['seeds'])} | {int(r['runs'])} | " + " | ".join(cells) + " |")
-        junk = [c for c in part.columns if c.startswith("junk_") and not c.endswith("_sd")]
+        junk = [c for c in part.columns if c.startswith("junk_") and c[5:] in JUNK_KINDS]
         if junk:
             lines += ["", "Junk ranked at or above the real answer (share):", "",
                       "| contender | " + " | ".join(c[5:] for c in junk) + " |", "| --- |" + " --- |" * len(junk)]
@@ -651,6 +696,11 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS),
+                   help="Only the augmented pairs these contenders' AlpacaEval jobs make (with --folds, --sizes).")
+    p.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)))
+    p.add_argument("--sizes", nargs="+", type=int, default=None)
+    p.add_argument("--pairs-per-instruction", type=int, default=None)
     p.add_argument("--representation", default="joint+" + RICH, help="Views to encode (every part by default).")
     p.add_argument("--device", default="cpu", help="Where the encoder runs (cpu, cuda).")
     p = sub.add_parser("run")
@@ -671,7 +721,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     command = "python benchmarks/compare_bt.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cmd == "prepare":
-        prepare(Bench(encoder=args.encoder, device=args.device), args.seeds, args.representation)
+        bench = Bench(encoder=args.encoder, device=args.device, pairs_per_instruction=args.pairs_per_instruction)
+        if args.contenders:
+            prepare_augmentation(bench, args.contenders, args.seeds, args.folds, args.sizes)
+        else:
+            prepare(bench, args.seeds, args.representation)
         return 0
     if args.cmd == "run":
         run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes, args.workers,
