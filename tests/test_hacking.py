@@ -10,6 +10,7 @@ from vrm_pyro.errors import DataError
 from vrm_pyro.hacking import (
     CORE_JUNK,
     JUNK_KINDS,
+    RRM_JUNK,
     TEMPLATE_ANSWER,
     augment_pairs,
     junk_kinds,
@@ -45,6 +46,7 @@ def test_every_junk_kind_differs_from_the_real_answer_and_is_deterministic():
 
 def test_junk_kind_names():
     assert junk_kinds("core") == list(CORE_JUNK) and junk_kinds("all") == list(JUNK_KINDS)
+    assert junk_kinds("rrm") == list(RRM_JUNK) and not {"template", "scaffold", "refusal"} & set(RRM_JUNK)
     assert junk_kinds("echo, template") == ["echo", "template"] and junk_kinds("") == []
     with pytest.raises(DataError, match="unknown junk kind"):
         junk_kinds("echo,gibberish")

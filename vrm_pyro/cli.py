@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
     p.add_argument("--input", required=True, help="Real answers: JSONL {prompt, response} rows, or best-of-N dev rows "
                    "{instruction, samples} (the sample the judge liked most).")
-    p.add_argument("--kinds", default="all", help="Junk kinds: all, core, or comma-separated names of "
+    p.add_argument("--kinds", default="all", help="Junk kinds: all, core, rrm, or comma-separated names of "
                    "vrm_pyro.hacking.JUNK_KINDS.")
     p.add_argument("--held-out-from", default=None, help="Keep only prompts that are not in this run's training or "
                    "validation split (a run directory or checkpoint).")
