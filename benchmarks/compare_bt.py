@@ -524,13 +524,14 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
     return rows_path
 
 
-def paired_bon(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+def paired_bon(df: pd.DataFrame, reference: str, size: int = -1) -> pd.DataFrame:
     """Best-of-11 gold of each contender minus ``reference``'s on the same instructions: per instruction the
-    difference averaged over seeds, then the mean and its standard error over instructions."""
+    difference averaged over seeds, then the mean and its standard error over instructions. ``size``: the
+    learning-curve point to compare (-1: the fits on every training pair)."""
     out = []
     al = df[df.dataset == "alpaca_eval"]
-    if "size" in al:  # learning-curve points are compared elsewhere
-        al = al[al["size"].isna() | (al["size"] < 0)]
+    if "size" in al:
+        al = al[al["size"].fillna(-1) == size]
     ref = al[al.contender == reference]
     if ref.empty or "bon_instructions" not in al:
         return pd.DataFrame()
@@ -586,10 +587,13 @@ def summarise(stage: str, command: str = "", reference: str | None = None, folds
     machines = sorted(df["machine"].dropna().unique()) if "machine" in df else None
     md = summary_markdown(summary, stage, command, machines)
     if reference is not None:
-        paired = paired_bon(df, reference)
-        if len(paired):
-            paired.to_json(out / "paired.json", orient="records", indent=1)
-            md += paired_markdown(paired)
+        for size in sorted(df["size"].unique()):
+            paired = paired_bon(df, reference, size)
+            if len(paired):
+                paired["size"] = size
+                name = "paired.json" if size < 0 else f"paired_{int(size)}.json"
+                paired.to_json(out / name, orient="records", indent=1)
+                md += paired_markdown(paired, "" if size < 0 else f", {int(size)} training pairs")
     if (df["size"] > 0).any():
         plot_curves(df[df["size"] > 0], out)
         md += "\n".join(["## Learning curves", ""] + [f"![{m}]({m}.png)" for m, _ in CURVES]) + "\n"
@@ -597,9 +601,9 @@ def summarise(stage: str, command: str = "", reference: str | None = None, folds
     return summary
 
 
-def paired_markdown(paired: pd.DataFrame) -> str:
+def paired_markdown(paired: pd.DataFrame, title: str = "") -> str:
     ref = paired.reference.iloc[0]
-    lines = ["## Best-of-11, paired with " + f"`{ref}` on the same instructions", "",
+    lines = ["## Best-of-11, paired with " + f"`{ref}` on the same instructions{title}", "",
              "Difference in the gold of the pick (contender minus reference), averaged over seeds per instruction; "
              "± is the standard error over instructions.", "",
              "| contender | instructions | raw gold, mean pick | LC gold, mean pick | raw gold, lcb pick | LC gold, lcb pick |",
