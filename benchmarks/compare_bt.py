@@ -177,6 +177,11 @@ for base in ("bt_linear", "bt_mlp", "vrm_prior2", "bt_linear+nuis", "bt_mlp+nuis
                 register(f"{base}{rep_tag}{aug_tag}", Contender(c.model, rep, kinds, rate, c.train))
 
 
+# the echo diagnosis: the default without the interaction features (cosine 1 and |x̂ − ŷ| = 0 for an echo)
+register("vrm_prior2+nuis+ord-int+rrm3", Contender({**CONTENDERS["vrm_prior2"].model, **NUIS},
+                                                   "response_tokens+response+statistics+order", "rrm", 0.3))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 
