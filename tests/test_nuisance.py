@@ -42,3 +42,23 @@ def test_nuisance_term_recovers_the_judges_length_effect_and_erasure_frees_the_r
     assert gamma["logits_per_unit_std"] < 0.2
     assert _length_correlation(plain, test) > 0.3            # without handling, the reward learns length
     assert abs(_length_correlation(handled, test)) < 0.1      # with it, the authentic reward does not
+
+
+def test_nuisance_lr_moves_gamma_in_its_own_parameter_group(length_biased):
+    """``nuisance_lr``: gamma's variational parameters get their own AdamW group; at a low ``lr`` that would leave
+    gamma near its prior mean in a short fit, a higher ``nuisance_lr`` recovers it and leaves the head's rate alone."""
+    from vrm_pyro.train import Trainer
+
+    train, val, _ = length_biased
+    base = dict(model="bt", hidden_dim=64, nuisance="length")
+    slow = TrainConfig(epochs=3, lr=1e-3, progress=False)
+    trainer = Trainer(build_reward_model(ModelConfig(**base), emb_dim=E, seed=0), train, val,
+                      slow.replace(nuisance_lr=0.05))
+    lrs = [g["lr"] for g in trainer.optim.param_groups]
+    assert lrs == [1e-3, 0.05] and len(trainer.optim.param_groups[1]["params"]) == 2  # loc and scale of gamma
+    gammas = {}
+    for name, cfg in (("shared", slow), ("own", slow.replace(nuisance_lr=0.05))):
+        rm = build_reward_model(ModelConfig(**base), emb_dim=E, seed=0)
+        fit(rm, train, val, cfg)
+        gammas[name] = rm.nuisance_posterior()[0]["logits_per_unit"]
+    assert abs(gammas["shared"]) < 0.3 < LENGTH_EFFECT / 2 < gammas["own"], gammas

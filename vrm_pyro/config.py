@@ -224,6 +224,9 @@ class TrainConfig(_Config):
     batch_size: int = _field(128, "Pairs per SVI step; the ELBO is scaled to the dataset size.")
     lr: float = _field(1e-3, "AdamW learning rate.")
     weight_decay: float = _field(0.0, "AdamW weight decay.")
+    nuisance_lr: float | None = _field(None, "Learning rate of the judge's nuisance coefficients gamma (their variational "
+                                       "parameters); default: lr. A handful of global coefficients next to a large head "
+                                       "move slowly at lr and may not settle before early stopping.")
     clip_norm: float = _field(10.0, "Gradient clipping (global L2 norm); 0 disables.")
     kl_weight_w: float = _field(0.1, "beta_w: weight of the KL term of the objective weights w.")
     kl_weight_z: float = _field(0.1, "beta_z: weight of the KL terms of the features z_a, z_b.")

@@ -44,6 +44,10 @@ from vrm_pyro.snapshots import TrainingSnapshots, optimizer_from_tensors, set_rn
 if TYPE_CHECKING:
     from vrm_pyro.encoders import TokenizedPairs
 
+#: the global sites of the judge's nuisance term (:class:`~vrm_pyro.models.paths.NuisanceTerm`): their
+#: variational parameters are named ``...loc.<site>`` / ``...raw_scale.<site>``
+NUISANCE_SITES = ("gamma", "gamma_prompt")
+
 log = logging.getLogger(__name__)
 
 #: which KL weight applies to which local latent site
@@ -241,10 +245,14 @@ class Trainer:
         self.n = len(self.train_data)
         elbo = (FreeBitsLoss(rm.model, rm.guide, cfg.free_bits) if cfg.free_bits > 0
                 else rm.elbo(cfg.elbo, num_particles=cfg.num_particles))
-        self.params = [p for p in rm.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in rm.named_parameters() if p.requires_grad]
+        nuisance = [p for n, p in named if n.rsplit(".", 1)[-1] in NUISANCE_SITES] if cfg.nuisance_lr else []
+        self.params = [p for _, p in named if not any(p is q for q in nuisance)]
         if self.encoder is not None:
             self.params += self.encoder.trainable_parameters()
-        self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = [{"params": self.params}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
+        self.params = self.params + nuisance
+        self.optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.writes = self.accelerator is None or self.accelerator.is_main_process
         self.snapshots = TrainingSnapshots(checkpoint_dir, keep_last=cfg.keep_last) if checkpoint_dir else None
