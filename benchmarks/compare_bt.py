@@ -182,6 +182,13 @@ register("vrm_prior2+nuis+ord-int+rrm3", Contender({**CONTENDERS["vrm_prior2"].m
                                                    "response_tokens+response+statistics+order", "rrm", 0.3))
 
 
+# "same nuisance handling" made real: gamma's own learning rate (10x), so it settles before early stopping
+for base in ("bt_mlp+nuis+ord+rrm3", "bt_linear+nuis+ord+rrm3", "vrm_prior2+nuis+ord+rrm3"):
+    c = CONTENDERS[base]
+    register(f"{base}+glr", Contender(c.model, c.representation, c.augment, c.augment_rate,
+                                      {**c.train, "nuisance_lr": 1e-2}, c.judged_augment))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 
