@@ -262,16 +262,19 @@ class TrainConfig(_Config):
 #: validation (``benchmarks/README.md``, stages ``claim_small`` and ``coherence``: among the configurations
 #: within 0.01 of the best validation NLL, the lowest junk rate on validation instructions): the response seen
 #: through four views and two sets of text statistics, the judge's formatting biases as a nuisance term,
-#: fluent-but-wrong answers shown losing (RRM's corruptions, 0.3 per real pair), a wider prior on VRM's
-#: Bayesian path, and an MLP head for the Bradley–Terry baseline (the best BT on validation). The dataclasses keep the plain defaults of the building blocks, which work
-#: on bare embeddings (no texts, hence no covariates and no junk to make).
+#: fluent-but-wrong answers shown losing (RRM's corruptions, 0.3 per real pair), the judge's coefficients
+#: at ten times the learning rate (so they settle before early stopping, for VRM and the baseline alike), a
+#: wider prior on VRM's Bayesian path, and a linear head for the Bradley–Terry baseline (the best BT on
+#: validation once its nuisance coefficients are fitted too). The dataclasses keep the plain defaults of
+#: the building blocks, which work on bare embeddings (no texts, hence no covariates and no junk to make).
 TRAIN_RECIPE: dict[str, Any] = {
     "representation": "response_tokens+response+interaction+statistics+order",
     "nuisance": "length,list_items,headers,code_blocks,bold",
     "augment": "rrm",
     "augment_rate": 0.3,
     "path_prior_scale": 2.0,
-    "bt_head": "mlp",
+    "bt_head": "linear",
+    "nuisance_lr": 1e-2,
 }
 
 
