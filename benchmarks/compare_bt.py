@@ -254,13 +254,10 @@ class Bench:
         aug = self.augmentation(train_pairs, contender)
         if not len(aug):
             return train
-        emb = embed_pairs(aug, self.encoder, representation=contender.representation,
-                          nuisance=contender.model.get("nuisance", ""), desc="augmented")
-        if contender.judged_augment and emb.num_covariates:  # as version 0.2 did: the junk's own covariates
-            from vrm_pyro.covariates import nuisance_covariates
-
-            emb = emb.replace(nuisance_b=torch.as_tensor(nuisance_covariates(aug.response_b, contender.model["nuisance"])))
-        return train.concat(emb)
+        if contender.judged_augment:  # as version 0.2 did: unmarked, so the pairs keep the junk's own covariates
+            aug = PreferencePairs(aug.prompt, aug.response_a, aug.response_b, aug.label, source=aug.source)
+        return train.concat(embed_pairs(aug, self.encoder, representation=contender.representation,
+                                        nuisance=contender.model.get("nuisance", ""), desc="augmented"))
 
 
 # ----------------------------------------------------------------------------- measures

@@ -245,13 +245,14 @@ class Trainer:
         self.n = len(self.train_data)
         elbo = (FreeBitsLoss(rm.model, rm.guide, cfg.free_bits) if cfg.free_bits > 0
                 else rm.elbo(cfg.elbo, num_particles=cfg.num_particles))
-        named = [(n, p) for n, p in rm.named_parameters() if p.requires_grad]
-        nuisance = [p for n, p in named if n.rsplit(".", 1)[-1] in NUISANCE_SITES] if cfg.nuisance_lr else []
-        self.params = [p for _, p in named if not any(p is q for q in nuisance)]
+        head, nuisance = [], []  # nuisance: gamma's variational parameters, when they get their own rate
+        for name, p in rm.named_parameters():
+            if p.requires_grad:
+                (nuisance if cfg.nuisance_lr and name.rsplit(".", 1)[-1] in NUISANCE_SITES else head).append(p)
         if self.encoder is not None:
-            self.params += self.encoder.trainable_parameters()
-        groups = [{"params": self.params}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
-        self.params = self.params + nuisance
+            head += self.encoder.trainable_parameters()
+        groups = [{"params": head}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
+        self.params = head + nuisance
         self.optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.writes = self.accelerator is None or self.accelerator.is_main_process
