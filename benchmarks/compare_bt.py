@@ -189,6 +189,20 @@ for base in ("bt_mlp+nuis+ord+rrm3", "bt_linear+nuis+ord+rrm3", "vrm_prior2+nuis
                                       {**c.train, "nuisance_lr": 1e-2}, c.judged_augment))
 
 
+# the path's prior shared by blocks of the representation, not by dimensions (7 text statistics and a cosine
+# were drowned by 1,536 embedding dimensions); "+partN": also N/10 augmented pairs per real pair
+# (the Bayesian BT head, with VRM's prior scale, is the BT that the prior acts on)
+_vrm = CONTENDERS["vrm_prior2+nuis+ord+rrm3+glr"]
+register("bt_bayesian_linear2+nuis+ord+rrm3+glr", Contender(
+    {**CONTENDERS["bt_bayesian_linear+nuis"].model, "path_prior_scale": 2.0}, _vrm.representation, _vrm.augment,
+    _vrm.augment_rate, _vrm.train))
+for base in ("vrm_prior2+nuis+ord+rrm3+glr", "bt_bayesian_linear2+nuis+ord+rrm3+glr"):
+    c = CONTENDERS[base]
+    for tag, rate in (("+part", c.augment_rate), ("+part6", 0.6), ("+part10", 1.0)):
+        register(f"{base}{tag}", Contender({**c.model, "path_prior": "part"}, c.representation, c.augment, rate,
+                                           c.train))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 
@@ -350,7 +364,8 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
 
 
 def fit_and_measure(bench: Bench, contender: Contender, seed: int, train, val, test, test_texts: PreferencePairs):
-    rm = build_reward_model(contender.model_config(), emb_dim=train.dim, response_dim=train.response_dim, seed=seed)
+    rm = build_reward_model(contender.model_config(), emb_dim=train.dim, response_dim=train.response_dim, seed=seed,
+                            representation=contender.representation)
     t0 = time.perf_counter()
     res = fit(rm, train, val, contender.train_config(seed, len(train)))
     row = {"train_seconds": time.perf_counter() - t0, "epochs": len(res.history), "best_epoch": res.best_epoch,

@@ -26,19 +26,23 @@ class BradleyTerryModel(PreferenceModel):
     latent_sites = ()
 
     def __init__(self, response_dim: int, *, head: str | nn.Module = "linear", hidden_dim: int = 256,
-                 prior_scale: float = 1.0, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+                 prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
+                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         self.response_dim = response_dim
         if isinstance(head, str):
             head = {"linear": lambda: LinearPath(response_dim, None),
                     "mlp": lambda: MLPPath(response_dim, None, hidden_dim),
-                    "bayesian_linear": lambda: BayesianLinearPath(response_dim, None, prior_scale)}[head]()
+                    "bayesian_linear": lambda: BayesianLinearPath(response_dim, None, prior_scale, groups=feature_groups),
+                    }[head]()
         self.head = head
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *,
-                    nuisance: nn.Module | None = None) -> BradleyTerryModel:
+                    nuisance: nn.Module | None = None,
+                    feature_groups: tuple[int, ...] | None = None) -> BradleyTerryModel:
         return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=cfg.path_prior_scale,
+                   feature_groups=feature_groups if cfg.path_prior == "part" else None,
                    nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,11 @@ A *path* maps ``h (B, F)`` to ``K`` per-objective scores (VRM) or one reward (Br
   ``pyro.sample`` site outside the pair plate), so the ELBO charges its KL once per dataset and
   every bit the path carries is paid for; its posterior gives the epistemic uncertainty of the
   reward. ``sigma = prior_scale / sqrt(F)``: a unit-variance feature vector gets a prior score of
-  standard deviation ``prior_scale``.
+  standard deviation ``prior_scale``. With ``groups`` (widths of blocks of ``h`` that each carry one
+  kind of evidence, e.g. 384 embedding dimensions, one cosine, 7 text statistics) the prior variance
+  is shared by blocks, not dimensions: ``sigma_j = prior_scale / sqrt(G * F_g)`` for a row ``j`` of
+  block ``g`` of ``G``, so the prior score keeps std ``prior_scale`` but a 7-wide block is not
+  drowned by a 1,536-wide one.
 - :class:`LinearPath`, :class:`MLPPath`: point-estimated maps (free in the ELBO).
 
 :class:`NuisanceTerm` is the judge's reaction to observable covariates ``φ(y)`` (length,
@@ -48,15 +52,30 @@ class _GlobalGaussian(nn.Module):
 
 
 class BayesianLinearPath(_GlobalGaussian):
-    """``scores = h theta`` with ``theta ~ N(0, (prior_scale / sqrt(F))^2)`` of shape ``(F, K)``, or ``(F,)``
-    for a scalar reward (``out_dim=None``): a Bayesian linear map, site ``theta``."""
+    """``scores = h theta`` with ``theta ~ N(0, sigma^2)`` of shape ``(F, K)``, or ``(F,)`` for a scalar
+    reward (``out_dim=None``): a Bayesian linear map, site ``theta``. ``sigma = prior_scale / sqrt(F)``, or
+    per block of ``groups`` (widths summing to ``F``) ``prior_scale / sqrt(G * F_g)`` (see the module
+    docstring)."""
 
-    def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta"):
+    def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta",
+                 groups: tuple[int, ...] | None = None):
         super().__init__()
         self.in_dim, self.out_dim, self.site = in_dim, out_dim, site
+        groups = tuple(groups or (in_dim,))
+        if sum(groups) != in_dim or min(groups) < 1:
+            raise ValueError(f"BayesianLinearPath: feature groups {groups} must be positive widths summing to the "
+                             f"feature width F={in_dim} (see vrm_pyro.representations.feature_groups)")
+        self.groups = groups
         shape = (in_dim,) if out_dim is None else (in_dim, out_dim)
+        # the guide's starting scale and floor use the per-dimension std; the prior itself uses ``prior_std``
         self.priors = {site: (shape, prior_scale / math.sqrt(in_dim))}
+        std = torch.cat([torch.full((g,), prior_scale / math.sqrt(len(groups) * g)) for g in groups])
+        self.register_buffer("prior_std", std if out_dim is None else std[:, None], persistent=False)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def prior(self, name: str) -> dist.Distribution:
+        shape, _ = self.priors[name]
+        return dist.Normal(self._zero.new_zeros(shape), self.prior_std.expand(shape)).to_event(len(shape))
 
     @property
     def event_dims(self) -> int:

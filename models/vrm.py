@@ -50,6 +50,8 @@ class VariationalRewardModel(PreferenceModel):
         path: ``"bayesian"`` (a :class:`~vrm_pyro.models.paths.BayesianLinearPath`), ``"point"``
             (a free linear map), ``"none"``, or a path module.
         path_prior_scale: prior std of a path score for unit-variance features.
+        feature_groups: widths of the blocks of ``h`` that share the Bayesian path's prior variance equally
+            (``None``: every dimension alike); see :class:`~vrm_pyro.models.paths.BayesianLinearPath`.
         nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
@@ -58,7 +60,8 @@ class VariationalRewardModel(PreferenceModel):
     def __init__(self, prompt_dim: int, response_dim: int | None = None, *, num_objectives: int = 8,
                  feature_dim: int = 16, hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
-                 path_prior_scale: float = 1.0, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+                 path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
+                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         response_dim = response_dim or prompt_dim
         self.prompt_dim, self.response_dim = prompt_dim, response_dim
@@ -71,16 +74,20 @@ class VariationalRewardModel(PreferenceModel):
             raise ValueError(f"feature prior has D={self.feature_prior.feature_dim}, model has D={feature_dim}")
         self.decoder = mlp(feature_dim, hidden_dim, num_objectives, input_norm=False)
         if isinstance(path, str):
-            path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale),
+            path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale,
+                                                                 groups=feature_groups),
                     "point": lambda: LinearPath(response_dim, num_objectives), "none": lambda: None}[path]()
         self.path = path
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *, weight_prior: WeightPrior,
-                    feature_prior: FeaturePrior, nuisance: nn.Module | None = None) -> VariationalRewardModel:
+                    feature_prior: FeaturePrior, nuisance: nn.Module | None = None,
+                    feature_groups: tuple[int, ...] | None = None) -> VariationalRewardModel:
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
-                   path_prior_scale=cfg.path_prior_scale, nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   path_prior_scale=cfg.path_prior_scale,
+                   feature_groups=feature_groups if cfg.path_prior == "part" else None,
+                   nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []

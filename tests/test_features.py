@@ -7,8 +7,10 @@ import torch
 from vrm_pyro import ConfigError, EncoderConfig
 from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
+    DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
     coherence_statistics,
+    discourse_statistics,
     nuisance_covariates,
     order_statistics,
 )
@@ -64,10 +66,25 @@ def test_order_statistics_see_shuffled_words_and_sentences():
     assert order_statistics(["p"], [""]).tolist() == [[0.0] * len(ORDER_STATISTICS)]
 
 
+def test_discourse_statistics_see_formulas_and_sequences_out_of_place():
+    real = ("Sure! Here is how to plant a tree. First, dig a hole twice as wide as the roots. Then set the tree in "
+            "it. Finally, water it well. Step 1 takes an hour and step 2 a minute. I hope this helps!")
+    moved = ("Then set the tree in it. I hope this helps! Finally, water it well. Sure! Here is how to plant a "
+             "tree. First, dig a hole twice as wide as the roots. Step 2 takes a minute and step 1 an hour.")
+    d = dict(zip(DISCOURSE_STATISTICS, discourse_statistics(["p"] * 3, [real, moved, ""]).T))
+    assert [d[k][0] for k in DISCOURSE_STATISTICS] == [0, 0, 0, 0]  # opener first, closer last, in sequence
+    # "Here is" after "Sure!" is the opening too; moved: an opener in the middle, a closer early,
+    # Then(2) -> Finally(9) -> First(1): one step back of two; Step 2 -> step 1: back
+    assert d["opener_not_first"][1] == 1 and d["closer_before_end"][1] == 1
+    assert d["sequence_words_backwards"][1] == pytest.approx(0.5) and d["numbered_labels_backwards"][1] == 1
+    assert [d[k][2] for k in DISCOURSE_STATISTICS] == [0, 0, 0, 0]
+
+
 def test_representation_parts_and_dimensions():
     assert parse_representation("response_tokens+response+statistics") == ["response_tokens", "response", "statistics"]
     assert representation_dim("joint", 8) == 8
     assert representation_dim("response_tokens+response+interaction+statistics", 8) == 8 + 8 + 17 + 7
+    assert representation_dim("statistics+order+discourse", 8) == 7 + 8 + 4
     assert representation_dim("response+statistics+order", 8) == 8 + 7 + len(ORDER_STATISTICS)
     for bad in ("", "joint+joint", "joint+colour"):
         with pytest.raises(ConfigError, match="representation"):

@@ -154,6 +154,7 @@ def _migrate_v1_state(state: dict, rm: RewardModel) -> dict:
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory written by :func:`save_checkpoint` (VRM or baseline)."""
     from vrm_pyro.registry import build_reward_model
+    from vrm_pyro.representations import representation_dim
 
     path = resolve_checkpoint_dir(path)
     cfg = read_config(path)
@@ -166,7 +167,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         train_cfg = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
-    rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"))
+    rep = encoder_cfg.representation  # the prior's blocks, if the saved features are that representation's
+    fits = representation_dim(rep, cfg["emb_dim"]) == (cfg.get("response_dim") or cfg["emb_dim"])
+    rm = build_reward_model(model_cfg, emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"),
+                            representation=rep if fits else None)
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except (SafetensorError, OSError) as exc:

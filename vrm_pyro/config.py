@@ -137,6 +137,7 @@ class EncoderConfig(_Config):
 
 
 PATHS = ("bayesian", "point", "none")
+PATH_PRIORS = ("dimension", "part")
 BT_HEADS = ("linear", "mlp", "bayesian_linear")
 FEATURE_TRANSFORMS = ("none", "standardize", "whiten")
 
@@ -158,6 +159,11 @@ class ModelConfig(_Config):
                        "(weights are a global latent, charged in the ELBO), point (a plain linear map, free), none.")
     path_prior_scale: float = _field(1.0, "Prior std of a path score for unit-variance features (the weights' prior "
                                      "std is this / sqrt(F)); also the Bayesian BT head's.")
+    path_prior: str = _field("dimension", "How the Bayesian path's prior variance is shared over the response "
+                             "features: dimension (every standardised feature alike: std path_prior_scale / sqrt(F)) "
+                             "or part (each block of the representation alike, see "
+                             "vrm_pyro.representations.feature_groups: 7 text statistics get as much prior "
+                             "variance as 384 embedding dimensions); also the Bayesian BT head's.")
     bt_head: str = _field("linear", "Bradley-Terry head: linear, mlp (one hidden layer of bt_hidden_dim) or "
                           "bayesian_linear (weights a global latent, as VRM's path).")
     bt_hidden_dim: int = _field(256, "Hidden width of the Bradley-Terry MLP head.")
@@ -182,7 +188,7 @@ class ModelConfig(_Config):
             raise ConfigError(f"ModelConfig.model must be 'vrm' or 'bt', got {self.model!r}")
         if self.num_objectives < 1 or self.feature_dim < 1 or self.hidden_dim < 1:
             raise ConfigError("ModelConfig: num_objectives, feature_dim and hidden_dim must be >= 1")
-        for name, allowed in (("path", PATHS), ("bt_head", BT_HEADS), ("feature_transform", FEATURE_TRANSFORMS)):
+        for name, allowed in (("path", PATHS), ("path_prior", PATH_PRIORS), ("bt_head", BT_HEADS), ("feature_transform", FEATURE_TRANSFORMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"ModelConfig.{name} (--{name.replace('_', '-')}) must be one of "
                                   f"{', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -192,6 +198,9 @@ class ModelConfig(_Config):
         if (self.erase_nuisance or self.decorrelation > 0) and not self.nuisance:
             raise ConfigError("ModelConfig: erase_nuisance and decorrelation act on the nuisance covariates; name "
                               "them with --nuisance (e.g. length,list_items)")
+        if self.path_prior == "part" and self.feature_transform == "whiten":
+            raise ConfigError("ModelConfig: path_prior='part' shares the prior by blocks of the features, which "
+                              "whitening mixes; use feature_transform='standardize' (or path_prior='dimension')")
         if self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0:
             raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
 

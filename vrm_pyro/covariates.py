@@ -203,11 +203,55 @@ def order_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nda
         len(responses), len(ORDER_STATISTICS))
 
 
+#: sentence-initial formulas that open an answer ("Sure!", "As an AI language model, ...") or close one ("In
+#: conclusion", "I hope this helps"); in another position they mark sentences out of order
+OPENERS = re.compile(r"^(?:sure|certainly|of course|absolutely|great question|good question|as an ai|hello|hi|"
+                     r"thank you for)\b", re.IGNORECASE)
+CLOSERS = re.compile(r"^(?:in conclusion|in summary|to summarize|to sum up|overall|ultimately|in short|i hope|hope "
+                     r"this|let me know|feel free|good luck|in the end|all in all)\b", re.IGNORECASE)
+#: sentence-initial sequence words, by rank
+SEQUENCE_WORDS = {"first": 1, "firstly": 1, "to begin": 1, "second": 2, "secondly": 2, "next": 2, "then": 2,
+                  "third": 3, "thirdly": 3, "fourth": 4, "fifth": 5, "finally": 9, "lastly": 9, "last": 9}
+SEQUENCE = re.compile(r"^(" + "|".join(sorted(SEQUENCE_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+#: numbered labels in running text: "Verse 2", "Step 3", "Day 1"
+LABEL_NUMBER = re.compile(r"\b(?:verse|step|part|day|chapter|stanza|round|phase|level|week|tip|rule|example|"
+                          r"option|stage|scene|act)\s+(\d{1,2})\b", re.IGNORECASE)
+
+
+def _discourse_row(response: str) -> list[float]:
+    sentences = [s.strip(" \t*#>-") for s in SENTENCE_SPLIT.split(response.strip()) if WORD.search(s)]
+    n = len(sentences)
+    opens = [bool(OPENERS.match(s)) for s in sentences]
+    closes = [bool(CLOSERS.match(s)) for s in sentences]
+    body = opens.index(False) if False in opens else n  # the answer's opening formulas come first...
+    opener_late = float(any(opens[body:]))
+    closer_early = float(any(closes[:n // 2]))  # ...and its closing ones in the second half
+    ranks = [SEQUENCE_WORDS[m.group(1).lower()] for s in sentences if (m := SEQUENCE.match(s))]
+    steps = list(zip(ranks, ranks[1:]))
+    sequence_back = sum(b < a for a, b in steps) / len(steps) if steps else 0.0
+    labels = [int(x) for x in LABEL_NUMBER.findall(response)]
+    label_steps = list(zip(labels, labels[1:]))
+    labels_back = sum(b < a for a, b in label_steps) / len(label_steps) if label_steps else 0.0
+    return [opener_late, closer_early, sequence_back, labels_back] if n else [0.0] * 4
+
+
+DISCOURSE_STATISTICS = ("opener_not_first", "closer_before_end", "sequence_words_backwards", "numbered_labels_backwards")
+
+
+def discourse_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``d(y)``: ``(N, 4)`` float32, columns :data:`DISCOURSE_STATISTICS`: an opening formula ("Sure!", "As an
+    AI language model") after a sentence that is not one, a closing one ("In conclusion", "I hope this helps")
+    in the first half, sentence-initial sequence words ("First", "Then", "Finally") and numbered labels ("Verse 2",
+    "Step 3") going backwards. ``prompts`` is unused (the signature of every statistics part)."""
+    return np.asarray([_discourse_row(r) for r in responses], np.float32).reshape(len(responses),
+                                                                                   len(DISCOURSE_STATISTICS))
+
+
 def coherence_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     """``s(x, y)``: ``(N, 7)`` float32, columns :data:`COHERENCE_STATISTICS`."""
     return np.asarray([_coherence_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
         len(responses), len(COHERENCE_STATISTICS))
 
 
-__all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "NUISANCE_COVARIATES", "ORDER_STATISTICS",
-           "coherence_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names"]
+__all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
+           "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names"]

@@ -99,13 +99,15 @@ RUN_SCHEMA = 1
 
 def fit_and_evaluate(model_cfg: ModelConfig, train_cfg: TrainConfig, embedded: dict[str, PairEmbeddings],
                      *, name: str | None = None, checkpoint_dir: str | Path | None = None,
-                     resume: bool = False) -> RunResult:
+                     resume: bool = False, representation: str | None = None) -> RunResult:
     """Build from ``model_cfg``, fit on ``train`` with early stopping on ``validation``, test on ``test``.
 
     With ``checkpoint_dir`` the fit writes training snapshots there (and continues from the
-    latest one when ``resume``)."""
+    latest one when ``resume``). ``representation``: the features' (``EncoderConfig.representation``), for
+    ``ModelConfig.path_prior="part"``."""
     train = embedded["train"]
-    rm = build_reward_model(model_cfg, emb_dim=train.dim, response_dim=train.response_dim, seed=train_cfg.seed)
+    rm = build_reward_model(model_cfg, emb_dim=train.dim, response_dim=train.response_dim, seed=train_cfg.seed,
+                            representation=representation)
     result = fit(rm, embedded["train"], embedded.get("validation"), train_cfg,
                  checkpoint_dir=checkpoint_dir, resume=resume)
     return RunResult(name or model_cfg.model, rm, result, _test_metrics(rm, embedded, train_cfg))
@@ -183,7 +185,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
             result.runs[cfg.model] = run
             continue
         snapshots = Path(output) / "checkpoints" / slot if output is not None else None
-        run = fit_and_evaluate(cfg, train_cfg, embedded, name=cfg.model, checkpoint_dir=snapshots, resume=resume)
+        run = fit_and_evaluate(cfg, train_cfg, embedded, name=cfg.model, checkpoint_dir=snapshots, resume=resume,
+                               representation=encoder_cfg.representation)
         if path is not None and main:
             run.checkpoint = save_checkpoint(
                 path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.base_identity, train=train_cfg,

@@ -34,6 +34,7 @@ from vrm_pyro.models import (
     StandardNormalFeaturePrior,
     VariationalRewardModel,
 )
+from vrm_pyro.representations import feature_groups
 from vrm_pyro.reward_model import RewardModel
 
 WEIGHT_PRIORS = {
@@ -66,12 +67,13 @@ def _lookup(table: dict, name: str, what: str, option: str):
 
 
 def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, response_dim: int | None = None,
-                       seed: int | None = None, **overrides) -> RewardModel:
+                       seed: int | None = None, representation: str | None = None, **overrides) -> RewardModel:
     """Build a model and its guide from names, check they agree, wrap them in a :class:`RewardModel`.
 
     ``emb_dim`` is the prompt embedding width E, ``response_dim`` the width F of the response features
     (default E: the ``joint`` representation). ``seed`` seeds the parameter initialisation (otherwise the
-    global torch RNG is used).
+    global torch RNG is used). ``representation`` (``EncoderConfig.representation``) names the blocks of the
+    features for ``cfg.path_prior="part"``; without it the features are one block.
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
@@ -80,11 +82,18 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         pyro.set_rng_seed(seed)
     E, F = emb_dim, response_dim or emb_dim
     C = len(cfg.covariates)
+    groups = None
+    if representation is not None and cfg.path_prior == "part":
+        groups = feature_groups(representation, E)
+        if sum(groups) != F:
+            raise ConfigError(f"representation {representation!r} gives features of width {sum(groups)} for an "
+                              f"encoder of width {E}, but response_dim is {F}: pass the representation the "
+                              "features were computed with")
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
                 if C and cfg.nuisance_term else None)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
-        model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance)
+        model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups)
     else:
         weight_prior = _lookup(WEIGHT_PRIORS, cfg.weight_prior, "weight prior", "weight_prior")
         feature_prior = _lookup(FEATURE_PRIORS, cfg.feature_prior, "feature prior", "feature_prior")
@@ -92,7 +101,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         feature_guide = _lookup(FEATURE_GUIDES, cfg.feature_guide, "feature guide", "feature_guide").from_config(cfg, E, F)
         model = VariationalRewardModel.from_config(
             cfg, E, F, weight_prior=weight_prior.from_config(cfg, E, F),
-            feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance)
+            feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance, feature_groups=groups)
     priors = model.global_priors()
     guide = VariationalGuide(weight_guide, feature_guide, MeanFieldGlobalGuide(priors) if priors else None)
     check_sites(model, guide, E, F, C)

@@ -20,6 +20,10 @@ part                dimension   what
                                 sentence order (case after a sentence end, frequent
                                 bigrams, list numbering and line starts, opening
                                 connective, cohesion, the prompt's words up front)
+``discourse``       4           :func:`vrm_pyro.covariates.discourse_statistics`: where
+                                the answer's formulas sit (an opener after the first
+                                sentence, a closer before the end) and whether sequence
+                                words and numbered labels run backwards
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -36,13 +40,15 @@ from torch.nn import functional as F
 
 from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
+    DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
     coherence_statistics,
+    discourse_statistics,
     order_statistics,
 )
 from vrm_pyro.errors import ConfigError
 
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order")
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse")
 DEFAULT_REPRESENTATION = "joint"
 
 
@@ -58,11 +64,19 @@ def parse_representation(spec: str) -> list[str]:
     return parts
 
 
+def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
+    """Widths of the blocks of ``h(x, y)`` that each carry one kind of evidence, in order: one per part, except
+    ``interaction``, which is three (``x̂ ⊙ ŷ``: E, ``|x̂ − ŷ|``: E, the cosine: 1). What
+    ``ModelConfig.path_prior="part"`` gives equal prior variance; they sum to :func:`representation_dim`."""
+    sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
+             "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
+             "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),)}
+    return tuple(w for p in parse_representation(spec) for w in sizes[p])
+
+
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
-    sizes = {"joint": emb_dim, "response_tokens": emb_dim, "response": emb_dim, "interaction": 2 * emb_dim + 1,
-             "statistics": len(COHERENCE_STATISTICS), "order": len(ORDER_STATISTICS)}
-    return sum(sizes[p] for p in parse_representation(spec))
+    return sum(feature_groups(spec, emb_dim))
 
 
 def response_features(encoder, prompts: Sequence[str], responses: Sequence[str], *, spec: str,
@@ -91,9 +105,11 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.cat([x * y, (x - y).abs(), (x * y).sum(-1, keepdim=True)], dim=-1))
         elif part == "statistics":
             out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
-        else:  # order
+        elif part == "order":
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
+        else:  # discourse
+            out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
-__all__ = ["DEFAULT_REPRESENTATION", "PARTS", "parse_representation", "representation_dim", "response_features"]
+__all__ = ["DEFAULT_REPRESENTATION", "PARTS", "feature_groups", "parse_representation", "representation_dim", "response_features"]
