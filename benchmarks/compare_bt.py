@@ -201,6 +201,16 @@ for base in ("vrm_prior2+nuis+ord+rrm3+glr", "bt_bayesian_linear2+nuis+ord+rrm3+
     for tag, rate in (("+part", c.augment_rate), ("+part6", 0.6), ("+part10", 1.0)):
         register(f"{base}{tag}", Contender({**c.model, "path_prior": "part"}, c.representation, c.augment, rate,
                                            c.train))
+# the same augmentation rates and the discourse part ("+disc") for the point-estimated BT heads (no prior to share)
+for base in ("bt_linear+nuis+ord+rrm3+glr", "bt_mlp+nuis+ord+rrm3+glr"):
+    c = CONTENDERS[base]
+    for tag, rate in (("+rrm6", 0.6), ("+rrm10", 1.0)):
+        register(base.replace("+rrm3", "") + tag, Contender(c.model, c.representation, c.augment, rate, c.train))
+for base in list(CONTENDERS):
+    if base.endswith(("+part", "+part6", "+part10")) or base in ("bt_linear+nuis+ord+glr+rrm6", "bt_mlp+nuis+ord+glr+rrm6"):
+        c = CONTENDERS[base]
+        register(base + "+disc", Contender(c.model, c.representation + "+discourse", c.augment, c.augment_rate,
+                                           c.train))
 
 
 # ----------------------------------------------------------------------------- data and embeddings

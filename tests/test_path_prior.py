@@ -43,6 +43,9 @@ def test_part_prior_gives_each_block_an_equal_share_of_the_same_total_variance(m
 def test_part_prior_is_checked_against_the_features_and_the_transform():
     with pytest.raises(ConfigError, match="response_dim"):
         build_reward_model(ModelConfig(path_prior="part"), emb_dim=E, response_dim=E + 1, representation=REP)
+    with pytest.raises(ConfigError, match="representation="):  # the blocks must be named, not guessed
+        build_reward_model(ModelConfig(path_prior="part"), emb_dim=E)
+    build_reward_model(ModelConfig(model="bt", path_prior="part"), emb_dim=E)  # a linear BT head has no prior
     with pytest.raises(ConfigError, match="whiten"):
         ModelConfig(path_prior="part", feature_transform="whiten")
     with pytest.raises(ConfigError, match="path_prior"):

@@ -205,6 +205,12 @@ class ModelConfig(_Config):
             raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
 
     @property
+    def path_uses_prior(self) -> bool:
+        """Whether the response features reach the reward through a Bayesian linear map (VRM's ``bayesian`` path
+        or BT's ``bayesian_linear`` head), the only place ``path_prior`` acts."""
+        return self.path == "bayesian" if self.model == "vrm" else self.bt_head == "bayesian_linear"
+
+    @property
     def covariates(self) -> list[str]:
         """The nuisance covariate names, in order."""
         return [c.strip() for c in self.nuisance.split(",") if c.strip()]

@@ -21,6 +21,7 @@ from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.formats import load_from_config
 from vrm_pyro.hacking import augment_pairs, junk_kinds
 from vrm_pyro.registry import build_reward_model
+from vrm_pyro.representations import representation_dim
 from vrm_pyro.reward_model import RewardModel
 from vrm_pyro.train import FitResult, fit, is_main_process
 
@@ -153,7 +154,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     With ``resume``, a model whose final checkpoint exists is loaded instead of refitted and
     the others continue from their latest snapshot.
     """
-    build_reward_model(model_cfg, emb_dim=8)  # fail on unknown prior/guide names before any encoding
+    build_reward_model(model_cfg, emb_dim=8, response_dim=representation_dim(encoder_cfg.representation, 8),
+                       representation=encoder_cfg.representation)  # fail on bad names before any encoding
     main = is_main_process()  # under accelerate/torchrun only rank 0 writes
     if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)

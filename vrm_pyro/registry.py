@@ -73,7 +73,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
     ``emb_dim`` is the prompt embedding width E, ``response_dim`` the width F of the response features
     (default E: the ``joint`` representation). ``seed`` seeds the parameter initialisation (otherwise the
     global torch RNG is used). ``representation`` (``EncoderConfig.representation``) names the blocks of the
-    features for ``cfg.path_prior="part"``; without it the features are one block.
+    features; ``cfg.path_prior="part"`` needs it.
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
@@ -83,7 +83,11 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
     E, F = emb_dim, response_dim or emb_dim
     C = len(cfg.covariates)
     groups = None
-    if representation is not None and cfg.path_prior == "part":
+    if cfg.path_prior == "part" and cfg.path_uses_prior:
+        if representation is None:
+            raise ConfigError("ModelConfig.path_prior='part' shares the path's prior by blocks of the representation: "
+                              "pass representation=<EncoderConfig.representation> to build_reward_model (for features "
+                              "you computed yourself, use path_prior='dimension')")
         groups = feature_groups(representation, E)
         if sum(groups) != F:
             raise ConfigError(f"representation {representation!r} gives features of width {sum(groups)} for an "
