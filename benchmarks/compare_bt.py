@@ -190,27 +190,23 @@ for base in ("bt_mlp+nuis+ord+rrm3", "bt_linear+nuis+ord+rrm3", "vrm_prior2+nuis
 
 
 # the path's prior shared by blocks of the representation, not by dimensions (7 text statistics and a cosine
-# were drowned by 1,536 embedding dimensions); "+partN": also N/10 augmented pairs per real pair
-# (the Bayesian BT head, with VRM's prior scale, is the BT that the prior acts on)
-_vrm = CONTENDERS["vrm_prior2+nuis+ord+rrm3+glr"]
-register("bt_bayesian_linear2+nuis+ord+rrm3+glr", Contender(
-    {**CONTENDERS["bt_bayesian_linear+nuis"].model, "path_prior_scale": 2.0}, _vrm.representation, _vrm.augment,
-    _vrm.augment_rate, _vrm.train))
-for base in ("vrm_prior2+nuis+ord+rrm3+glr", "bt_bayesian_linear2+nuis+ord+rrm3+glr"):
-    c = CONTENDERS[base]
-    for tag, rate in (("+part", c.augment_rate), ("+part6", 0.6), ("+part10", 1.0)):
-        register(f"{base}{tag}", Contender({**c.model, "path_prior": "part"}, c.representation, c.augment, rate,
-                                           c.train))
-# the same augmentation rates and the discourse part ("+disc") for the point-estimated BT heads (no prior to share)
-for base in ("bt_linear+nuis+ord+rrm3+glr", "bt_mlp+nuis+ord+rrm3+glr"):
-    c = CONTENDERS[base]
-    for tag, rate in (("+rrm6", 0.6), ("+rrm10", 1.0)):
-        register(base.replace("+rrm3", "") + tag, Contender(c.model, c.representation, c.augment, rate, c.train))
-for base in list(CONTENDERS):
-    if base.endswith(("+part", "+part6", "+part10")) or base in ("bt_linear+nuis+ord+glr+rrm6", "bt_mlp+nuis+ord+glr+rrm6"):
-        c = CONTENDERS[base]
-        register(base + "+disc", Contender(c.model, c.representation + "+discourse", c.augment, c.augment_rate,
-                                           c.train))
+# were drowned by 1,536 embedding dimensions): "_partS" = path_prior "part" at prior scale S; "+disc" = the
+# representation part `discourse`; "+rrmR" = RRM augmentation at R/10 pairs per real pair. The Bayesian BT head
+# is the BT the prior acts on; BT-linear and BT-MLP (no prior) get the same representation and augmentation.
+_DEFAULT = CONTENDERS["vrm_prior2+nuis+ord+rrm3+glr"]
+for disc in ("", "+disc"):
+    rep = _DEFAULT.representation + ("+discourse" if disc else "")
+    for rate in (0, 3, 6, 10):  # 0: no augmentation (human labels)
+        aug = f"+rrm{rate}" if rate else ""
+        for scale in (1, 2, 4):
+            for prefix, model in (("vrm", {}), ("bt_bayesian_linear", {"model": "bt", "bt_head": "bayesian_linear"})):
+                register(f"{prefix}_part{scale}+nuis+ord{disc}{aug}+glr", Contender(
+                    {**model, **NUIS, "path_prior": "part", "path_prior_scale": float(scale)}, rep,
+                    "rrm" if rate else "", rate / 10, _DEFAULT.train))
+        for head in ("linear", "mlp"):
+            if f"bt_{head}+nuis+ord{disc}{aug}+glr" not in CONTENDERS:
+                register(f"bt_{head}+nuis+ord{disc}{aug}+glr", Contender(
+                    {"model": "bt", "bt_head": head, **NUIS}, rep, "rrm" if rate else "", rate / 10, _DEFAULT.train))
 
 
 # ----------------------------------------------------------------------------- data and embeddings
