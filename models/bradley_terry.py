@@ -41,7 +41,8 @@ class BradleyTerryModel(PreferenceModel):
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *,
                     nuisance: nn.Module | None = None,
                     feature_groups: tuple[int, ...] | None = None) -> BradleyTerryModel:
-        return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=cfg.path_prior_scale,
+        scale = cfg.path_prior_scale if cfg.bt_prior_scale is None else cfg.bt_prior_scale
+        return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=scale,
                    feature_groups=feature_groups if cfg.path_prior == "part" else None,
                    nuisance=nuisance, decorrelation=cfg.decorrelation)
 

@@ -91,3 +91,15 @@ def test_a_loaded_checkpoint_keeps_the_part_prior(tmp_path):
     assert torch.equal(loaded.model.path.prior_std, rm.model.path.prior_std)
     assert not torch.equal(rm.model.path.prior_std, build_reward_model(
         ModelConfig(hidden_dim=8), emb_dim=E, response_dim=F, representation=REP).model.path.prior_std.expand(F, 8))
+
+
+def test_the_bayesian_bt_head_takes_its_own_prior_scale():
+    """``bt_prior_scale``: the baseline ``vrm train`` builds (``model_cfg.replace(model="bt")``) keeps its own scale."""
+    F = representation_dim(REP, E)
+    cfg = ModelConfig(bt_head="bayesian_linear", path_prior="part", path_prior_scale=4.0, bt_prior_scale=1.0)
+    vrm = build_reward_model(cfg, emb_dim=E, response_dim=F, representation=REP)
+    bt = build_reward_model(cfg.replace(model="bt"), emb_dim=E, response_dim=F, representation=REP)
+    assert float(vrm.model.path.prior_std.square().sum()) == pytest.approx(16.0)
+    assert float(bt.model.head.prior_std.square().sum()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="prior scales"):
+        ModelConfig(bt_prior_scale=0.0)
