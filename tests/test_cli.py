@@ -49,8 +49,9 @@ def test_score_contract_keeps_fields_and_adds_reward_std_weights(trained, tmp_pa
             assert all(g["reward_std"] > 0 and len(g["weights"]) == 8 for g in got)
             assert all(abs(g["reward_lcb"] - (g["reward"] - g["reward_std"])) < 1e-6 for g in got)
             assert abs(sum(got[0]["weights"]) - 1) < 1e-4 and got[0]["weights"] == got[1]["weights"]
-        else:
-            assert all(g["reward_std"] is None and g["weights"] is None and g["reward_lcb"] == g["reward"] for g in got)
+        else:  # the default baseline is the Bayesian BT head: an epistemic std, no objective weights
+            assert all(g["reward_std"] > 0 and g["weights"] is None for g in got)
+            assert all(abs(g["reward_lcb"] - (g["reward"] - g["reward_std"])) < 1e-6 for g in got)
 
 
 def test_eval_reports_model_and_baseline_and_reproduces_the_training_test_metrics(trained, tmp_path, capsys):
@@ -81,7 +82,9 @@ def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_pat
     assert main(["best-of-n", "--checkpoint", str(out), "--input", str(bon), "--output", str(tmp_path / "bon"),
                  "--select", "both", "--kappa", "2", *cache]) == 0
     curve = pd.read_csv(tmp_path / "bon" / "best_of_n.csv")
-    assert set(curve.method) == {"vrm", "vrm lcb(k=2)", "bt", "random", "longest", "oracle"} and set(curve.n) == {1, 2, 4}
+    # the default baseline (Bayesian BT head) has a reward_std, so it gets a pessimistic pick too
+    assert set(curve.method) == {"vrm", "vrm lcb(k=2)", "bt", "bt lcb(k=2)", "random", "longest", "oracle"}
+    assert set(curve.n) == {1, 2, 4}
     assert curve[(curve.method == "longest") & (curve.n == 4)].gold.item() == 3.0  # longest is best here
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"Q{i % 2}", "response": "- a\n- b" if i % 2 else "I'm sorry."}) + "\n"

@@ -1,6 +1,6 @@
 r"""Observable properties of response texts, computed from the text alone (no encoder, no model).
 
-Two families, with different jobs in the model:
+Two kinds, with different jobs in the model: nuisance covariates and three families of statistics.
 
 **Nuisance covariates** ``φ(y)``: what a judge may reward beyond content — length and
 formatting. They enter the judgment model as ``γ · (φ(a) − φ(b))`` (see
@@ -32,6 +32,12 @@ first sentence that opens with a connective or anaphor ("However", "This", shuff
 the lexical cohesion of adjacent sentences beyond that of any two sentences, list markers
 that no longer start a line, and how much more of the prompt's words the first sentence
 carries than the average sentence (answers open on the question's topic).
+
+**Discourse statistics** ``d(y)``: where an answer's formulas sit and whether its sequences run
+forwards (``discourse``): an opening formula ("Sure!", "As an AI language model") after the body
+has begun, a closing one ("In conclusion", "I hope this helps") in the first half, sentence-initial
+sequence words ("First", "Then", "Finally") or numbered labels ("Verse 2", "Step 3") going
+backwards. Rare in real answers, common once their sentences are shuffled.
 """
 
 from __future__ import annotations
@@ -232,10 +238,10 @@ def _discourse_row(response: str) -> list[float]:
     labels = [int(x) for x in LABEL_NUMBER.findall(response)]
     label_steps = list(zip(labels, labels[1:]))
     labels_back = sum(b < a for a, b in label_steps) / len(label_steps) if label_steps else 0.0
-    return [opener_late, closer_early, sequence_back, labels_back] if n else [0.0] * 4
+    return [opener_late, closer_early, sequence_back, labels_back]
 
 
-DISCOURSE_STATISTICS = ("opener_not_first", "closer_before_end", "sequence_words_backwards", "numbered_labels_backwards")
+DISCOURSE_STATISTICS = ("opener_not_first", "closer_in_first_half", "sequence_words_backwards", "numbered_labels_backwards")
 
 
 def discourse_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
