@@ -193,20 +193,20 @@ for base in ("bt_mlp+nuis+ord+rrm3", "bt_linear+nuis+ord+rrm3", "vrm_prior2+nuis
 # were drowned by 1,536 embedding dimensions): "_partS" = path_prior "part" at prior scale S; "+disc" = the
 # representation part `discourse`; "+rrmR" = RRM augmentation at R/10 pairs per real pair. The Bayesian BT head
 # is the BT the prior acts on; BT-linear and BT-MLP (no prior) get the same representation and augmentation.
-_DEFAULT = CONTENDERS["vrm_prior2+nuis+ord+rrm3+glr"]
+_ROUND2_DEFAULT = CONTENDERS["vrm_prior2+nuis+ord+rrm3+glr"]
 for disc in ("", "+disc"):
-    rep = _DEFAULT.representation + ("+discourse" if disc else "")
+    rep = _ROUND2_DEFAULT.representation + ("+discourse" if disc else "")
     for rate in (0, 3, 6, 10):  # 0: no augmentation (human labels)
         aug = f"+rrm{rate}" if rate else ""
         for scale in (1, 2, 4):
             for prefix, model in (("vrm", {}), ("bt_bayesian_linear", {"model": "bt", "bt_head": "bayesian_linear"})):
                 register(f"{prefix}_part{scale}+nuis+ord{disc}{aug}+glr", Contender(
                     {**model, **NUIS, "path_prior": "part", "path_prior_scale": float(scale)}, rep,
-                    "rrm" if rate else "", rate / 10, _DEFAULT.train))
+                    "rrm" if rate else "", rate / 10, _ROUND2_DEFAULT.train))
         for head in ("linear", "mlp"):
             if f"bt_{head}+nuis+ord{disc}{aug}+glr" not in CONTENDERS:
                 register(f"bt_{head}+nuis+ord{disc}{aug}+glr", Contender(
-                    {"model": "bt", "bt_head": head, **NUIS}, rep, "rrm" if rate else "", rate / 10, _DEFAULT.train))
+                    {"model": "bt", "bt_head": head, **NUIS}, rep, "rrm" if rate else "", rate / 10, _ROUND2_DEFAULT.train))
 
 
 # ----------------------------------------------------------------------------- data and embeddings

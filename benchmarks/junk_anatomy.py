@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from vrm_pyro.covariates import (  # noqa: E402
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
+    SENTENCE_SPLIT,
     discourse_statistics,
 )
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
@@ -41,7 +41,6 @@ from vrm_pyro.representations import feature_groups, parse_representation  # noq
 
 OUT = cb.RESULTS / "coherence"
 STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS}
-SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def block_names(spec: str) -> list[str]:
@@ -54,6 +53,8 @@ def block_names(spec: str) -> list[str]:
 
 def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, list[dict]]:
     c = cb.CONTENDERS[name]
+    if c.model.get("model", "vrm") != "vrm" or c.model.get("path", "bayesian") != "bayesian":
+        raise SystemExit(f"junk_anatomy.py: {name} is not a VRM with a Bayesian path (what the anatomy splits)")
     idx, (_, _, test_instructions) = cb.split_rows(bench, seed, 0)
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
     train, val = (full.subset(idx[k]) for k in ("train", "validation"))
@@ -95,7 +96,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
         elif b == "cosine":
             weights["cosine"] = float(mean_weight[s])
     shuffled = [j for j, i in enumerate(keep) if sk[i] == "shuffled_sentences"]
-    by_length = [{"contender": name, "seed": seed, "sentences": len([s for s in SENTENCES.split(sr[keep[j]]) if s.strip()]),
+    by_length = [{"contender": name, "seed": seed, "sentences": len([s for s in SENTENCE_SPLIT.split(sr[keep[j]]) if s.strip()]),
                   "win": bool(gap[j] >= 0)} for j in shuffled]
     return rows, weights, by_length
 

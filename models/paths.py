@@ -34,7 +34,8 @@ from vrm_pyro.models.nets import mlp
 
 
 class _GlobalGaussian(nn.Module):
-    """Samples its global sites from zero-mean Gaussian priors ``{site: (shape, std)}``."""
+    """Samples its global sites from zero-mean Gaussian priors ``{site: (shape, std)}`` (``std`` a float; a
+    subclass may override :meth:`prior` with a per-coordinate std, as :class:`BayesianLinearPath` does)."""
 
     priors: dict[str, tuple[tuple[int, ...], float]]
 
@@ -67,10 +68,12 @@ class BayesianLinearPath(_GlobalGaussian):
                              f"feature width F={in_dim} (see vrm_pyro.representations.feature_groups)")
         self.groups = groups
         shape = (in_dim,) if out_dim is None else (in_dim, out_dim)
-        # the guide's starting scale and floor use the per-dimension std; the prior itself uses ``prior_std``
+        # ``priors`` carries the per-dimension std, which the mean-field guide uses for its starting scale and
+        # floor (the same start for every coordinate, as before blocks existed); the prior itself is ``prior_std``,
+        # saved with the weights so that a checkpoint keeps its prior whatever encoder config it records
         self.priors = {site: (shape, prior_scale / math.sqrt(in_dim))}
         std = torch.cat([torch.full((g,), prior_scale / math.sqrt(len(groups) * g)) for g in groups])
-        self.register_buffer("prior_std", std if out_dim is None else std[:, None], persistent=False)
+        self.register_buffer("prior_std", std if out_dim is None else std[:, None])
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def prior(self, name: str) -> dist.Distribution:

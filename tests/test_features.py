@@ -73,7 +73,7 @@ def test_discourse_statistics_see_formulas_and_sequences_out_of_place():
              "tree. First, dig a hole twice as wide as the roots. Step 2 takes a minute and step 1 an hour.")
     d = dict(zip(DISCOURSE_STATISTICS, discourse_statistics(["p"] * 3, [real, moved, ""]).T))
     assert [d[k][0] for k in DISCOURSE_STATISTICS] == [0, 0, 0, 0]  # opener first, closer last, in sequence
-    # "Here is" after "Sure!" is the opening too; moved: an opener in the middle, a closer early,
+    # ("Here is" is no opening formula: answers say it mid-way.) Moved: an opener in the middle, a closer early,
     # Then(2) -> Finally(9) -> First(1): one step back of two; Step 2 -> step 1: back
     assert d["opener_not_first"][1] == 1 and d["closer_in_first_half"][1] == 1
     assert d["sequence_words_backwards"][1] == pytest.approx(0.5) and d["numbered_labels_backwards"][1] == 1

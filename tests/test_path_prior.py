@@ -85,12 +85,15 @@ def test_a_loaded_checkpoint_keeps_the_part_prior(tmp_path):
 
     F = representation_dim(REP, E)
     rm = build_reward_model(ModelConfig(path_prior="part", hidden_dim=8), emb_dim=E, response_dim=F, representation=REP)
-    path = save_checkpoint(tmp_path / "ckpt", rm, encoder=EncoderConfig(name="tiny", representation=REP))
-    loaded = load_checkpoint(path).reward_model
-    assert loaded.config.path_prior == "part"
-    assert torch.equal(loaded.model.path.prior_std, rm.model.path.prior_std)
-    assert not torch.equal(rm.model.path.prior_std, build_reward_model(
-        ModelConfig(hidden_dim=8), emb_dim=E, response_dim=F, representation=REP).model.path.prior_std.expand(F, 8))
+    per_dim = build_reward_model(ModelConfig(hidden_dim=8), emb_dim=E, response_dim=F, representation=REP)
+    assert not torch.allclose(rm.model.path.prior_std, per_dim.model.path.prior_std)
+    # with the encoder config that made the features, and without one (save_pretrained records the default,
+    # `joint`, which does not fit): the prior is stored with the weights either way
+    for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP)), ("without", None)):
+        path = save_checkpoint(tmp_path / name, rm, encoder=encoder)
+        loaded = load_checkpoint(path).reward_model
+        assert loaded.config.path_prior == "part"
+        assert torch.equal(loaded.model.path.prior_std, rm.model.path.prior_std), name
 
 
 def test_the_bayesian_bt_head_takes_its_own_prior_scale():

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from vrm_pyro import ModelConfig, PairEmbeddings, TrainConfig, build_reward_model, fit
-from vrm_pyro.errors import NumericalError
+from vrm_pyro.errors import ConfigError, NumericalError
 from vrm_pyro.snapshots import TrainingSnapshots
 
 E = 12
@@ -150,3 +150,22 @@ def test_resume_refuses_conflicting_options(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--num-objectives", "6"]) == 2
     assert "--num-objectives 6 (the run has 4)" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+
+
+def test_resume_of_an_older_run_takes_its_saved_options_not_todays_defaults(tmp_path):
+    """A plain ``--resume`` gives no options: the parser's defaults are ``TRAIN_RECIPE``'s, which must not count as
+    options that conflict with a run started under another recipe (or with ``--path-prior dimension``)."""
+    from vrm_pyro.cli import _resume_configs, build_parser, configs_from_args
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({
+        "schema_version": 1, "data": {"augment": "rrm", "augment_rate": 0.3}, "encoder": {},
+        "model": {"path_prior": "dimension", "path_prior_scale": 2.0, "bt_head": "linear"}, "train": {},
+        "compare_baseline": True}))
+    args = build_parser().parse_args(["train", "--resume", str(out)])
+    cfg = _resume_configs(args, configs_from_args(args))
+    assert cfg["ModelConfig"].path_prior == "dimension" and cfg["DataConfig"].augment_rate == 0.3
+    args = build_parser().parse_args(["train", "--resume", str(out), "--path-prior-scale", "3"])
+    with pytest.raises(ConfigError, match=r"--path-prior-scale 3.0 \(the run has 2.0\)"):  # a given option still
+        _resume_configs(args, configs_from_args(args))

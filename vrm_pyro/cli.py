@@ -46,7 +46,8 @@ def _resume_configs(args, cfg: dict) -> dict:
     for cls in CONFIGS:
         for f in dataclasses.fields(cls):
             given, stored = getattr(cfg[cls.__name__], f.name), getattr(by_class[cls.__name__], f.name)
-            if given != f.default and given != stored and f.name != "progress":
+            default = TRAIN_RECIPE.get(f.name, f.default)  # what the parser fills in when the option is absent
+            if given != default and given != stored and f.name != "progress":
                 conflicts.append(f"{_flag(f)} {given!r} (the run has {stored!r})")
     if conflicts:
         raise ConfigError(f"--resume {args.resume} continues the run with its saved configuration "

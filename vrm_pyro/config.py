@@ -159,7 +159,8 @@ class ModelConfig(_Config):
     path: str = _field("bayesian", "VRM path from the response features to the K objective scores beside g(z): bayesian "
                        "(weights are a global latent, charged in the ELBO), point (a plain linear map, free), none.")
     path_prior_scale: float = _field(1.0, "Prior std of a path score for unit-variance features (the weights' prior "
-                                     "std is this / sqrt(F)); also the Bayesian BT head's.")
+                                     "std is this / sqrt(F) with path_prior=dimension); also the Bayesian BT "
+                                     "head's unless bt_prior_scale is set.")
     path_prior: str = _field("dimension", "How the Bayesian path's prior variance is shared over the response "
                              "features: dimension (every standardised feature alike: std path_prior_scale / sqrt(F)) "
                              "or part (each block of the representation alike, see "
@@ -203,8 +204,9 @@ class ModelConfig(_Config):
             raise ConfigError("ModelConfig: erase_nuisance and decorrelation act on the nuisance covariates; name "
                               "them with --nuisance (e.g. length,list_items)")
         if self.path_prior == "part" and self.feature_transform == "whiten":
-            raise ConfigError("ModelConfig: path_prior='part' shares the prior by blocks of the features, which "
-                              "whitening mixes; use feature_transform='standardize' (or path_prior='dimension')")
+            raise ConfigError("ModelConfig: path_prior='part' (--path-prior part, the default recipe's) shares the "
+                              "prior by blocks of the features, which whitening mixes; with --feature-transform "
+                              "whiten also pass --path-prior dimension")
         if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0
                 or (self.bt_prior_scale is not None and self.bt_prior_scale <= 0)):
             raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")

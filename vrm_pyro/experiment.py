@@ -240,7 +240,7 @@ def spurious_cue_experiment(model_configs: dict, train_config, *, agreements=(0.
         test_ood = proc.sample(test_prompts, pairs_per_prompt, seed=seed + 13, nuisance=nuisance, cue_agreement=0.5).pairs
         for name, cfg in model_configs.items():
             torch.manual_seed(seed)
-            rm = build_reward_model(cfg, emb_dim=emb_dim, seed=train_config.seed)
+            rm = build_reward_model(cfg, emb_dim=emb_dim, seed=train_config.seed, representation="joint")
             fit(rm, train, val, train_config)
             acc_in = evaluate_pairs(rm, test_in, num_samples=train_config.eval_samples)["accuracy"]
             acc_ood = evaluate_pairs(rm, test_ood, num_samples=train_config.eval_samples)["accuracy"]

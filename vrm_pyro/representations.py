@@ -21,8 +21,8 @@ part                dimension   what
                                 bigrams, list numbering and line starts, opening
                                 connective, cohesion, the prompt's words up front)
 ``discourse``       4           :func:`vrm_pyro.covariates.discourse_statistics`: where
-                                the answer's formulas sit (an opener after the first
-                                sentence, a closer before the end) and whether sequence
+                                the answer's formulas sit (an opener after the body has
+                                begun, a closer in the first half) and whether sequence
                                 words and numbered labels run backwards
 ==================  ==========  ===========================================================
 
