@@ -43,8 +43,7 @@ class BradleyTerryModel(PreferenceModel):
                     feature_groups: tuple[int, ...] | None = None) -> BradleyTerryModel:
         scale = cfg.path_prior_scale if cfg.bt_prior_scale is None else cfg.bt_prior_scale
         return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=scale,
-                   feature_groups=feature_groups if cfg.path_prior == "part" else None,
-                   nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   feature_groups=feature_groups, nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:
         """A point head's reward ``h(e_y)``: ``(B, F)`` -> ``(B,)``."""

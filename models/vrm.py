@@ -85,9 +85,8 @@ class VariationalRewardModel(PreferenceModel):
                     feature_groups: tuple[int, ...] | None = None) -> VariationalRewardModel:
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
-                   path_prior_scale=cfg.path_prior_scale,
-                   feature_groups=feature_groups if cfg.path_prior == "part" else None,
-                   nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups, nuisance=nuisance,
+                   decorrelation=cfg.decorrelation)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []

@@ -82,7 +82,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         pyro.set_rng_seed(seed)
     E, F = emb_dim, response_dim or emb_dim
     C = len(cfg.covariates)
-    groups = None
+    groups = None  # the blocks of the Bayesian path's prior: only with path_prior="part"
     if cfg.path_prior == "part" and cfg.path_uses_prior:
         if representation is None:
             raise ConfigError("ModelConfig.path_prior='part' shares the path's prior by blocks of the representation: "
