@@ -154,3 +154,13 @@ def test_augmented_pairs_carry_no_nuisance_difference():
     assert torch.equal(emb.nuisance_a[n:], emb.nuisance_b[n:])
     assert (emb.nuisance_a[:n, 0] != emb.nuisance_b[:n, 0]).all()  # the real pairs differ in length
     assert not torch.equal(emb.response_a[n:], emb.response_b[n:])  # the features still see the junk
+
+
+def test_a_corruption_that_only_moves_whitespace_is_not_junk():
+    # "Paris" shuffled, or "Yes.\n\nYes." with its sentences swapped, is "Paris" / "Yes. Yes.": the same tokens as
+    # the real answer, so it ties with it (it was counted as junk winning)
+    for kind in ("shuffled_words", "shuffled_sentences"):
+        for answer in ("Paris", "Yes.\n\nYes.", "ok ok"):
+            junk = make_junk(kind, "Write it", answer, [])
+            assert junk.split() != answer.split() and junk == TEMPLATE_ANSWER, (kind, answer, junk)
+    assert make_junk("shuffled_words", "Write it", "red green blue", []).split() != ["red", "green", "blue"]

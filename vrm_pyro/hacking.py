@@ -329,7 +329,8 @@ def _row_rng(seed: int, *parts: str) -> np.random.Generator:
 def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str]], seed: int = 0) -> str:
     """One junk answer of ``kind`` made from the real ``response`` to ``prompt``; ``others`` are real
     ``(prompt, response)`` pairs of other prompts to borrow from (the first of them in an order fixed by
-    ``(seed, prompt)``, so the choice moves little when the pool changes). Deterministic in
+    ``(seed, prompt)``, so the choice moves little when the pool changes). A corruption that leaves the answer's
+    words in their order (a one-word answer shuffled) gives :data:`TEMPLATE_ANSWER` instead. Deterministic in
     ``(seed, kind, prompt, response, others)``."""
     rng = _row_rng(seed, kind, prompt, response)
     candidates = [(p, r) for p, r in others if p != prompt] if others and kind in BORROWING_KINDS else []
@@ -339,7 +340,8 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
     else:
         other = response[::-1]
     junk = JUNK_KINDS[kind](prompt, response, other, rng)
-    return junk if junk.strip() and junk != response else TEMPLATE_ANSWER
+    # the same words in the same order is the real answer (the encoder's tokens ignore whitespace), not junk
+    return junk if junk.split() and junk.split() != response.split() else TEMPLATE_ANSWER
 
 
 def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0) -> PreferencePairs:
