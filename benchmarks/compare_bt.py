@@ -209,6 +209,16 @@ for disc in ("", "+disc"):
                     {"model": "bt", "bt_head": head, **NUIS}, rep, "rrm" if rate else "", rate / 10, _ROUND2_DEFAULT.train))
 
 
+# order the mean pools cannot see (round 4): "+sord" = the representation part `sentence_order`, the sentences
+# encoded alone and weighted by their centred position, one more block of the block prior
+for base in ("vrm_part4+nuis+ord+disc+rrm6+glr", "vrm_part2+nuis+ord+disc+rrm6+glr",
+             "bt_bayesian_linear_part1+nuis+ord+disc+rrm6+glr", "bt_bayesian_linear_part2+nuis+ord+disc+rrm6+glr",
+             "bt_linear+nuis+ord+disc+rrm6+glr", "bt_mlp+nuis+ord+disc+rrm6+glr"):
+    c = CONTENDERS[base]
+    register(base.replace("+disc", "+disc+sord"), Contender(c.model, c.representation + "+sentence_order", c.augment,
+                                                            c.augment_rate, c.train))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 

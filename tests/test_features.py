@@ -15,7 +15,14 @@ from vrm_pyro.covariates import (
     order_statistics,
 )
 from vrm_pyro.hacking import make_junk
-from vrm_pyro.representations import parse_representation, representation_dim, response_features
+from vrm_pyro.representations import (
+    MAX_SENTENCES,
+    parse_representation,
+    representation_dim,
+    response_features,
+    sentence_order,
+    sentences,
+)
 from vrm_pyro.transforms import FeatureTransform
 
 
@@ -85,6 +92,7 @@ def test_representation_parts_and_dimensions():
     assert representation_dim("joint", 8) == 8
     assert representation_dim("response_tokens+response+interaction+statistics", 8) == 8 + 8 + 17 + 7
     assert representation_dim("statistics+order+discourse", 8) == 7 + 8 + 4
+    assert representation_dim("response+sentence_order", 8) == 8 + 8
     assert representation_dim("response+statistics+order", 8) == 8 + 7 + len(ORDER_STATISTICS)
     for bad in ("", "joint+joint", "joint+colour"):
         with pytest.raises(ConfigError, match="representation"):
@@ -97,6 +105,7 @@ class HashEncoder:
     """A deterministic fake encoder: a text's vector depends on its words; joint texts add the prompt's."""
 
     config = EncoderConfig()
+    dim = 4
 
     def __init__(self):
         self.calls = []
@@ -125,6 +134,63 @@ def test_response_features_concatenate_the_parts_in_order():
     assert torch.allclose(h[:, -7:], torch.from_numpy(coherence_statistics(prompts, responses)))
     # one pass for joint + response_tokens (two spans of it), one for responses alone, one for prompts
     assert enc.calls == [(True, "all"), (True, "response"), (False, "all"), (False, "all")]
+
+
+def test_sentence_order_is_the_position_weighted_mean_of_the_sentence_embeddings():
+    enc = HashEncoder()
+    three = "It rains. The ground is wet.\nSo we stay in."
+    assert sentences(three) == ["It rains.", "The ground is wet.", "So we stay in."]
+    e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in sentences(three)]), dim=-1)
+    o = sentence_order(enc, [three, "One sentence only.", "A b. C d.", "C d. A b."])
+    assert torch.allclose(o[0], (e[2] - e[0]) / 3)  # c = (-1, 0, 1), over n = 3
+    assert torch.equal(o[1], torch.zeros(4))  # no order in one sentence
+    assert torch.allclose(o[3], -o[2])  # swapping two sentences flips the sign
+    # a long answer keeps its first and last MAX_SENTENCES // 2 sentences, at their own positions
+    many = [f"Sentence number {i} is here." for i in range(MAX_SENTENCES + 6)]
+    n, half = len(many), MAX_SENTENCES // 2
+    keep = [*range(half), *range(n - half, n)]
+    expected = sum((2 * i / (n - 1) - 1) * torch.nn.functional.normalize(enc.vec(many[i]), dim=0) for i in keep)
+    assert torch.allclose(sentence_order(enc, [" ".join(many)])[0], expected / len(keep), atol=1e-6)
+    h = response_features(enc, ["p"], [three], spec="response+sentence_order")
+    assert h.shape == (1, 8) and torch.allclose(h[0, 4:], o[0])
+
+
+class BagOfWordsEncoder(HashEncoder):
+    """A text's vector is the sum of its words' random vectors: sentences that share words are alike."""
+
+    dim = 16
+
+    def vec(self, text):
+        words = text.lower().split()
+        return sum(torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w)) * 7919 % 100_003))
+                   for w in words)
+
+
+def test_a_linear_head_on_sentence_order_tells_an_answer_from_its_sentences_shuffled():
+    """Answers are an opening, two body sentences and a closing, drawn from pools; a direction fitted on 40
+    answers and their shuffles ranks held-out answers above their own shuffles. The mean of the sentence
+    embeddings cannot: a shuffle leaves it unchanged."""
+    enc = BagOfWordsEncoder()
+    rng = np.random.default_rng(0)
+    opening = [f"Here is what you asked about, item {i}." for i in range(6)]
+    body = [f"Detail {i} matters for this case." for i in range(20)]
+    closing = [f"In short, that settles point {i}." for i in range(6)]
+
+    def answer():
+        return [opening[rng.integers(6)], *rng.choice(body, 2, replace=False), closing[rng.integers(6)]]
+
+    def gaps(k):
+        real = [answer() for _ in range(k)]
+        shuffled = [[s[i] for i in np.roll(rng.permutation(4), 1)] for s in real]
+        shuffled = [s if s != r else s[::-1] for s, r in zip(shuffled, real)]
+        return (sentence_order(enc, [" ".join(s) for s in real]) - sentence_order(enc, [" ".join(s) for s in shuffled]),
+                torch.stack([torch.stack([enc.vec(x) for x in r]).mean(0) - torch.stack([enc.vec(x) for x in s]).mean(0)
+                             for r, s in zip(real, shuffled)]))
+
+    (train_order, _), (test_order, test_mean) = gaps(40), gaps(200)
+    w = train_order.mean(0)  # the real answer should score higher: w . (o(real) - o(shuffled)) > 0
+    assert (test_order @ w > 0).float().mean() > 0.9
+    assert torch.allclose(test_mean, torch.zeros_like(test_mean), atol=1e-6)
 
 
 def test_whitening_gives_identity_covariance_and_standardising_unit_variance():

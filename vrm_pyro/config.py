@@ -107,7 +107,7 @@ class EncoderConfig(_Config):
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
-                                 "response_tokens, response, interaction, statistics, order, discourse (see "
+                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")

@@ -24,17 +24,32 @@ part                dimension   what
                                 the answer's formulas sit (an opener after the body has
                                 begun, a closer in the first half) and whether sequence
                                 words and numbered labels run backwards
+``sentence_order``  E           the response's sentences, each encoded alone, weighted by
+                                their centred position (:func:`sentence_order`): what the
+                                answer says first minus what it says last
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
 ``interaction`` share one more. Together ``response_tokens`` and ``response`` are a head-and-tail
-view of a long answer at the cost of two windows. Every view is cached on disk by the encoder.
+view of a long answer at the cost of two windows. ``sentence_order`` costs about one more pass over the
+response's tokens, in short texts (a sentence seen before, in another answer or a reordering of this
+one, is not encoded again). Every view is cached on disk by the encoder.
+
+Mean pooling forgets order: an answer and the same sentences shuffled get nearly the same ``response``
+vector. ``sentence_order`` is the first Fourier mode of the sentences' positions,
+
+.. math:: o(y) = \frac{1}{n} \sum_{i=1}^{n} c_i\, \hat e(s_i), \qquad c_i = \frac{2(i-1)}{n-1} - 1,
+
+(zero for one sentence), so a linear head on it scores ``sum_i c_i (w · ê(s_i))``: how well the sentences'
+order agrees with a learned "comes early / comes late" direction ``w`` (an introduction first, a
+conclusion last). Swapping two sentences changes its sign; truncation and repetition flatten it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -42,13 +57,17 @@ from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
+    SENTENCE_SPLIT,
+    WORD,
     coherence_statistics,
     discourse_statistics,
     order_statistics,
 )
 from vrm_pyro.errors import ConfigError
 
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse")
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order")
+#: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
+MAX_SENTENCES = 64
 DEFAULT_REPRESENTATION = "joint"
 
 
@@ -70,13 +89,43 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     ``ModelConfig.path_prior="part"`` gives equal prior variance; they sum to :func:`representation_dim`."""
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
-             "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),)}
+             "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
+             "sentence_order": (emb_dim,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split after ``.!?`` and at line breaks; pieces without a word dropped)."""
+    return [s.strip() for s in SENTENCE_SPLIT.split(text.strip()) if WORD.search(s)]
+
+
+def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses"
+                   ) -> torch.Tensor:
+    """``o(y)``: ``(N, E)`` float32, the position-weighted mean of the normalised embeddings of each
+    response's sentences, ``(1/n) sum_i c_i ê(s_i)`` with ``c_i`` from -1 (first) to 1 (last); zeros for a
+    response of one sentence. A response of more than :data:`MAX_SENTENCES` sentences keeps its first and
+    last ``MAX_SENTENCES // 2`` (at their own positions)."""
+    split = [sentences(r) for r in responses]
+    flat, weights, rows = [], [], []
+    for row, parts in enumerate(split):
+        n = len(parts)
+        if n < 2:
+            continue
+        keep = range(n) if n <= MAX_SENTENCES else [*range(MAX_SENTENCES // 2), *range(n - MAX_SENTENCES // 2, n)]
+        for i in keep:
+            flat.append(parts[i])
+            weights.append((2.0 * i / (n - 1) - 1.0) / len(keep))
+            rows.append(row)
+    out = torch.zeros(len(split), encoder.dim)
+    if flat:
+        emb = F.normalize(encoder.encode(flat, progress=progress, desc=f"encode {desc}: sentences"), dim=-1)
+        out.index_add_(0, torch.from_numpy(np.asarray(rows)), emb * torch.tensor(weights)[:, None])
+    return out
 
 
 def response_features(encoder, prompts: Sequence[str], responses: Sequence[str], *, spec: str,
@@ -107,9 +156,12 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
         elif part == "order":
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
-        else:  # discourse
+        elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
+        else:  # sentence_order
+            out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
-__all__ = ["DEFAULT_REPRESENTATION", "PARTS", "feature_groups", "parse_representation", "representation_dim", "response_features"]
+__all__ = ["DEFAULT_REPRESENTATION", "MAX_SENTENCES", "PARTS", "feature_groups", "parse_representation",
+           "representation_dim", "response_features", "sentence_order", "sentences"]
