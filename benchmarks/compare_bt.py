@@ -96,6 +96,7 @@ class Contender:
     augment_rate: float = 0.1
     train: dict = field(default_factory=dict)
     judged_augment: bool = False  # the judge's nuisance term applies to augmented pairs too (version 0.2)
+    augment_from: str = "preferred"  # DataConfig.augment_from: which answers of a prompt beat the junk
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -219,6 +220,16 @@ for base in ("vrm_part4+nuis+ord+disc+rrm6+glr", "vrm_part2+nuis+ord+disc+rrm6+g
                                                             c.augment_rate, c.train))
 
 
+# RRM's own recipe (round 4): "+both" = every answer of a training prompt, preferred or not, beats the junk
+# (DataConfig.augment_from="both"), so another prompt's good answer must lose to this prompt's weak one
+for base in ("vrm_part4+nuis+ord+disc+rrm6+glr", "vrm_part2+nuis+ord+disc+rrm6+glr",
+             "bt_bayesian_linear_part1+nuis+ord+disc+rrm6+glr", "bt_bayesian_linear_part2+nuis+ord+disc+rrm6+glr",
+             "bt_linear+nuis+ord+disc+rrm6+glr", "bt_mlp+nuis+ord+disc+rrm6+glr"):
+    c = CONTENDERS[base]
+    register(base.replace("+glr", "+both+glr"), Contender(c.model, c.representation, c.augment, c.augment_rate,
+                                                          c.train, augment_from="both"))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 
@@ -277,7 +288,8 @@ class Bench:
         return self._memo[memo]
 
     def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
-        return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0)
+        return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0,
+                             source=contender.augment_from)
 
     def augmented(self, train: PairEmbeddings, train_pairs: PreferencePairs, contender: Contender) -> PairEmbeddings:
         """``train`` followed by the contender's augmented pairs, embedded."""

@@ -76,6 +76,28 @@ def test_augmentation_uses_the_preferred_answer_and_stays_inside_the_split():
     assert len(augment_pairs(pairs, [], 0.5)) == 0
 
 
+def test_augmentation_from_both_answers_puts_every_answer_of_the_prompt_above_junk():
+    # one prompt, three pairs: "best" beats both others, "mid" beats "worst"; rate 2 -> six augmented pairs
+    pairs = PreferencePairs(["q"] * 3, ["best", "best", "mid"], ["mid", "worst", "worst"],
+                            np.array([1.0, 0.9, 0.7], np.float32))
+    pairs = pairs.concat(PreferencePairs(["r"], ["other answer"], ["another"], np.ones(1, np.float32)))
+    extra = augment_pairs(pairs, ["echo", "truncated", "other_prompt"], rate=2.0, source="both")
+    reals = [r for p, r in zip(extra.prompt, extra.response_a) if p == "q"]
+    assert reals == ["best", "mid", "worst"] * 2  # by mean preference, each in turn, the rejected one too
+    borrowed = [b for p, b, m in zip(extra.prompt, extra.response_b, extra.meta)
+                if p == "q" and m["augmented"] == "other_prompt"]
+    assert borrowed and set(borrowed) == {"other answer"}  # another prompt's most confident answer
+    # the default keeps the prompt's most confident preferred answer while there are no more pairs than kinds
+    default = augment_pairs(pairs, ["echo", "truncated", "other_prompt"], rate=1.0)
+    assert {r for p, r in zip(default.prompt, default.response_a) if p == "q"} == {"best"}
+    with pytest.raises(DataError, match="augmentation source"):
+        augment_pairs(pairs, ["echo"], 1.0, source="rejected")
+    from vrm_pyro import ConfigError, DataConfig
+
+    with pytest.raises(ConfigError, match="augment_from"):
+        DataConfig(augment="rrm", augment_from="rejected")
+
+
 def test_junk_rates_count_ties_as_junk_wins():
     df = junk_rates(np.array([1.0, 1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0, 0.0]), ["a", "a", "b", "b"])
     assert df.set_index("kind").junk_wins.to_dict() == {"a": 0.5, "b": 0.5}

@@ -69,6 +69,10 @@ class DataConfig(_Config):
                           "shuffled words/sentences, repeated, truncated, echo), 'all', or '' (off). Augmented pairs "
                           "carry no nuisance difference: the judge never saw them.")
     augment_rate: float = _field(0.1, "Augmented pairs per training pair (with --augment).")
+    augment_from: str = _field("preferred", "Which answers of a training prompt beat the junk (with --augment): "
+                               "'preferred' (the preferred answer of a pair, the most confident first) or 'both' "
+                               "(every answer of the prompt in turn, preferred or not, as RRM does: even a rejected "
+                               "answer beats another prompt's).")
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -79,6 +83,9 @@ class DataConfig(_Config):
             raise ConfigError("DataConfig: val_fraction + test_fraction must leave some training prompts")
         if self.augment_rate < 0:
             raise ConfigError(f"DataConfig.augment_rate must be >= 0, got {self.augment_rate}")
+        if self.augment_from not in ("preferred", "both"):
+            raise ConfigError(f"DataConfig.augment_from (--augment-from) must be 'preferred' or 'both', got "
+                              f"{self.augment_from!r}")
         if self.augment:
             from vrm_pyro.hacking import junk_kinds
 

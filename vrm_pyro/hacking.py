@@ -344,12 +344,24 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
     return junk if junk.split() and junk.split() != response.split() else TEMPLATE_ANSWER
 
 
-def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0) -> PreferencePairs:
+#: which answers of a training prompt the augmented pairs put above junk (``DataConfig.augment_from``)
+AUGMENT_FROM = ("preferred", "both")
+
+
+def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0,
+                  source: str = "preferred") -> PreferencePairs:
     """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): a prompt with ``m`` pairs gets
-    about ``rate * m`` of them (the fraction drawn per prompt), each "a preferred answer of this prompt (the
-    most confident first) beats a junk answer made from it or from another prompt's answer", the kinds in
-    turn; label 1, ``meta["augmented"]`` the kind. Built from ``pairs`` alone, so augmented pairs never cross a
+    about ``rate * m`` of them (the fraction drawn per prompt), each "an answer of this prompt beats a junk
+    answer made from it or from another prompt's answer", the kinds in turn; label 1, ``meta["augmented"]`` the
+    kind. ``source="preferred"``: the answer is the preferred one of a pair, the most confident first (so below
+    one pair per kind, always the prompt's most confident answer); ``"both"``: every answer of the prompt in
+    turn, preferred or not, from the most to the least preferred (RRM's own recipe: even a rejected answer
+    beats another prompt's, so relevance must outweigh quality). Other prompts' answers are borrowed from their
+    most confident preferred answer. Built from ``pairs`` alone, so augmented pairs never cross a
     train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only."""
+    if source not in AUGMENT_FROM:
+        raise DataError(f"unknown augmentation source {source!r}; choose one of {', '.join(AUGMENT_FROM)}",
+                        field="augment_from")
     empty = PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
     if not kinds or rate <= 0 or not len(pairs):
         return empty
@@ -364,10 +376,15 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
         rng = _row_rng(seed, "augment", p)
         expected = rate * len(rows)
         count = int(expected) + int(rng.random() < expected - int(expected))
-        ranked = list(dict.fromkeys(r for r, _ in sorted((preferred[i] for i in rows), key=lambda rc: -rc[1])))
         start = int(rng.integers(len(kinds)))
-        for j in range(count):
-            kind, response = kinds[(start + j) % len(kinds)], ranked[(j // len(kinds)) % len(ranked)]
+        if source == "preferred":
+            ranked = list(dict.fromkeys(r for r, _ in sorted((preferred[i] for i in rows), key=lambda rc: -rc[1])))
+            answers = [ranked[(j // len(kinds)) % len(ranked)] for j in range(count)]
+        else:
+            ranked = _answers_by_preference(pairs, rows)
+            answers = [ranked[j % len(ranked)] for j in range(count)]
+        for j, response in enumerate(answers):
+            kind = kinds[(start + j) % len(kinds)]
             prompts.append(p)
             real.append(response)
             junk.append(make_junk(kind, p, response, others, seed))
@@ -375,6 +392,17 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     if not prompts:
         return empty
     return PreferencePairs(prompts, real, junk, np.ones(len(prompts), np.float32), meta, source=pairs.source)
+
+
+def _answers_by_preference(pairs: PreferencePairs, rows: list[int]) -> list[str]:
+    """The distinct answers of one prompt's pairs, by their mean probability of being preferred (ties: first
+    seen first)."""
+    wins: dict[str, list[float]] = {}
+    for i in rows:
+        lab = float(pairs.label[i])
+        wins.setdefault(pairs.response_a[i], []).append(lab)
+        wins.setdefault(pairs.response_b[i], []).append(1.0 - lab)
+    return sorted(wins, key=lambda r: -float(np.mean(wins[r])))
 
 
 @dataclass
@@ -452,6 +480,6 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
     return df
 
 
-__all__ = ["fit_length_effect", "length_controlled_gold", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+__all__ = ["fit_length_effect", "length_controlled_gold", "AUGMENT_FROM", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
            "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n"]
