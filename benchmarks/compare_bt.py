@@ -228,6 +228,9 @@ for base in ("vrm_part4+nuis+ord+disc+rrm6+glr", "vrm_part2+nuis+ord+disc+rrm6+g
     c = CONTENDERS[base]
     register(base.replace("+glr", "+both+glr"), Contender(c.model, c.representation, c.augment, c.augment_rate,
                                                           c.train, augment_from="both"))
+    sord = CONTENDERS[base.replace("+disc", "+disc+sord")]
+    register(base.replace("+disc", "+disc+sord").replace("+glr", "+both+glr"), Contender(
+        sord.model, sord.representation, sord.augment, sord.augment_rate, sord.train, augment_from="both"))
 
 
 # ----------------------------------------------------------------------------- data and embeddings
