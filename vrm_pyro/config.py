@@ -290,21 +290,23 @@ class TrainConfig(_Config):
 #: What ``vrm train`` uses where the command line says nothing: the configuration that measured best on
 #: validation (``benchmarks/README.md``, stages ``claim_small`` and ``coherence``: among the configurations
 #: within 0.01 of the best validation NLL, the lowest junk rate on validation instructions): the response seen
-#: through four views and three sets of text statistics, the judge's formatting biases as a nuisance term,
-#: fluent-but-wrong answers shown losing (RRM's corruptions, 0.6 per real pair), the judge's coefficients
-#: at ten times the learning rate (so they settle before early stopping, for VRM and the baseline alike), the
-#: Bayesian path's prior shared by blocks of the representation (so the text statistics and the prompt-response
-#: cosine are not drowned by 1,536 embedding dimensions) at scale 4, and for the Bradley–Terry baseline the best
-#: BT on validation: the Bayesian linear head with the same prior at its own scale, 1. The dataclasses keep the
-#: plain defaults of the building blocks, which work on bare embeddings (no texts, hence no covariates and no
-#: junk to make).
+#: through five views (one of them its sentences weighted by position, for order) and three sets of text
+#: statistics, the judge's formatting biases as a nuisance term, fluent-but-wrong answers shown losing (RRM's
+#: corruptions, 0.6 per real pair, made from every answer of a prompt, the rejected ones too, as RRM does), the
+#: judge's coefficients at ten times the learning rate (so they settle before early stopping, for VRM and the
+#: baseline alike), the Bayesian path's prior shared by blocks of the representation (so the text statistics and
+#: the prompt-response cosine are not drowned by 1,920 embedding dimensions) at scale 2, and for the
+#: Bradley–Terry baseline the best BT on validation by the same rule: the Bayesian linear head with the same
+#: prior at its own scale, 1. The dataclasses keep the plain defaults of the building blocks, which work on
+#: bare embeddings (no texts, hence no covariates and no junk to make).
 TRAIN_RECIPE: dict[str, Any] = {
-    "representation": "response_tokens+response+interaction+statistics+order+discourse",
+    "representation": "response_tokens+response+interaction+statistics+order+discourse+sentence_order",
     "nuisance": "length,list_items,headers,code_blocks,bold",
     "augment": "rrm",
     "augment_rate": 0.6,
+    "augment_from": "both",
     "path_prior": "part",
-    "path_prior_scale": 4.0,
+    "path_prior_scale": 2.0,
     "bt_head": "bayesian_linear",
     "bt_prior_scale": 1.0,
     "nuisance_lr": 1e-2,
