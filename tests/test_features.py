@@ -168,8 +168,7 @@ class BagOfWordsEncoder(HashEncoder):
 
 def test_a_linear_head_on_sentence_order_tells_an_answer_from_its_sentences_shuffled():
     """Answers are an opening, two body sentences and a closing, drawn from pools; a direction fitted on 40
-    answers and their shuffles ranks held-out answers above their own shuffles. The mean of the sentence
-    embeddings cannot: a shuffle leaves it unchanged."""
+    answers and their shuffles ranks held-out answers above their own shuffles."""
     enc = BagOfWordsEncoder()
     rng = np.random.default_rng(0)
     opening = [f"Here is what you asked about, item {i}." for i in range(6)]
@@ -183,14 +182,11 @@ def test_a_linear_head_on_sentence_order_tells_an_answer_from_its_sentences_shuf
         real = [answer() for _ in range(k)]
         shuffled = [[s[i] for i in np.roll(rng.permutation(4), 1)] for s in real]
         shuffled = [s if s != r else s[::-1] for s, r in zip(shuffled, real)]
-        return (sentence_order(enc, [" ".join(s) for s in real]) - sentence_order(enc, [" ".join(s) for s in shuffled]),
-                torch.stack([torch.stack([enc.vec(x) for x in r]).mean(0) - torch.stack([enc.vec(x) for x in s]).mean(0)
-                             for r, s in zip(real, shuffled)]))
+        return sentence_order(enc, [" ".join(s) for s in real]) - sentence_order(enc, [" ".join(s) for s in shuffled])
 
-    (train_order, _), (test_order, test_mean) = gaps(40), gaps(200)
+    train_order, test_order = gaps(40), gaps(200)
     w = train_order.mean(0)  # the real answer should score higher: w . (o(real) - o(shuffled)) > 0
     assert (test_order @ w > 0).float().mean() > 0.9
-    assert torch.allclose(test_mean, torch.zeros_like(test_mean), atol=1e-6)
 
 
 def test_whitening_gives_identity_covariance_and_standardising_unit_variance():

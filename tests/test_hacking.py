@@ -90,6 +90,11 @@ def test_augmentation_from_both_answers_puts_every_answer_of_the_prompt_above_ju
     # the default keeps the prompt's most confident preferred answer while there are no more pairs than kinds
     default = augment_pairs(pairs, ["echo", "truncated", "other_prompt"], rate=1.0)
     assert {r for p, r in zip(default.prompt, default.response_a) if p == "q"} == {"best"}
+    # answers come from the top: with one pair per prompt (as in HH-RLHF) "both" is "preferred"
+    one = PreferencePairs(["q", "r"], ["good q", "good r"], ["weak q", "weak r"], np.array([0.9, 0.2], np.float32))
+    for source in ("both", "preferred"):
+        got = augment_pairs(one, ["echo"], rate=1.0, source=source)
+        assert dict(zip(got.prompt, got.response_a)) == {"q": "good q", "r": "weak r"}
     with pytest.raises(DataError, match="augmentation source"):
         augment_pairs(pairs, ["echo"], 1.0, source="rejected")
     from vrm_pyro import ConfigError, DataConfig
@@ -185,4 +190,3 @@ def test_a_corruption_that_only_moves_whitespace_is_not_junk():
         for answer in ("Paris", "Yes.\n\nYes.", "ok ok"):
             junk = make_junk(kind, "Write it", answer, [])
             assert junk.split() != answer.split() and junk == TEMPLATE_ANSWER, (kind, answer, junk)
-    assert make_junk("shuffled_words", "Write it", "red green blue", []).split() != ["red", "green", "blue"]

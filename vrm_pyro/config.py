@@ -71,8 +71,9 @@ class DataConfig(_Config):
     augment_rate: float = _field(0.1, "Augmented pairs per training pair (with --augment).")
     augment_from: str = _field("preferred", "Which answers of a training prompt beat the junk (with --augment): "
                                "'preferred' (the preferred answer of a pair, the most confident first) or 'both' "
-                               "(every answer of the prompt in turn, preferred or not, as RRM does: even a rejected "
-                               "answer beats another prompt's).")
+                               "(the prompt's answers, preferred or not, in turn from the most preferred, as RRM "
+                               "does: a weaker answer still beats another prompt's; with one pair per prompt the "
+                               "same as 'preferred').")
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -292,7 +293,7 @@ class TrainConfig(_Config):
 #: within 0.01 of the best validation NLL, the lowest junk rate on validation instructions): the response seen
 #: through five views (one of them its sentences weighted by position, for order) and three sets of text
 #: statistics, the judge's formatting biases as a nuisance term, fluent-but-wrong answers shown losing (RRM's
-#: corruptions, 0.6 per real pair, made from every answer of a prompt, the rejected ones too, as RRM does), the
+#: corruptions, 0.6 per real pair, made from a prompt's answers in turn, preferred or not, as RRM does), the
 #: judge's coefficients at ten times the learning rate (so they settle before early stopping, for VRM and the
 #: baseline alike), the Bayesian path's prior shared by blocks of the representation (so the text statistics and
 #: the prompt-response cosine are not drowned by 1,920 embedding dimensions) at scale 2, and for the

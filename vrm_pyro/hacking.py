@@ -354,9 +354,11 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     about ``rate * m`` of them (the fraction drawn per prompt), each "an answer of this prompt beats a junk
     answer made from it or from another prompt's answer", the kinds in turn; label 1, ``meta["augmented"]`` the
     kind. ``source="preferred"``: the answer is the preferred one of a pair, the most confident first (so below
-    one pair per kind, always the prompt's most confident answer); ``"both"``: every answer of the prompt in
-    turn, preferred or not, from the most to the least preferred (RRM's own recipe: even a rejected answer
-    beats another prompt's, so relevance must outweigh quality). Other prompts' answers are borrowed from their
+    one pair per kind, always the prompt's most confident answer); ``"both"``: the prompt's answers, preferred
+    or not, in turn from the most to the least preferred (RRM's own recipe: even a weaker answer beats
+    another prompt's, so relevance must outweigh quality). Both take answers from the top: a prompt with fewer
+    augmented pairs than answers gets its most preferred ones (AlpacaEval, 10 pairs per prompt, rate 0.6: the
+    top 6 of ~10), and with one pair per prompt (HH-RLHF) ``"both"`` is ``"preferred"``. Other prompts' answers are borrowed from their
     most confident preferred answer. Built from ``pairs`` alone, so augmented pairs never cross a
     train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only."""
     if source not in AUGMENT_FROM:

@@ -26,7 +26,7 @@ part                dimension   what
                                 words and numbered labels run backwards
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
-                                answer says first minus what it says last
+                                answer says last minus what it says first
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -36,13 +36,15 @@ response's tokens, in short texts (a sentence seen before, in another answer or 
 one, is not encoded again). Every view is cached on disk by the encoder.
 
 Mean pooling forgets order: an answer and the same sentences shuffled get nearly the same ``response``
-vector. ``sentence_order`` is the first Fourier mode of the sentences' positions,
+vector. ``sentence_order`` weights the sentences by a linear ramp over their positions,
 
 .. math:: o(y) = \frac{1}{n} \sum_{i=1}^{n} c_i\, \hat e(s_i), \qquad c_i = \frac{2(i-1)}{n-1} - 1,
 
 (zero for one sentence), so a linear head on it scores ``sum_i c_i (w · ê(s_i))``: how well the sentences'
 order agrees with a learned "comes early / comes late" direction ``w`` (an introduction first, a
-conclusion last). Swapping two sentences changes its sign; truncation and repetition flatten it.
+conclusion last). Reversing the order flips its sign (for two sentences, so does a swap); truncation and
+repetition flatten it. A long answer keeps its first and last :data:`MAX_SENTENCES` // 2 sentences and is
+averaged over those.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
     """``o(y)``: ``(N, E)`` float32, the position-weighted mean of the normalised embeddings of each
     response's sentences, ``(1/n) sum_i c_i ê(s_i)`` with ``c_i`` from -1 (first) to 1 (last); zeros for a
     response of one sentence. A response of more than :data:`MAX_SENTENCES` sentences keeps its first and
-    last ``MAX_SENTENCES // 2`` (at their own positions)."""
+    last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``."""
     split = [sentences(r) for r in responses]
     flat, weights, rows = [], [], []
     for row, parts in enumerate(split):
