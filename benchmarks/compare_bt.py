@@ -501,6 +501,15 @@ def prepare(bench: Bench, seeds: list[int], representation: str = RICH) -> None:
         embed_pairs(bench.hh, bench.encoder, representation=representation, desc="hh", progress=True)
 
 
+def write_probe(name: str, rows: list[dict], mean: dict, argv: list[str] | None) -> None:
+    """A probe's rows per seed and their means, with the command that wrote them, to
+    ``results/coherence/<name>.json``; the means are printed."""
+    out = {"command": f"python benchmarks/{name}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "rows": rows, "mean_over_seeds": mean}
+    (RESULTS / "coherence" / f"{name}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(mean, indent=1))
+
+
 def done_rows(path: Path) -> set:
     if not path.exists():
         return set()

@@ -14,7 +14,6 @@ writes ``results/coherence/lead_view.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
 from vrm_pyro import build_reward_model, fit  # noqa: E402
-from vrm_pyro.covariates import SENTENCE_SPLIT, WORD  # noqa: E402
+from vrm_pyro.covariates import sentences  # noqa: E402
 from vrm_pyro.data import PairEmbeddings  # noqa: E402
 from vrm_pyro.evaluate import evaluate_pairs  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
@@ -36,7 +35,7 @@ from vrm_pyro.representations import feature_groups  # noqa: E402
 
 
 def first_sentence(text: str) -> str:
-    parts = [s for s in SENTENCE_SPLIT.split(text.strip()) if WORD.search(s)]
+    parts = sentences(text)
     return parts[0] if parts else text
 
 
@@ -104,10 +103,7 @@ def main(argv=None) -> int:
     junk = [c for c in df.columns if c.startswith("junk_")]
     df["junk_mean"] = df[junk].mean(1)
     mean = df.drop(columns=["contender", "seed"]).mean().round(4).to_dict()
-    out = {"command": "python benchmarks/lead_view.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "rows": rows, "mean_over_seeds": mean}
-    (cb.RESULTS / "coherence" / "lead_view.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(mean, indent=1))
+    cb.write_probe("lead_view", rows, mean, argv)
     return 0
 
 

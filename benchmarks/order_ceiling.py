@@ -132,10 +132,7 @@ def main(argv=None) -> int:
     rows = [run(bench, seed) for seed in args.seeds]
     keys = [k for k in rows[0] if k != "seed"]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
-    out = {"command": "python benchmarks/order_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "rows": rows, "mean_over_seeds": mean}
-    (cb.RESULTS / "coherence" / "order_ceiling.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(mean, indent=1))
+    cb.write_probe("order_ceiling", rows, mean, argv)
     return 0
 
 

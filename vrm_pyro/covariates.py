@@ -161,6 +161,11 @@ CONNECTIVES = frozenset((
 NUMBERED = re.compile(r"(?:^|\n|(?<=[.!?:]\s))\s*(\d{1,2})[.)]\s")
 LIST_MARKER = re.compile(r"(?:(?<=\s)|^)(?:[-*•]|\d{1,2}[.)])\s+(?=[A-Z*_`\[(\"])")
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split after ``.!?`` and at line breaks; pieces without a word dropped)."""
+    return [s.strip() for s in SENTENCE_SPLIT.split(text.strip()) if WORD.search(s)]
+
+
 STOPWORDS = frozenset("the a an of to in on for and or is are was be it this that with as by at from can you your "
                       "i we they he she not but if so do does have has will would should could".split())
 
@@ -177,10 +182,10 @@ def _order_row(prompt: str, response: str) -> list[float]:
     numbers = [int(n) for n in NUMBERED.findall(response)]
     steps = list(zip(numbers, numbers[1:]))
     out_of_order = sum(b != a + 1 and b != 1 for a, b in steps) / len(steps) if steps else 0.0
-    sentences = [s for s in SENTENCE_SPLIT.split(response.strip()) if WORD.search(s)]
-    first = WORD.findall(sentences[0].lower())[:1] if sentences else []
-    opens_with_connective = float(bool(first) and first[0] in CONNECTIVES and len(sentences) > 1)
-    bags = [{w for w in WORD.findall(s.lower()) if w not in STOPWORDS} for s in sentences]
+    parts = sentences(response)
+    first = WORD.findall(parts[0].lower())[:1] if parts else []
+    opens_with_connective = float(bool(first) and first[0] in CONNECTIVES and len(parts) > 1)
+    bags = [{w for w in WORD.findall(s.lower()) if w not in STOPWORDS} for s in parts]
     cohesion = 0.0
     if len(bags) >= 3:
         def jac(x, y):

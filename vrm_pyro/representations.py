@@ -59,11 +59,10 @@ from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
-    SENTENCE_SPLIT,
-    WORD,
     coherence_statistics,
     discourse_statistics,
     order_statistics,
+    sentences,
 )
 from vrm_pyro.errors import ConfigError
 
@@ -99,11 +98,6 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (split after ``.!?`` and at line breaks; pieces without a word dropped)."""
-    return [s.strip() for s in SENTENCE_SPLIT.split(text.strip()) if WORD.search(s)]
 
 
 def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses"
