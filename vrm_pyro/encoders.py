@@ -121,6 +121,21 @@ class TextEncoder:
             self._add_lora()
         self.forward_texts = 0
 
+    @property
+    def likelihood(self):
+        """The :class:`~vrm_pyro.likelihood.LikelihoodScorer` of ``config.likelihood_model`` (loaded on first use),
+        for the representation part ``likelihood``."""
+        if getattr(self, "_likelihood", None) is None:
+            if not self.config.likelihood_model:
+                raise ConfigError("the representation part likelihood needs a causal LM: set "
+                                  "EncoderConfig.likelihood_model (--likelihood-model DIR_OR_GGUF)")
+            from vrm_pyro.likelihood import LikelihoodScorer
+
+            self._likelihood = LikelihoodScorer(self.config.likelihood_model, dtype=self.config.likelihood_dtype,
+                                                cache_dir=self.config.cache_dir, use_cache=self.use_cache,
+                                                device=self.device, trust_remote_code=self.config.trust_remote_code)
+        return self._likelihood
+
     # -- loading -------------------------------------------------------------------------
     @staticmethod
     def _load(cfg: EncoderConfig):

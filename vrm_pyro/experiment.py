@@ -194,7 +194,9 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
                 path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.base_identity, train=train_cfg,
                 adapter=encoder.adapter_state_dict() if lora else None,
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
-                          "split_sizes": result.split_sizes, "history": run.fit.history})
+                          "split_sizes": result.split_sizes, "history": run.fit.history,
+                          **({"likelihood_identity": encoder.likelihood.identity}
+                             if "likelihood" in encoder_cfg.representation.split("+") else {})})
         result.runs[cfg.model] = run
     return result
 

@@ -27,6 +27,10 @@ part                dimension   what
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
+``likelihood``      4           :mod:`vrm_pyro.likelihood`: a small causal LM's mean token
+                                log-probability of the response given the prompt and alone,
+                                its 10th percentile given the prompt, and log p(end of turn):
+                                fluency, order, relevance (their difference) and completeness
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -65,8 +69,10 @@ from vrm_pyro.covariates import (
     sentences,
 )
 from vrm_pyro.errors import ConfigError
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
 
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order")
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
+         "likelihood")
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
 MAX_SENTENCES = 64
 DEFAULT_REPRESENTATION = "joint"
@@ -91,7 +97,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "sentence_order": (emb_dim,)}
+             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -154,6 +160,8 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
+        elif part == "likelihood":
+            out.append(encoder.likelihood.score(prompts, responses, progress=progress, desc=desc))
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)

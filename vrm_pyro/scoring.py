@@ -39,6 +39,11 @@ def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device:
         raise CheckpointError(f"the checkpoint was trained on encoder {checkpoint.encoder_identity!r} but "
                               f"{encoder.base_identity!r} is installed here (different weights or settings); "
                               "scores would be meaningless")
+    trained_lm = checkpoint.metadata.get("likelihood_identity")
+    if trained_lm and trained_lm != encoder.likelihood.identity:
+        raise CheckpointError(f"the checkpoint's likelihood statistics came from {trained_lm!r} but "
+                              f"{encoder.likelihood.identity!r} is loaded here (EncoderConfig.likelihood_model, "
+                              "--likelihood-model: other weights, dtype or caps); scores would be meaningless")
     if checkpoint.adapter is not None:
         encoder.use_cache = use_cache
         encoder.load_adapter_state_dict(checkpoint.adapter)

