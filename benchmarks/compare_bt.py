@@ -233,6 +233,17 @@ for base in ("vrm_part4+nuis+ord+disc+rrm6+glr", "vrm_part2+nuis+ord+disc+rrm6+g
         sord.model, sord.representation, sord.augment, sord.augment_rate, sord.train, augment_from="both"))
 
 
+# a language model's view (round 5): "+lik" = the representation part `likelihood`, four statistics of a small
+# causal LM (SmolLM2-135M-Instruct, run with --likelihood-model): mean token log-probability of the answer given
+# the prompt and alone, its 10th percentile, log p(end of turn); one more block of the block prior
+for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "vrm_part4+nuis+ord+disc+sord+rrm6+both+glr",
+             "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr", "bt_linear+nuis+ord+disc+rrm6+both+glr",
+             "bt_mlp+nuis+ord+disc+sord+rrm6+both+glr"):
+    c = CONTENDERS[base]
+    register(base.replace("+rrm6", "+lik+rrm6"), Contender(c.model, c.representation + "+likelihood", c.augment,
+                                                          c.augment_rate, c.train, augment_from=c.augment_from))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 
@@ -240,9 +251,12 @@ class Bench:
     """Texts, folds and embeddings shared by every contender (embeddings memoised per representation)."""
 
     def __init__(self, cache_dir: str = str(CACHE_DIR), encoder: str | None = None, device: str = "cpu",
-                 pairs_per_instruction: int | None = None):
+                 pairs_per_instruction: int | None = None, likelihood_model: str | None = None):
         torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-        cfg = EncoderConfig(cache_dir=cache_dir) if encoder is None else EncoderConfig(name=encoder, cache_dir=cache_dir)
+        # the likelihood model in bfloat16 whatever the machine (its statistics are cached under that identity)
+        extra = {"likelihood_model": likelihood_model, "likelihood_dtype": "bfloat16"}
+        cfg = (EncoderConfig(cache_dir=cache_dir, **extra) if encoder is None
+               else EncoderConfig(name=encoder, cache_dir=cache_dir, **extra))
         self.encoder = TextEncoder(cfg, device=device)
         alpaca = load_pairs_file("alpaca")
         self.length_effect = fit_length_effect(alpaca)  # the judge's length effect, always from every pair
@@ -332,10 +346,14 @@ def junk_wins(bench: Bench, rm, rep: str, instructions: set[str], prefix: str) -
     """Per junk kind, how often junk made from an instruction's best dev answer scores at or above it."""
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     sel = [i for i, q in enumerate(sp) if q in instructions]
-    real_p, real_h, _ = bench.texts("stress:real", bench.stress_prompts, bench.stress_real, rep, "")
-    junk_p, junk_h, _ = bench.texts("stress:junk", sp, sj, rep, "")
-    real = dict(zip(bench.stress_prompts, rm.reward(real_p, real_h).reward.numpy()))
-    junk = rm.reward(junk_p[sel], junk_h[sel]).reward.numpy()
+    mine = [i for i, q in enumerate(bench.stress_prompts) if q in instructions]
+    # only the rows of these instructions are embedded (a costly view need not see every instruction's junk)
+    real_p, real_h, _ = bench.texts(f"stress:real:{hash(tuple(mine))}", [bench.stress_prompts[i] for i in mine],
+                                    [bench.stress_real[i] for i in mine], rep, "")
+    junk_p, junk_h, _ = bench.texts(f"stress:junk:{hash(tuple(sel))}", [sp[i] for i in sel], [sj[i] for i in sel],
+                                    rep, "")
+    real = dict(zip([bench.stress_prompts[i] for i in mine], rm.reward(real_p, real_h).reward.numpy()))
+    junk = rm.reward(junk_p, junk_h).reward.numpy()
     df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i]] for i in sel])})
     row = {}
     for kind, win in df.groupby("kind").win.mean().items():
@@ -386,8 +404,9 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
         stds = {}
         for kind in ("in_distribution", *OOD_KINDS):
             texts = bench.ood[kind]
-            op, oh, _ = bench.texts(f"ood:{kind}", bench.bon.instructions, texts, rep, "")
-            stds[kind] = rm.reward(op[keep], oh[keep]).reward_std.numpy()
+            op, oh, _ = bench.texts(f"ood:{kind}:{hash(tuple(keep))}", [bench.bon.instructions[i] for i in keep],
+                                    [texts[i] for i in keep], rep, "")
+            stds[kind] = rm.reward(op, oh).reward_std.numpy()
         for kind in OOD_KINDS:
             row[f"ood_auroc_{kind}"] = auroc(stds["in_distribution"], stds[kind])
         row["ood_auroc"] = auroc(stds["in_distribution"], np.concatenate([stds[k] for k in OOD_KINDS]))
@@ -536,10 +555,12 @@ def stage_jobs(contenders: list[str], seeds: list[int], folds: list[int], datase
 _WORKER_BENCH: Bench | None = None
 
 
-def _init_worker(encoder: str | None, threads: int, pairs_per_instruction: int | None = None) -> None:
+def _init_worker(encoder: str | None, threads: int, pairs_per_instruction: int | None = None,
+                 likelihood_model: str | None = None) -> None:
     global _WORKER_BENCH
     torch.set_num_threads(threads)
-    _WORKER_BENCH = Bench(encoder=encoder, pairs_per_instruction=pairs_per_instruction)
+    _WORKER_BENCH = Bench(encoder=encoder, pairs_per_instruction=pairs_per_instruction,
+                          likelihood_model=likelihood_model)
 
 
 def _run_job(job: tuple) -> dict:
@@ -552,7 +573,7 @@ def _run_job(job: tuple) -> dict:
 
 def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[int], datasets: list[str],
               sizes: list[int] | None = None, workers: int = 1, encoder: str | None = None,
-              pairs_per_instruction: int | None = None) -> Path:
+              pairs_per_instruction: int | None = None, likelihood_model: str | None = None) -> Path:
     """Run the jobs of a stage not yet in ``results/<stage>/rows.jsonl``, appending a row per finished job.
 
     ``workers > 1`` fits in that many processes (one thread each); the embeddings must already be in the
@@ -576,13 +597,14 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
         print(json.dumps(short), flush=True)
 
     if workers <= 1:
-        _init_worker(encoder, torch.get_num_threads(), pairs_per_instruction)
+        _init_worker(encoder, torch.get_num_threads(), pairs_per_instruction, likelihood_model)
         for job in jobs:
             record(_run_job(job))
         return rows_path
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, 1, pairs_per_instruction)) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, 1, pairs_per_instruction,
+                                                                                   likelihood_model)) as pool:
         for row in pool.imap_unordered(_run_job, jobs):
             record(row)
     return rows_path
@@ -761,6 +783,9 @@ def summary_markdown(summary: pd.DataFrame, stage: str, command: str, machines: 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default=None, help="Encoder model directory (default: the bundled MiniLM).")
+    ap.add_argument("--likelihood-model", default=None,
+                    help="Causal LM (directory or .gguf) for contenders with the representation part likelihood "
+                         "('+lik'), run in bfloat16.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -789,7 +814,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     command = "python benchmarks/compare_bt.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cmd == "prepare":
-        bench = Bench(encoder=args.encoder, device=args.device, pairs_per_instruction=args.pairs_per_instruction)
+        bench = Bench(encoder=args.encoder, device=args.device, pairs_per_instruction=args.pairs_per_instruction,
+                      likelihood_model=args.likelihood_model)
         if args.contenders:
             prepare_augmentation(bench, args.contenders, args.seeds, args.folds, args.sizes)
         else:
@@ -797,7 +823,7 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "run":
         run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes, args.workers,
-                  args.encoder, args.pairs_per_instruction)
+                  args.encoder, args.pairs_per_instruction, args.likelihood_model)
     summary = summarise(args.stage, command, args.reference, args.folds if args.cmd == "summary" else None)
     print((RESULTS / args.stage / "summary.md").read_text())
     return 0 if len(summary) else 1
