@@ -499,6 +499,38 @@ def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], 
                                 desc=f"augmented {name} seed {seed} fold {fold} size {size}")
 
 
+def job_texts(bench: Bench, contender: Contender, seed: int, fold: int) -> tuple[list[str], list[str]]:
+    """Every (prompt, response) text an AlpacaEval job of ``contender`` embeds: the pairs, its augmented pairs, and
+    for the validation and test instructions the best-of-N answers, the stress set, the OOD answers, the twins."""
+    idx, (_, va, te) = split_rows(bench, seed, fold)
+    al, measured = bench.alpaca, va | te
+    prompts, responses = al.prompt + al.prompt, al.response_a + al.response_b
+    if contender.augment:
+        aug = bench.augmentation(al.subset(idx["train"]), contender)
+        prompts, responses = prompts + aug.prompt + aug.prompt, responses + aug.response_a + aug.response_b
+    sp, _, sj, _ = bench.stress_junk(list(JUNK_KINDS))
+    rows = [(p, r) for p, r in zip(bench.stress_prompts, bench.stress_real) if p in measured]
+    rows += [(p, j) for p, j in zip(sp, sj) if p in measured]
+    bon = bench.bon
+    keep = [i for i, p in enumerate(bon.instructions) if p in measured]
+    rows += [(bon.instructions[i], s) for i in keep for s in bon.samples[i]]
+    rows += [(bon.instructions[i], bench.ood[kind][i]) for kind in ("in_distribution", *OOD_KINDS) for i in keep]
+    rows += [(t[0], t[k]) for t in bench.twins if t[0] in te for k in (1, 2)]
+    return prompts + [p for p, _ in rows], responses + [r for _, r in rows]
+
+
+def prepare_jobs(bench: Bench, contenders: list[str], seeds: list[int], folds: list[int]) -> None:
+    """Embed every text the contenders' AlpacaEval jobs use, in one process (for a costly view such as the
+    likelihood model's, which parallel workers would otherwise each compute)."""
+    for seed in seeds:
+        for fold in folds:
+            for name in contenders:
+                c = CONTENDERS[name]
+                prompts, responses = job_texts(bench, c, seed, fold)
+                embed_texts(bench.encoder, prompts, responses, representation=c.representation, progress=True,
+                            desc=f"{name} seed {seed} fold {fold}")
+
+
 def prepare(bench: Bench, seeds: list[int], representation: str = RICH) -> None:
     """Encode every text the stages use, in every view of ``representation`` (the cache keeps them)."""
     kinds = list(JUNK_KINDS)
@@ -791,6 +823,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS),
                    help="Only the augmented pairs these contenders' AlpacaEval jobs make (with --folds, --sizes).")
+    p.add_argument("--every-text", action="store_true",
+                   help="With --contenders: every text their AlpacaEval jobs embed, in their representation.")
     p.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)))
     p.add_argument("--sizes", nargs="+", type=int, default=None)
     p.add_argument("--pairs-per-instruction", type=int, default=None)
@@ -816,7 +850,9 @@ def main(argv=None) -> int:
     if args.cmd == "prepare":
         bench = Bench(encoder=args.encoder, device=args.device, pairs_per_instruction=args.pairs_per_instruction,
                       likelihood_model=args.likelihood_model)
-        if args.contenders:
+        if args.contenders and args.every_text:
+            prepare_jobs(bench, args.contenders, args.seeds, args.folds)
+        elif args.contenders:
             prepare_augmentation(bench, args.contenders, args.seeds, args.folds, args.sizes)
         else:
             prepare(bench, args.seeds, args.representation)

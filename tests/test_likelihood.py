@@ -160,11 +160,13 @@ def test_a_run_with_the_likelihood_part_reloads_scores_alike_and_refuses_another
     enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
                             representation="response+likelihood", likelihood_model=str(tmp_path / "lm"),
                             likelihood_dtype="float32")
-    result = train_and_evaluate(DataConfig(limit=30), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
+    result = train_and_evaluate(DataConfig(limit=30, augment="core", augment_rate=0.2), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
                                 TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
                                 compare_baseline=False, progress=False)
     ckpt = load_checkpoint(tmp_path / "run" / "model")
     assert ckpt.metadata["likelihood_identity"].startswith("likelihood|lm@")
+    card = (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names the LM and the augmentation
+    assert ckpt.metadata["likelihood_identity"] in card and "core at rate 0.2, from preferred answers" in card
     encoder = encoder_for(ckpt)
     prompts, responses = ["How do I bake bread?"] * 2, ["Knead and bake.", "No idea."]
     loaded = score_texts(ckpt, encoder, prompts, responses).reward

@@ -120,7 +120,7 @@ class LikelihoodScorer:
     """
 
     def __init__(self, name: str, *, model=None, tokenizer=None, dtype: str = "auto",
-                 max_prompt_tokens: int = 64, max_response_tokens: int = 128, batch_size: int = 8,
+                 max_prompt_tokens: int = 64, max_response_tokens: int = 96, batch_size: int = 8,
                  cache_dir: str | None = None, use_cache: bool = True, device: str | torch.device = "cpu",
                  trust_remote_code: bool = False):
         dtype = resolve_dtype(dtype, device)

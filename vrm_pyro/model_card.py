@@ -30,13 +30,17 @@ def model_card(rm, config: dict) -> str:
     md += ["## Data", "", _table({"source": data.get("data") or "bundled HH-RLHF harmless slice",
                                   "format": data.get("format", "auto"),
                                   "split sizes": json.dumps(meta.get("split_sizes", {})),
-                                  "augmentation": data.get("augment") or "none"}), ""]
+                                  "augmentation": (f"{data['augment']} at rate {data.get('augment_rate')}, from "
+                                                   f"{data.get('augment_from', 'preferred')} answers"
+                                                   if data.get("augment") else "none")}), ""]
     md += ["## Encoder", "", _table({"name": encoder.get("name"), "representation": encoder.get("representation"),
                                      "max length": encoder.get("max_length"),
                                      "mode": (f"LoRA (r={encoder.get('lora_r')}, alpha={encoder.get('lora_alpha')}; "
                                               "adapter weights in adapter.safetensors)"
                                               if encoder.get("mode") == "lora" else encoder.get("mode")),
-                                     "identity": config.get("encoder_identity")}), ""]
+                                     "identity": config.get("encoder_identity"),
+                                     **({"likelihood model": meta["likelihood_identity"]}
+                                        if meta.get("likelihood_identity") else {})}), ""]
     model = {k: v for k, v in (config.get("model") or {}).items()}
     md += ["## Configuration", "", _table(model), ""]
     metrics = meta.get("test_metrics") or {}

@@ -1,0 +1,74 @@
+"""What a small language model sees of junk, before any training. A probe, not a library feature.
+
+For the stress set of the held-out (test) instructions of the coherence stage (fold 0, seeds 0 1 2: the same
+answers and junk ``vrm stress`` builds), each statistic of the representation part ``likelihood``
+(:mod:`vrm_pyro.likelihood`, here SmolLM2-135M-Instruct in bfloat16) is used alone as a reward, zero-shot: how
+often does a junk answer score at or above the real answer it was made from? ``pmi`` is ``given_prompt - alone``.
+The reward models of ``compare_bt.py`` learn a weighting of these beside the other parts; this shows what each
+statistic can give them.
+
+    python benchmarks/likelihood_probe.py --encoder .gpu/minilm --likelihood-model .gpu/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+writes ``results/coherence/likelihood_probe.json``. The statistics come from the embedding cache when
+``compare_bt.py prepare --every-text`` has filled it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_bt as cb  # noqa: E402
+
+from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS  # noqa: E402
+
+STATISTICS = (*LIKELIHOOD_STATISTICS, "pmi")
+
+
+def statistics(scores: np.ndarray) -> dict[str, np.ndarray]:
+    out = {name: scores[:, j] for j, name in enumerate(LIKELIHOOD_STATISTICS)}
+    out["pmi"] = out["given_prompt"] - out["alone"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", default=None)
+    ap.add_argument("--likelihood-model", required=True)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = ap.parse_args(argv)
+    bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model)
+    scorer = bench.encoder.likelihood
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    real_of = dict(zip(bench.stress_prompts, bench.stress_real))
+    per_seed = []
+    for seed in args.seeds:
+        _, (_, _, test) = cb.split_rows(bench, seed, 0)
+        sel = [i for i, p in enumerate(sp) if p in test]
+        junk = statistics(scorer.score([sp[i] for i in sel], [sj[i] for i in sel]).numpy())
+        real = statistics(scorer.score([sp[i] for i in sel], [real_of[sp[i]] for i in sel]).numpy())
+        kinds = np.array([sk[i] for i in sel])
+        row = {"seed": seed, "n_per_kind": int(np.sum(kinds == kinds[0]))}
+        for stat in STATISTICS:
+            wins = junk[stat] >= real[stat]
+            row[stat] = {k: float(wins[kinds == k].mean()) for k in JUNK_KINDS}
+        per_seed.append(row)
+    mean = {stat: {k: float(np.mean([r[stat][k] for r in per_seed])) for k in JUNK_KINDS} for stat in STATISTICS}
+    out = cb.RESULTS / "coherence" / "likelihood_probe.json"
+    out.write_text(json.dumps({"command": "python benchmarks/likelihood_probe.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "likelihood_identity": scorer.identity,
+        "junk_wins_mean_over_seeds": mean, "per_seed": per_seed}, indent=1) + "\n")
+    print(f"{'statistic':<18}" + "".join(f"{k[:12]:>13}" for k in JUNK_KINDS))
+    for stat in STATISTICS:
+        print(f"{stat:<18}" + "".join(f"{mean[stat][k]:>13.3f}" for k in JUNK_KINDS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
