@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
-from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS  # noqa: E402
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, LikelihoodScorer  # noqa: E402
 
 STATISTICS = (*LIKELIHOOD_STATISTICS, "pmi")
 
@@ -42,10 +42,18 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--likelihood-model", required=True)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--max-response-tokens", type=int, default=None,
+                    help="Another response window than the library's (a separate cache; results go to "
+                         "likelihood_probe_r<N>.json).")
+    ap.add_argument("--kinds", nargs="+", default=list(JUNK_KINDS), choices=list(JUNK_KINDS))
     args = ap.parse_args(argv)
     bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model)
     scorer = bench.encoder.likelihood
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    if args.max_response_tokens:
+        scorer = LikelihoodScorer(args.likelihood_model, dtype="bfloat16", cache_dir=bench.encoder.config.cache_dir,
+                                  max_response_tokens=args.max_response_tokens)
+    kinds_run = list(args.kinds)
+    sp, sr, sj, sk = bench.stress_junk(kinds_run)
     real_of = dict(zip(bench.stress_prompts, bench.stress_real))
     per_seed = []
     for seed in args.seeds:
@@ -57,16 +65,17 @@ def main(argv=None) -> int:
         row = {"seed": seed, "n_per_kind": int(np.sum(kinds == kinds[0]))}
         for stat in STATISTICS:
             wins = junk[stat] >= real[stat]
-            row[stat] = {k: float(wins[kinds == k].mean()) for k in JUNK_KINDS}
+            row[stat] = {k: float(wins[kinds == k].mean()) for k in kinds_run}
         per_seed.append(row)
-    mean = {stat: {k: float(np.mean([r[stat][k] for r in per_seed])) for k in JUNK_KINDS} for stat in STATISTICS}
-    out = cb.RESULTS / "coherence" / "likelihood_probe.json"
+    mean = {stat: {k: float(np.mean([r[stat][k] for r in per_seed])) for k in kinds_run} for stat in STATISTICS}
+    suffix = f"_r{args.max_response_tokens}" if args.max_response_tokens else ""
+    out = cb.RESULTS / "coherence" / f"likelihood_probe{suffix}.json"
     out.write_text(json.dumps({"command": "python benchmarks/likelihood_probe.py " + " ".join(
         argv if argv is not None else sys.argv[1:]), "likelihood_identity": scorer.identity,
         "junk_wins_mean_over_seeds": mean, "per_seed": per_seed}, indent=1) + "\n")
-    print(f"{'statistic':<18}" + "".join(f"{k[:12]:>13}" for k in JUNK_KINDS))
+    print(f"{'statistic':<18}" + "".join(f"{k[:12]:>13}" for k in kinds_run))
     for stat in STATISTICS:
-        print(f"{stat:<18}" + "".join(f"{mean[stat][k]:>13.3f}" for k in JUNK_KINDS))
+        print(f"{stat:<18}" + "".join(f"{mean[stat][k]:>13.3f}" for k in kinds_run))
     return 0
 
 
