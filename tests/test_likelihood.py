@@ -129,6 +129,8 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     enc = TextEncoder(cfg)
     from vrm_pyro.representations import response_features
 
+    assert enc.likelihood.max_response_tokens == 96  # EncoderConfig.likelihood_response_tokens reaches the scorer
+    assert TextEncoder(cfg.replace(likelihood_response_tokens=32)).likelihood.max_response_tokens == 32
     h = response_features(enc, ["Name a colour."], ["Blue."], spec=cfg.representation)
     assert feature_groups(cfg.representation, enc.dim) == (enc.dim, 4)
     torch.testing.assert_close(h[:, enc.dim:], enc.likelihood.score(["Name a colour."], ["Blue."]))
@@ -139,6 +141,8 @@ def test_errors_say_what_to_set(tmp_path):
         EncoderConfig(representation="response+likelihood")
     with pytest.raises(ConfigError, match="does not exist"):
         load_causal_lm(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ConfigError, match="likelihood_response_tokens"):
+        EncoderConfig(likelihood_response_tokens=2)
     with pytest.raises(ConfigError, match="likelihood_dtype"):
         EncoderConfig(likelihood_dtype="float16")
     assert resolve_dtype("float32") == "float32"

@@ -132,6 +132,7 @@ class TextEncoder:
             from vrm_pyro.likelihood import LikelihoodScorer
 
             self._likelihood = LikelihoodScorer(self.config.likelihood_model, dtype=self.config.likelihood_dtype,
+                                                max_response_tokens=self.config.likelihood_response_tokens,
                                                 cache_dir=self.config.cache_dir, use_cache=self.use_cache,
                                                 device=self.device, trust_remote_code=self.config.trust_remote_code)
         return self._likelihood
