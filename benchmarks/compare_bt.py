@@ -242,6 +242,10 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "vrm_part4+nuis+ord+d
     c = CONTENDERS[base]
     register(base.replace("+rrm6", "+lik+rrm6"), Contender(c.model, c.representation + "+likelihood", c.augment,
                                                           c.augment_rate, c.train, augment_from=c.augment_from))
+    # "+likc": the LM's PMI and end-of-turn statistics only (zero-shot they carry the wins, section 2f)
+    register(base.replace("+rrm6", "+likc+rrm6"), Contender(c.model, c.representation + "+likelihood_contrast",
+                                                           c.augment, c.augment_rate, c.train,
+                                                           augment_from=c.augment_from))
 
 
 # ----------------------------------------------------------------------------- data and embeddings

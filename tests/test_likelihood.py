@@ -133,12 +133,17 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     assert TextEncoder(cfg.replace(likelihood_response_tokens=32)).likelihood.max_response_tokens == 32
     h = response_features(enc, ["Name a colour."], ["Blue."], spec=cfg.representation)
     assert feature_groups(cfg.representation, enc.dim) == (enc.dim, 4)
-    torch.testing.assert_close(h[:, enc.dim:], enc.likelihood.score(["Name a colour."], ["Blue."]))
+    stats = enc.likelihood.score(["Name a colour."], ["Blue."])
+    torch.testing.assert_close(h[:, enc.dim:], stats)
+    contrast = response_features(enc, ["Name a colour."], ["Blue."], spec="likelihood_contrast")
+    torch.testing.assert_close(contrast, torch.stack([stats[:, 0] - stats[:, 1], stats[:, 3]], -1))
+    assert feature_groups("response+likelihood_contrast", enc.dim) == (enc.dim, 2)
 
 
 def test_errors_say_what_to_set(tmp_path):
-    with pytest.raises(ConfigError, match="--likelihood-model"):
-        EncoderConfig(representation="response+likelihood")
+    for part in ("likelihood", "likelihood_contrast"):
+        with pytest.raises(ConfigError, match="--likelihood-model"):
+            EncoderConfig(representation=f"response+{part}")
     with pytest.raises(ConfigError, match="does not exist"):
         load_causal_lm(str(tmp_path / "missing.gguf"))
     with pytest.raises(ConfigError, match="likelihood_response_tokens"):

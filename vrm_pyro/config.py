@@ -115,7 +115,7 @@ class EncoderConfig(_Config):
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
-                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order, likelihood (see "
+                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order, likelihood, likelihood_contrast (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
@@ -155,8 +155,8 @@ class EncoderConfig(_Config):
         from vrm_pyro.representations import parse_representation
 
         parts = parse_representation(self.representation)
-        if "likelihood" in parts and not self.likelihood_model:
-            raise ConfigError(f"EncoderConfig.representation {self.representation!r} has the part likelihood but no "
+        if {"likelihood", "likelihood_contrast"} & set(parts) and not self.likelihood_model:
+            raise ConfigError(f"EncoderConfig.representation {self.representation!r} uses the likelihood model but no "
                               "likelihood_model is set: pass --likelihood-model DIR_OR_GGUF (a local causal LM), or "
                               "drop +likelihood")
         if self.mode == "lora" and parts != ["joint"]:

@@ -196,7 +196,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
                           "split_sizes": result.split_sizes, "history": run.fit.history,
                           **({"likelihood_identity": encoder.likelihood.identity}
-                             if "likelihood" in encoder_cfg.representation.split("+") else {})})
+                             if {"likelihood", "likelihood_contrast"} & set(encoder_cfg.representation.split("+"))
+                             else {})})
         result.runs[cfg.model] = run
     return result
 

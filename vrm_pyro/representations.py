@@ -31,6 +31,9 @@ part                dimension   what
                                 log-probability of the response given the prompt and alone,
                                 its 10th percentile given the prompt, and log p(end of turn):
                                 fluency, order, relevance (their difference) and completeness
+``likelihood_contrast`` 2       the same LM's relevance and completeness alone: the PMI
+                                (given the prompt minus alone, per token) and log p(end of turn),
+                                without the raw fluency statistics
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -72,7 +75,7 @@ from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
 
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
-         "likelihood")
+         "likelihood", "likelihood_contrast")
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
 MAX_SENTENCES = 64
 DEFAULT_REPRESENTATION = "joint"
@@ -97,7 +100,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),)}
+             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -160,8 +163,11 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
-        elif part == "likelihood":
-            out.append(encoder.likelihood.score(prompts, responses, progress=progress, desc=desc))
+        elif part in ("likelihood", "likelihood_contrast"):
+            stats = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)
+            if part == "likelihood_contrast":  # PMI = given_prompt - alone, and log p(end of turn)
+                stats = torch.stack([stats[:, 0] - stats[:, 1], stats[:, 3]], dim=-1)
+            out.append(stats)
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
