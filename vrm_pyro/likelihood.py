@@ -28,8 +28,6 @@ single ``.gguf`` file (needs the ``gguf`` package; quantised weights are dequant
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from vrm_pyro.cache import EmbeddingCache, text_key
+from vrm_pyro.cache import EmbeddingCache, model_fingerprint, text_key
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.progress import progress as progress_bar
 
@@ -146,15 +144,8 @@ class LikelihoodScorer:
         self.forward_texts = 0
 
     def fingerprint(self) -> str:
-        """Short hash of the LM's config and a sample of its weights (cache keys)."""
-        config = json.loads(self.model.config.to_json_string(use_diff=False))
-        for key in ("_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype"):
-            config.pop(key, None)
-        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-        params = list(self.model.parameters())
-        for p in (params[0], params[-1]):
-            h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        """Short hash of the LM's config and a sample of its weights (cache keys; the dtype is in the identity)."""
+        return model_fingerprint(self.model, drop=("dtype", "torch_dtype"))
 
     def _turn_affixes(self) -> tuple[str, str, str, list[int]]:
         """The text before the prompt, between prompt and response, and the end-of-turn token ids: from the
