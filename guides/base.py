@@ -49,6 +49,19 @@ class FeatureGuide(nn.Module):
         eps = local_noise(keys, num_samples, prompt.shape[0], self.feature_dim, prompt.device, seed, stream)
         return q.loc + q.scale * eps
 
+    def hide_columns(self, columns: torch.Tensor) -> FeatureGuide:
+        """Let the guide see 0 (the training mean of a standardised feature) in the response columns marked True
+        ``(F,)``: the path's monotone ones (``ModelConfig.monotone``), which through ``z`` and the decoder could
+        otherwise reach the reward with either sign. Saved with the weights (buffer ``monotone``)."""
+        self.register_buffer("monotone", columns.bool().clone())
+        self.register_forward_pre_hook(_hide_monotone)
+        return self
+
+
+def _hide_monotone(guide: FeatureGuide, args: tuple) -> tuple:
+    prompt, response, *rest = args
+    return (prompt, response.masked_fill(guide.monotone, 0.0), *rest)
+
 
 def dirichlet_moments(concentration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ``E[w]`` and ``E[w w^T]`` of ``Dirichlet(alpha)``: ``(B, K)``, ``(B, K, K)``.

@@ -11,6 +11,9 @@ A *path* maps ``h (B, F)`` to ``K`` per-objective scores (VRM) or one reward (Br
   is shared by blocks, not dimensions: ``sigma_j = prior_scale / sqrt(G * F_g)`` for a row ``j`` of
   block ``g`` of ``G``, so the prior score keeps std ``prior_scale`` but a 7-wide block is not
   drowned by a 1,536-wide one.
+  With ``orientation`` (1 on the columns whose direction is known, e.g. a language model's PMI), those rows
+  weigh ``h`` with ``|theta|``: a half-normal prior, and a reward that can only rise with the column
+  (VRM's objective weights are on the simplex, so every objective's score rising means the reward does).
 - :class:`LinearPath`, :class:`MLPPath`: point-estimated maps (free in the ELBO).
 
 :class:`NuisanceTerm` is the judge's reaction to observable covariates ``φ(y)`` (length,
@@ -56,10 +59,10 @@ class BayesianLinearPath(_GlobalGaussian):
     """``scores = h theta`` with ``theta ~ N(0, sigma^2)`` of shape ``(F, K)``, or ``(F,)`` for a scalar
     reward (``out_dim=None``): a Bayesian linear map, site ``theta``. ``sigma = prior_scale / sqrt(F)``, or
     per block of ``groups`` (widths summing to ``F``) ``prior_scale / sqrt(G * F_g)`` (see the module
-    docstring)."""
+    docstring). ``orientation`` (``F`` entries in ``{0, 1}``): rows marked 1 use ``|theta|`` (monotone)."""
 
     def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta",
-                 groups: tuple[int, ...] | None = None):
+                 groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None):
         super().__init__()
         self.in_dim, self.out_dim, self.site = in_dim, out_dim, site
         groups = tuple(groups or (in_dim,))
@@ -75,6 +78,12 @@ class BayesianLinearPath(_GlobalGaussian):
         std = torch.cat([torch.full((g,), prior_scale / math.sqrt(len(groups) * g)) for g in groups])
         self.register_buffer("prior_std", std if out_dim is None else std[:, None])
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
+        if orientation is not None and (len(orientation) != in_dim or set(orientation) - {0, 1}):
+            raise ValueError(f"BayesianLinearPath: orientation must be {in_dim} entries in {{0, 1}} (see "
+                             "vrm_pyro.representations.feature_orientation)")
+        # saved with the weights, like the prior, so that a checkpoint keeps its signs whatever encoder config it has
+        mono = torch.tensor(orientation or (0,) * in_dim, dtype=torch.bool)
+        self.register_buffer("monotone", mono if out_dim is None else mono[:, None])
 
     def prior(self, name: str) -> dist.Distribution:
         shape, _ = self.priors[name]
@@ -84,14 +93,31 @@ class BayesianLinearPath(_GlobalGaussian):
     def event_dims(self) -> int:
         return 1 if self.out_dim is None else 2
 
+    def weights(self, theta: torch.Tensor) -> torch.Tensor:
+        """The weights ``h`` is multiplied by: ``theta``, with ``|theta|`` on the monotone rows."""
+        return torch.where(self.monotone, theta.abs(), theta)
+
     def scores(self, h: torch.Tensor, globals_: dict) -> torch.Tensor:
         """``(B[, K])``, or ``(S, B[, K])`` for ``S`` draws of ``theta``."""
-        return linear_scores(h, globals_[self.site], self.event_dims)
+        return linear_scores(h, self.weights(globals_[self.site]), self.event_dims)
+
+    def weight_moments(self, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of :meth:`weights` under a mean-field Normal ``posterior`` of ``theta``: on the
+        monotone rows those of a folded normal, ``E|t| = s sqrt(2/pi) exp(-m^2 / 2s^2) + m (1 - 2 Phi(-m/s))``,
+        ``Var|t| = m^2 + s^2 - (E|t|)^2``."""
+        base = posterior.base_dist if isinstance(posterior, dist.Independent) else posterior
+        m, s = base.loc, base.scale
+        if not self.monotone.any():
+            return m, s.square()
+        folded = (s * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (m / s).square())
+                  + m * (1 - 2 * torch.special.ndtr(-m / s)))
+        return (torch.where(self.monotone, folded, m),
+                torch.where(self.monotone, (m.square() + s.square() - folded.square()).clamp_min(0.0), s.square()))
 
     def moments(self, h: torch.Tensor, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of the scores under a mean-field Normal ``posterior`` of ``theta``."""
-        base = posterior.base_dist if isinstance(posterior, dist.Independent) else posterior
-        return h @ base.loc, h.square() @ base.scale.square()
+        mean, var = self.weight_moments(posterior)
+        return h @ mean, h.square() @ var
 
 
 class LinearPath(nn.Module):

@@ -52,6 +52,8 @@ class VariationalRewardModel(PreferenceModel):
         path_prior_scale: prior std of a path score for unit-variance features.
         feature_groups: widths of the blocks of ``h`` that share the Bayesian path's prior variance equally
             (``None``: every dimension alike); see :class:`~vrm_pyro.models.paths.BayesianLinearPath`.
+        orientation: the path's monotone rows (1) and free rows (0), ``(F,)``; see
+            :func:`vrm_pyro.representations.feature_orientation`.
         nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
@@ -61,7 +63,8 @@ class VariationalRewardModel(PreferenceModel):
                  feature_dim: int = 16, hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
                  path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
-                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+                 orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
+                 decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         response_dim = response_dim or prompt_dim
         self.prompt_dim, self.response_dim = prompt_dim, response_dim
@@ -75,18 +78,19 @@ class VariationalRewardModel(PreferenceModel):
         self.decoder = mlp(feature_dim, hidden_dim, num_objectives, input_norm=False)
         if isinstance(path, str):
             path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale,
-                                                                 groups=feature_groups),
+                                                           groups=feature_groups, orientation=orientation),
                     "point": lambda: LinearPath(response_dim, num_objectives), "none": lambda: None}[path]()
         self.path = path
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *, weight_prior: WeightPrior,
                     feature_prior: FeaturePrior, nuisance: nn.Module | None = None,
-                    feature_groups: tuple[int, ...] | None = None) -> VariationalRewardModel:
+                    feature_groups: tuple[int, ...] | None = None,
+                    orientation: tuple[int, ...] | None = None) -> VariationalRewardModel:
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
-                   path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups, nuisance=nuisance,
-                   decorrelation=cfg.decorrelation)
+                   path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups,
+                   orientation=orientation, nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []

@@ -167,10 +167,11 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         train_cfg = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
-    rep = encoder_cfg.representation  # the prior's blocks come with the weights (``prior_std``); the model is
+    rep = encoder_cfg.representation  # the prior's blocks and signs come with the weights; the model is
     fits = representation_dim(rep, cfg["emb_dim"]) == (cfg.get("response_dim") or cfg["emb_dim"])  # built to hold them
-    rm = build_reward_model(model_cfg if fits else model_cfg.replace(path_prior="dimension"), emb_dim=cfg["emb_dim"],
-                            response_dim=cfg.get("response_dim"), representation=rep if fits else None)
+    rm = build_reward_model(model_cfg if fits else model_cfg.replace(path_prior="dimension", monotone=""),
+                            emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"),
+                            representation=rep if fits else None)
     rm.config = model_cfg
     try:
         state = load_file(str(path / WEIGHTS_NAME))
@@ -179,8 +180,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     if cfg["schema_version"] == 1:
         state = _migrate_v1_state(state, rm)
     expected = rm.state_dict()
-    for k in set(expected) - set(state):  # saved before the path's prior was stored: the config's own prior
-        if k.endswith(".prior_std"):
+    for k in set(expected) - set(state):  # saved before the path's prior (signs) was stored: the config's own
+        if k.endswith((".prior_std", ".monotone")):
             state[k] = expected[k]
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)

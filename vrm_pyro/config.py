@@ -199,6 +199,10 @@ class ModelConfig(_Config):
     bt_prior_scale: float | None = _field(None, "Prior std of the Bayesian BT head's score (default: "
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
+    monotone: str = _field("", "Comma-separated features whose direction is known (cosine, likelihood, "
+                           "likelihood_contrast; see vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path "
+                           "weighs them with |theta| (a half-normal prior), so the reward can only rise with them. "
+                           "Needs the representation part that computes them and a Bayesian path or head.")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
                            "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
     nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
@@ -234,6 +238,9 @@ class ModelConfig(_Config):
             raise ConfigError("ModelConfig: path_prior='part' (--path-prior part, the default recipe's) shares the "
                               "prior by blocks of the features, which whitening mixes; with --feature-transform "
                               "whiten also pass --path-prior dimension")
+        if self.monotone_features and not self.path_uses_prior:
+            raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
+                              "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT)")
         if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0
                 or (self.bt_prior_scale is not None and self.bt_prior_scale <= 0)):
             raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
@@ -243,6 +250,11 @@ class ModelConfig(_Config):
         """Whether the response features reach the reward through a Bayesian linear map (VRM's ``bayesian`` path
         or BT's ``bayesian_linear`` head), the only place ``path_prior`` acts."""
         return self.path == "bayesian" if self.model == "vrm" else self.bt_head == "bayesian_linear"
+
+    @property
+    def monotone_features(self) -> list[str]:
+        """The names in :attr:`monotone`, in order."""
+        return [c.strip() for c in self.monotone.split(",") if c.strip()]
 
     @property
     def covariates(self) -> list[str]:

@@ -34,7 +34,7 @@ from vrm_pyro.models import (
     StandardNormalFeaturePrior,
     VariationalRewardModel,
 )
-from vrm_pyro.representations import feature_groups
+from vrm_pyro.representations import feature_groups, feature_orientation
 from vrm_pyro.reward_model import RewardModel
 
 WEIGHT_PRIORS = {
@@ -82,30 +82,36 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         pyro.set_rng_seed(seed)
     E, F = emb_dim, response_dim or emb_dim
     C = len(cfg.covariates)
-    groups = None  # the blocks of the Bayesian path's prior: only with path_prior="part"
-    if cfg.path_prior == "part" and cfg.path_uses_prior:
+    groups = orientation = None  # the blocks of the Bayesian path's prior, its monotone rows
+    if (cfg.path_prior == "part" or cfg.monotone_features) and cfg.path_uses_prior:
         if representation is None:
-            raise ConfigError("ModelConfig.path_prior='part' shares the path's prior by blocks of the representation: "
-                              "pass representation=<EncoderConfig.representation> to build_reward_model (for features "
-                              "you computed yourself, use path_prior='dimension')")
-        groups = feature_groups(representation, E)
-        if sum(groups) != F:
-            raise ConfigError(f"representation {representation!r} gives features of width {sum(groups)} for an "
-                              f"encoder of width {E}, but response_dim is {F}: pass the representation the "
-                              "features were computed with")
+            raise ConfigError("ModelConfig.path_prior='part' and ModelConfig.monotone act on blocks of the "
+                              "representation: pass representation=<EncoderConfig.representation> to "
+                              "build_reward_model (for features you computed yourself, use path_prior='dimension' "
+                              "and no monotone)")
+        if sum(feature_groups(representation, E)) != F:
+            raise ConfigError(f"representation {representation!r} gives features of width "
+                              f"{sum(feature_groups(representation, E))} for an encoder of width {E}, but "
+                              f"response_dim is {F}: pass the representation the features were computed with")
+        groups = feature_groups(representation, E) if cfg.path_prior == "part" else None
+        orientation = feature_orientation(representation, E, cfg.monotone_features) if cfg.monotone_features else None
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
                 if C and cfg.nuisance_term else None)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
-        model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups)
+        model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups,
+                                             orientation=orientation)
     else:
         weight_prior = _lookup(WEIGHT_PRIORS, cfg.weight_prior, "weight prior", "weight_prior")
         feature_prior = _lookup(FEATURE_PRIORS, cfg.feature_prior, "feature prior", "feature_prior")
         weight_guide = _lookup(WEIGHT_GUIDES, cfg.weight_guide, "weight guide", "weight_guide").from_config(cfg, E, F)
         feature_guide = _lookup(FEATURE_GUIDES, cfg.feature_guide, "feature guide", "feature_guide").from_config(cfg, E, F)
+        # monotone features reach the reward through the path's |theta| only, not through z
+        feature_guide.hide_columns(torch.tensor(orientation or (0,) * F, dtype=torch.bool))
         model = VariationalRewardModel.from_config(
             cfg, E, F, weight_prior=weight_prior.from_config(cfg, E, F),
-            feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance, feature_groups=groups)
+            feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance, feature_groups=groups,
+            orientation=orientation)
     priors = model.global_priors()
     guide = VariationalGuide(weight_guide, feature_guide, MeanFieldGlobalGuide(priors) if priors else None)
     check_sites(model, guide, E, F, C)

@@ -104,6 +104,42 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
+#: Features whose direction is known: +1 per column where more of it can only make a better answer, 0 where the
+#: column is free. ``ModelConfig.monotone`` names them; the Bayesian path then weighs those columns with
+#: ``|theta|`` (see :class:`~vrm_pyro.models.paths.BayesianLinearPath`).
+ORIENTED_FEATURES = {
+    "cosine": ("interaction", None),  # the prompt-response cosine: relevance
+    "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
+    "likelihood_contrast": ("likelihood_contrast", (1, 1)),  # the PMI, log p(end of turn)
+}
+
+
+def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str]) -> tuple[int, ...]:
+    """``(F,)`` entries in ``{0, 1}``: 1 on the columns of ``h(x, y)`` that the names in ``monotone`` (keys of
+    :data:`ORIENTED_FEATURES`) make monotone, 0 elsewhere. Every name must be in the representation."""
+    parts = parse_representation(spec)
+    out: list[int] = []
+    wanted = {}
+    for name in monotone:
+        if name not in ORIENTED_FEATURES:
+            raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} has no known direction; choose from "
+                              f"{', '.join(ORIENTED_FEATURES)}")
+        part, _ = ORIENTED_FEATURES[name]
+        if part not in parts:
+            raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} needs the representation part {part!r}, "
+                              f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}")
+        wanted[part] = name
+    for part in parts:
+        width = sum(feature_groups(part, emb_dim))
+        if part not in wanted:
+            out += [0] * width
+        elif part == "interaction":
+            out += [0] * (width - 1) + [1]
+        else:
+            out += list(ORIENTED_FEATURES[wanted[part]][1])
+    return tuple(out)
+
+
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))

@@ -1,0 +1,92 @@
+"""Sign-constrained features (``ModelConfig.monotone``): the Bayesian path weighs them with ``|theta|``."""
+
+import pytest
+import torch
+from pyro import distributions as dist
+
+from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit
+from vrm_pyro.data import PairEmbeddings
+from vrm_pyro.errors import ConfigError
+from vrm_pyro.models.paths import BayesianLinearPath
+from vrm_pyro.representations import feature_orientation, representation_dim
+
+E = 16
+REP = "response+interaction+likelihood_contrast"
+COSINE, PMI, END = 3 * E, 3 * E + 1, 3 * E + 2  # columns of h in REP
+
+
+def test_orientation_marks_the_cosine_and_the_lm_columns_named():
+    o = feature_orientation(REP, E, ["cosine", "likelihood_contrast"])
+    assert len(o) == representation_dim(REP, E)
+    assert [i for i, v in enumerate(o) if v] == [COSINE, PMI, END]
+    assert [i for i, v in enumerate(feature_orientation(REP, E, ["likelihood_contrast"])) if v] == [PMI, END]
+    # the raw LM statistics: the fluency "alone" is free (the PMI is given minus alone)
+    assert feature_orientation("likelihood", E, ["likelihood"]) == (1, 0, 1, 1)
+    with pytest.raises(ConfigError, match="no known direction"):
+        feature_orientation(REP, E, ["response"])
+    with pytest.raises(ConfigError, match=r"\+likelihood"):
+        feature_orientation("response+interaction", E, ["likelihood"])
+    with pytest.raises(ConfigError, match="bayesian"):
+        ModelConfig(model="bt", bt_head="linear", monotone="cosine")
+
+
+def test_weight_moments_are_those_of_the_folded_normal():
+    """The analytic mean and variance of the scores (what ``reward`` reports) match draws of the weights."""
+    o = feature_orientation(REP, E, ["cosine", "likelihood_contrast"])
+    path = BayesianLinearPath(len(o), 3, orientation=o)
+    g = torch.Generator().manual_seed(0)
+    loc, scale = torch.randn(len(o), 3, generator=g), torch.rand(len(o), 3, generator=g) + 0.1
+    posterior = dist.Normal(loc, scale).to_event(2)
+    torch.manual_seed(0)
+    theta = posterior.sample((100_000,))
+    draws = path.weights(theta)
+    assert bool((draws[:, [COSINE, PMI, END]] >= 0).all()) and bool((theta[:, [COSINE, PMI, END]] < 0).any())
+    assert torch.equal(draws[:, :COSINE], theta[:, :COSINE])  # free rows untouched
+    mean, var = path.weight_moments(posterior)
+    assert torch.allclose(mean, draws.mean(0), atol=0.01)
+    assert torch.allclose(var, draws.var(0), rtol=0.03, atol=2e-3)
+    assert torch.allclose(mean[:COSINE], loc[:COSINE]) and torch.allclose(var[:COSINE], scale[:COSINE].square())
+    h = torch.randn(4, len(o), generator=g)
+    m, v = path.moments(h, posterior)
+    assert torch.allclose(m, h @ mean) and torch.allclose(v, h.square() @ var)
+
+
+def _pairs(n: int, seed: int) -> PairEmbeddings:
+    """Labels from one free column (+) and the PMI column with the *wrong* sign (-): what a judge's quirk or a
+    small sample can teach; a monotone PMI must not learn it."""
+    g = torch.Generator().manual_seed(seed)
+    F = representation_dim(REP, E)
+    prompt = torch.randn(n, E, generator=g)
+    a, b = torch.randn(n, F, generator=g), torch.randn(n, F, generator=g)
+    logit = 2.0 * (a[:, 0] - b[:, 0]) - 1.5 * (a[:, PMI] - b[:, PMI])
+    return PairEmbeddings(prompt, a, b, torch.bernoulli(torch.sigmoid(logit), generator=g))
+
+
+@pytest.mark.parametrize("model", ["vrm", "bt"])
+def test_a_monotone_column_keeps_its_sign_against_the_data_and_through_a_checkpoint(model, tmp_path):
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    train, val = _pairs(400, 0), _pairs(100, 1)
+    cfg = ModelConfig(model=model, bt_head="bayesian_linear", path_prior="part", num_objectives=2, feature_dim=2,
+                      hidden_dim=16)
+    weights = {}
+    for monotone in ("", "likelihood_contrast"):
+        rm = build_reward_model(cfg.replace(monotone=monotone), emb_dim=E, response_dim=train.response_dim,
+                                representation=REP, seed=0)
+        fit(rm, train, val, TrainConfig(epochs=20, lr=2e-2, patience=20, progress=False))
+        path = rm.model.path if model == "vrm" else rm.model.head
+        mean, _ = path.weight_moments(rm.guide.posterior(path.site))
+        weights[monotone] = mean.detach().reshape(mean.shape[0], -1).mean(-1)
+    free, mono = weights[""], weights["likelihood_contrast"]
+    assert float(free[PMI]) < -0.1 < 0 <= float(mono[PMI]) < 0.1, (float(free[PMI]), float(mono[PMI]))
+    assert float(mono[0]) > 0.1  # the free cue is still learned
+    # the reward can only rise with the PMI: the same responses, PMI up by two standard deviations
+    h = val.response_a[:50]
+    up = h.clone()
+    up[:, PMI] += 2 * float(train.response_a[:, PMI].std())
+    before, after = rm.reward(val.prompt[:50], h).reward, rm.reward(val.prompt[:50], up).reward
+    assert bool((after >= before - 1e-5).all())
+    # the signs come with the weights, with the encoder config that made the features and without one
+    for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP, likelihood_model="tiny-lm")), ("without", None)):
+        loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
+        assert torch.equal(loaded.reward(val.prompt[:50], up).reward, after), name
