@@ -248,6 +248,18 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "vrm_part4+nuis+ord+d
                                                            augment_from=c.augment_from))
 
 
+# sign constraints (round 6): "+mcos" = the Bayesian path weighs the prompt-response cosine with |theta| (no LM
+# needed); "+likm" / "+likcm" = the LM part with its known directions monotone too (ModelConfig.monotone). The
+# trained heads had lost the zero-shot direction of the PMI (section 2f); a half-normal prior keeps it.
+for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr"):
+    c = CONTENDERS[base]
+    for tag, part, monotone in (("+mcos", "", "cosine"), ("+likm", "+likelihood", "cosine,likelihood"),
+                                ("+likcm", "+likelihood_contrast", "cosine,likelihood_contrast")):
+        register(base.replace("+rrm6", tag + "+rrm6"), Contender({**c.model, "monotone": monotone},
+                                                                 c.representation + part, c.augment, c.augment_rate,
+                                                                 c.train, augment_from=c.augment_from))
+
+
 # ----------------------------------------------------------------------------- data and embeddings
 
 

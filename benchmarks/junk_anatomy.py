@@ -11,7 +11,8 @@ statistics fire on real answers and on their sentence-shuffled versions (no mode
     python benchmarks/junk_anatomy.py --encoder .gpu/minilm \
         --contenders vrm_prior2+nuis+ord+rrm3+glr vrm_part4+nuis+ord+disc+rrm6+glr
 
-writes ``results/coherence/anatomy.json`` and ``anatomy.md``.
+writes ``results/coherence/anatomy.json`` and ``anatomy.md`` (``--out`` names them; ``--likelihood-model`` for
+contenders with a language model's part).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from vrm_pyro.covariates import (  # noqa: E402
     discourse_statistics,
 )
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS  # noqa: E402
 from vrm_pyro.representations import feature_groups, parse_representation  # noqa: E402
 
 OUT = cb.RESULTS / "coherence"
-STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS}
+STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
+                   "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end")}
 
 
 def block_names(spec: str) -> list[str]:
@@ -71,7 +74,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
     with torch.no_grad():
         prompts = real_p[ri]
         w_mean, _ = rm.guide.weight_guide.moments(prompts, num_samples=32)
-        theta = rm.guide.posterior(rm.model.path.site).base_dist.loc  # (F, K)
+        theta, _ = rm.model.path.weight_moments(rm.guide.posterior(rm.model.path.site))  # (F, K), |theta| if monotone
         per_feature = theta @ w_mean.T  # (F, B): the path's weight on each feature, per prompt
         h_real, h_junk = rm.transform.features(real_h[ri]), rm.transform.features(junk_h[keep])
         contrib = ((h_junk - h_real) * per_feature.T).numpy()
@@ -150,12 +153,15 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--contenders", nargs="+", choices=list(cb.CONTENDERS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--render", action="store_true", help="Only rewrite anatomy.md from anatomy.json.")
+    ap.add_argument("--likelihood-model", default=None,
+                    help="The LM for contenders with a likelihood part (as compare_bt.py's option).")
+    ap.add_argument("--out", default="anatomy", help="Results name under results/coherence/ (.json and .md).")
+    ap.add_argument("--render", action="store_true", help="Only rewrite <out>.md from <out>.json.")
     args = ap.parse_args(argv)
     if not args.render:
         if not args.contenders:
             ap.error("--contenders is required (unless --render)")
-        bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10)
+        bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model)
         gaps, weights, lengths = [], [], []
         for name in args.contenders:
             for seed in args.seeds:
@@ -166,12 +172,12 @@ def main(argv=None) -> int:
         lengths = pd.DataFrame(lengths)
         lengths["bucket"] = pd.cut(lengths.sentences, [0, 2, 4, 8, 10_000], labels=["1-2", "3-4", "5-8", "9+"])
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "anatomy.json").write_text(json.dumps({
+        (OUT / f"{args.out}.json").write_text(json.dumps({
             "command": "python benchmarks/junk_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "gaps": gaps, "weights": weights, "shuffled_sentences": lengths.astype({"bucket": str}).to_dict("records"),
             "discourse_firing": discourse_firing(bench)}, indent=1))
-    text = render(json.loads((OUT / "anatomy.json").read_text()))
-    (OUT / "anatomy.md").write_text(text)
+    text = render(json.loads((OUT / f"{args.out}.json").read_text()))
+    (OUT / f"{args.out}.md").write_text(text)
     print(text)
     return 0
 
