@@ -3,11 +3,11 @@
 import pytest
 import torch
 from pyro import distributions as dist
+from vrm_pyro.models.paths import BayesianLinearPath
 
 from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit
 from vrm_pyro.data import PairEmbeddings
 from vrm_pyro.errors import ConfigError
-from vrm_pyro.models.paths import BayesianLinearPath
 from vrm_pyro.representations import feature_orientation, representation_dim
 
 E = 16
