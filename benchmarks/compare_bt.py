@@ -242,6 +242,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "vrm_part4+nuis+ord+d
     c = CONTENDERS[base]
     register(base.replace("+rrm6", "+lik+rrm6"), Contender(c.model, c.representation + "+likelihood", c.augment,
                                                           c.augment_rate, c.train, augment_from=c.augment_from))
+    register(base.replace("+rrm6", "+likg+rrm6"), Contender(c.model, c.representation + "+likelihood_gate", c.augment,
+                                                           c.augment_rate, c.train, augment_from=c.augment_from))
     # "+likc": the LM's PMI and end-of-turn statistics only (zero-shot they carry the wins, section 2f)
     register(base.replace("+rrm6", "+likc+rrm6"), Contender(c.model, c.representation + "+likelihood_contrast",
                                                            c.augment, c.augment_rate, c.train,
@@ -250,11 +252,13 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "vrm_part4+nuis+ord+d
 
 # sign constraints (round 6): "+mcos" = the Bayesian path weighs the prompt-response cosine with |theta| (no LM
 # needed); "+likm" / "+likcm" = the LM part with its known directions monotone too (ModelConfig.monotone). The
-# trained heads had lost the zero-shot direction of the PMI (section 2f); a half-normal prior keeps it.
+# trained heads had lost the zero-shot direction of the PMI (section 2f); a half-normal prior keeps it. "+likgm": the
+# gate min(PMI, 0) in place of the PMI (0 for 99.6% of real answers: only junk pairs can set its weight).
 for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr"):
     c = CONTENDERS[base]
     for tag, part, monotone in (("+mcos", "", "cosine"), ("+likm", "+likelihood", "cosine,likelihood"),
-                                ("+likcm", "+likelihood_contrast", "cosine,likelihood_contrast")):
+                                ("+likcm", "+likelihood_contrast", "cosine,likelihood_contrast"),
+                                ("+likgm", "+likelihood_gate", "cosine,likelihood_gate")):
         register(base.replace("+rrm6", tag + "+rrm6"), Contender({**c.model, "monotone": monotone},
                                                                  c.representation + part, c.augment, c.augment_rate,
                                                                  c.train, augment_from=c.augment_from))

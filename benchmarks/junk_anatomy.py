@@ -43,7 +43,8 @@ from vrm_pyro.representations import feature_groups, parse_representation  # noq
 
 OUT = cb.RESULTS / "coherence"
 STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
-                   "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end")}
+                   "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
+                   "likelihood_gate": ("pmi_below_zero", "end")}
 
 
 def block_names(spec: str) -> list[str]:

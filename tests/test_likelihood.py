@@ -14,7 +14,7 @@ from vrm_pyro.likelihood import (
     load_causal_lm,
     resolve_dtype,
 )
-from vrm_pyro.representations import feature_groups
+from vrm_pyro.representations import LIKELIHOOD_PARTS, feature_groups
 
 from .conftest import tiny_llama
 
@@ -128,10 +128,17 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     contrast = response_features(enc, ["Name a colour."], ["Blue."], spec="likelihood_contrast")
     torch.testing.assert_close(contrast, torch.stack([stats[:, 0] - stats[:, 1], stats[:, 3]], -1))
     assert feature_groups("response+likelihood_contrast", enc.dim) == (enc.dim, 2)
+    # the gate: the PMI only where it is negative (an answer less likely after the prompt than alone)
+    prompts, answers = ["Name a colour.", "Name a colour."], ["Blue.", "The stock market fell sharply today."]
+    both = enc.likelihood.score(prompts, answers)
+    pmi = both[:, 0] - both[:, 1]
+    gate = response_features(enc, prompts, answers, spec="likelihood_gate")
+    torch.testing.assert_close(gate, torch.stack([torch.minimum(pmi, torch.zeros(2)), both[:, 3]], -1))
+    assert bool((gate[:, 0] <= 0).all())
 
 
 def test_errors_say_what_to_set(tmp_path):
-    for part in ("likelihood", "likelihood_contrast"):
+    for part in LIKELIHOOD_PARTS:
         with pytest.raises(ConfigError, match="--likelihood-model"):
             EncoderConfig(representation=f"response+{part}")
     with pytest.raises(ConfigError, match="does not exist"):

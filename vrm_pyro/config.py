@@ -115,7 +115,8 @@ class EncoderConfig(_Config):
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
-                                 "response_tokens, response, interaction, statistics, order, discourse, sentence_order, likelihood, likelihood_contrast (see "
+                                 "response_tokens, response, interaction, statistics, order, discourse, "
+                                 "sentence_order, likelihood, likelihood_contrast, likelihood_gate (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
@@ -152,10 +153,10 @@ class EncoderConfig(_Config):
         if self.likelihood_dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"EncoderConfig.likelihood_dtype must be auto, float32 or bfloat16, got "
                               f"{self.likelihood_dtype!r}")
-        from vrm_pyro.representations import parse_representation
+        from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation
 
         parts = parse_representation(self.representation)
-        if {"likelihood", "likelihood_contrast"} & set(parts) and not self.likelihood_model:
+        if set(LIKELIHOOD_PARTS) & set(parts) and not self.likelihood_model:
             raise ConfigError(f"EncoderConfig.representation {self.representation!r} uses the likelihood model but no "
                               "likelihood_model is set: pass --likelihood-model DIR_OR_GGUF (a local causal LM), or "
                               "drop +likelihood")
@@ -200,7 +201,7 @@ class ModelConfig(_Config):
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
     monotone: str = _field("", "Comma-separated features whose direction is known (cosine, likelihood, "
-                           "likelihood_contrast; see vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path "
+                           "likelihood_contrast, likelihood_gate; see vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path "
                            "weighs them with |theta| (a half-normal prior), so the reward can only rise with them. "
                            "Needs the representation part that computes them and a Bayesian path or head.")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "

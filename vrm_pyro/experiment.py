@@ -21,7 +21,7 @@ from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.formats import load_from_config
 from vrm_pyro.hacking import augment_pairs, junk_kinds
 from vrm_pyro.registry import build_reward_model
-from vrm_pyro.representations import representation_dim
+from vrm_pyro.representations import LIKELIHOOD_PARTS, representation_dim
 from vrm_pyro.reward_model import RewardModel
 from vrm_pyro.train import FitResult, fit, is_main_process
 
@@ -196,7 +196,7 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
                           "split_sizes": result.split_sizes, "history": run.fit.history,
                           **({"likelihood_identity": encoder.likelihood.identity}
-                             if {"likelihood", "likelihood_contrast"} & set(encoder_cfg.representation.split("+"))
+                             if set(LIKELIHOOD_PARTS) & set(encoder_cfg.representation.split("+"))
                              else {})})
         result.runs[cfg.model] = run
     return result

@@ -34,6 +34,11 @@ part                dimension   what
 ``likelihood_contrast`` 2       the same LM's relevance and completeness alone: the PMI
                                 (given the prompt minus alone, per token) and log p(end of turn),
                                 without the raw fluency statistics
+``likelihood_gate`` 2           ``min(PMI, 0)`` and log p(end of turn): the PMI only where the
+                                answer is *less* likely after the prompt than without it (0.4% of
+                                real training answers, 98% of answers to another prompt), so the
+                                judge's preferences among real answers cannot set its weight;
+                                junk pairs do
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -74,8 +79,10 @@ from vrm_pyro.covariates import (
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
 
+#: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
+LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
-         "likelihood", "likelihood_contrast")
+         *LIKELIHOOD_PARTS)
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
 MAX_SENTENCES = 64
 DEFAULT_REPRESENTATION = "joint"
@@ -100,7 +107,8 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,)}
+             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
+             "likelihood_gate": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -111,6 +119,7 @@ ORIENTED_FEATURES = {
     "cosine": ("interaction", None),  # the prompt-response cosine: relevance
     "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
     "likelihood_contrast": ("likelihood_contrast", (1, 1)),  # the PMI, log p(end of turn)
+    "likelihood_gate": ("likelihood_gate", (1, 1)),  # min(PMI, 0), log p(end of turn)
 }
 
 
@@ -199,15 +208,18 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
-        elif part in ("likelihood", "likelihood_contrast"):
+        elif part in LIKELIHOOD_PARTS:
             stats = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)
-            if part == "likelihood_contrast":  # PMI = given_prompt - alone, and log p(end of turn)
-                stats = torch.stack([stats[:, 0] - stats[:, 1], stats[:, 3]], dim=-1)
+            pmi = stats[:, 0] - stats[:, 1]  # given_prompt - alone
+            if part == "likelihood_contrast":
+                stats = torch.stack([pmi, stats[:, 3]], dim=-1)
+            elif part == "likelihood_gate":
+                stats = torch.stack([pmi.clamp_max(0.0), stats[:, 3]], dim=-1)
             out.append(stats)
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
-__all__ = ["DEFAULT_REPRESENTATION", "MAX_SENTENCES", "PARTS", "feature_groups", "parse_representation",
+__all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "ORIENTED_FEATURES", "PARTS", "feature_groups", "feature_orientation", "parse_representation",
            "representation_dim", "response_features", "sentence_order", "sentences"]
