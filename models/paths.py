@@ -12,7 +12,8 @@ A *path* maps ``h (B, F)`` to ``K`` per-objective scores (VRM) or one reward (Br
   block ``g`` of ``G``, so the prior score keeps std ``prior_scale`` but a 7-wide block is not
   drowned by a 1,536-wide one.
   With ``orientation`` (1 on the columns whose direction is known, e.g. a language model's PMI), those rows
-  weigh ``h`` with ``|theta|``: a half-normal prior, and a reward that can only rise with the column
+  weigh ``h`` with ``|theta|`` (a half-normal prior, mode 0) or ``sigma exp(theta / sigma)`` (log-normal,
+  median ``sigma``: the column is believed to matter), and the reward can only rise with the column
   (VRM's objective weights are on the simplex, so every objective's score rising means the reward does).
 - :class:`LinearPath`, :class:`MLPPath`: point-estimated maps (free in the ELBO).
 
@@ -34,6 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 from vrm_pyro.models.base import linear_scores
 from vrm_pyro.models.nets import mlp
+
+from vrm_pyro.config import MONOTONE_PRIORS
+
+#: ``log_normal`` weights are capped at ``sigma e^20`` (a guard against overflow, never reached in practice)
+MAX_LOG_WEIGHT = 20.0
 
 
 class _GlobalGaussian(nn.Module):
@@ -62,8 +68,12 @@ class BayesianLinearPath(_GlobalGaussian):
     docstring). ``orientation`` (``F`` entries in ``{0, 1}``): rows marked 1 use ``|theta|`` (monotone)."""
 
     def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta",
-                 groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None):
+                 groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None,
+                 monotone_prior: str = "half_normal"):
         super().__init__()
+        if monotone_prior not in MONOTONE_PRIORS:
+            raise ValueError(f"BayesianLinearPath: monotone_prior must be one of {MONOTONE_PRIORS}, got {monotone_prior!r}")
+        self.monotone_prior = monotone_prior
         self.in_dim, self.out_dim, self.site = in_dim, out_dim, site
         groups = tuple(groups or (in_dim,))
         if sum(groups) != in_dim or min(groups) < 1:
@@ -94,8 +104,12 @@ class BayesianLinearPath(_GlobalGaussian):
         return 1 if self.out_dim is None else 2
 
     def weights(self, theta: torch.Tensor) -> torch.Tensor:
-        """The weights ``h`` is multiplied by: ``theta``, with ``|theta|`` on the monotone rows."""
-        return torch.where(self.monotone, theta.abs(), theta)
+        """The weights ``h`` is multiplied by: ``theta``, with ``|theta|`` (``half_normal``) or
+        ``sigma exp(theta / sigma)`` (``log_normal``: median ``sigma``, the row's prior std) on the monotone rows."""
+        if self.monotone_prior == "half_normal":
+            return torch.where(self.monotone, theta.abs(), theta)
+        sigma = self.prior_std
+        return torch.where(self.monotone, sigma * torch.exp((theta / sigma).clamp_max(MAX_LOG_WEIGHT)), theta)
 
     def scores(self, h: torch.Tensor, globals_: dict) -> torch.Tensor:
         """``(B[, K])``, or ``(S, B[, K])`` for ``S`` draws of ``theta``."""
@@ -109,10 +123,15 @@ class BayesianLinearPath(_GlobalGaussian):
         m, s = base.loc, base.scale
         if not self.monotone.any():
             return m, s.square()
-        folded = (s * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (m / s).square())
-                  + m * (1 - 2 * torch.special.ndtr(-m / s)))
-        return (torch.where(self.monotone, folded, m),
-                torch.where(self.monotone, (m.square() + s.square() - folded.square()).clamp_min(0.0), s.square()))
+        if self.monotone_prior == "half_normal":
+            mean = (s * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (m / s).square())
+                    + m * (1 - 2 * torch.special.ndtr(-m / s)))
+            var = (m.square() + s.square() - mean.square()).clamp_min(0.0)
+        else:  # sigma exp(u), u ~ N(m / sigma, (s / sigma)^2): a log-normal's moments
+            mu, tau2 = m / self.prior_std, (s / self.prior_std).square()
+            mean = self.prior_std * torch.exp(mu + tau2 / 2)
+            var = self.prior_std.square() * torch.expm1(tau2) * torch.exp(2 * mu + tau2)
+        return torch.where(self.monotone, mean, m), torch.where(self.monotone, var, s.square())
 
     def moments(self, h: torch.Tensor, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of the scores under a mean-field Normal ``posterior`` of ``theta``."""

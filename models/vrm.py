@@ -63,7 +63,8 @@ class VariationalRewardModel(PreferenceModel):
                  feature_dim: int = 16, hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
                  path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
-                 orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
+                 orientation: tuple[int, ...] | None = None, monotone_prior: str = "half_normal",
+                 nuisance: nn.Module | None = None,
                  decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         response_dim = response_dim or prompt_dim
@@ -78,7 +79,8 @@ class VariationalRewardModel(PreferenceModel):
         self.decoder = mlp(feature_dim, hidden_dim, num_objectives, input_norm=False)
         if isinstance(path, str):
             path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale,
-                                                           groups=feature_groups, orientation=orientation),
+                                                           groups=feature_groups, orientation=orientation,
+                                                           monotone_prior=monotone_prior),
                     "point": lambda: LinearPath(response_dim, num_objectives), "none": lambda: None}[path]()
         self.path = path
 
@@ -90,7 +92,8 @@ class VariationalRewardModel(PreferenceModel):
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
                    path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups,
-                   orientation=orientation, nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   orientation=orientation, monotone_prior=cfg.monotone_prior, nuisance=nuisance,
+                   decorrelation=cfg.decorrelation)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []

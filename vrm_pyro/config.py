@@ -168,6 +168,8 @@ class EncoderConfig(_Config):
 PATHS = ("bayesian", "point", "none")
 PATH_PRIORS = ("dimension", "part")
 BT_HEADS = ("linear", "mlp", "bayesian_linear")
+#: how a monotone feature's weight is made positive (models.paths.BayesianLinearPath.weights)
+MONOTONE_PRIORS = ("half_normal", "log_normal")
 FEATURE_TRANSFORMS = ("none", "standardize", "whiten")
 
 
@@ -204,6 +206,9 @@ class ModelConfig(_Config):
                            "likelihood_contrast, likelihood_gate; see vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path "
                            "weighs them with |theta| (a half-normal prior), so the reward can only rise with them. "
                            "Needs the representation part that computes them and a Bayesian path or head.")
+    monotone_prior: str = _field("half_normal", "Prior of a monotone feature's weight: half_normal (|theta|, mode 0: "
+                                 "the data may switch the feature off) or log_normal (sigma exp(theta / sigma), median "
+                                 "the block's prior std sigma: the feature is believed to matter).")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
                            "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
     nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
@@ -225,7 +230,8 @@ class ModelConfig(_Config):
             raise ConfigError(f"ModelConfig.model must be 'vrm' or 'bt', got {self.model!r}")
         if self.num_objectives < 1 or self.feature_dim < 1 or self.hidden_dim < 1:
             raise ConfigError("ModelConfig: num_objectives, feature_dim and hidden_dim must be >= 1")
-        for name, allowed in (("path", PATHS), ("path_prior", PATH_PRIORS), ("bt_head", BT_HEADS), ("feature_transform", FEATURE_TRANSFORMS)):
+        for name, allowed in (("path", PATHS), ("path_prior", PATH_PRIORS), ("bt_head", BT_HEADS),
+                              ("feature_transform", FEATURE_TRANSFORMS), ("monotone_prior", MONOTONE_PRIORS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"ModelConfig.{name} (--{name.replace('_', '-')}) must be one of "
                                   f"{', '.join(allowed)}, got {getattr(self, name)!r}")
