@@ -262,9 +262,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         register(base.replace("+rrm6", tag + "+rrm6"), Contender({**c.model, "monotone": monotone},
                                                                  c.representation + part, c.augment, c.augment_rate,
                                                                  c.train, augment_from=c.augment_from))
-    # "...l": the LM columns' weights log-normal (median the block's prior std), not half-normal (mode 0)
+    # "...l": the LM columns' weights log-normal (median the block's prior std), not half-normal (mode 0);
+    # "+likpl" / "+likggl": only the PMI / min(PMI, 0) so constrained, log p(end) free
     for tag, part, monotone in (("+likcl", "+likelihood_contrast", "likelihood_contrast"),
-                                ("+likgl", "+likelihood_gate", "likelihood_gate")):
+                                ("+likgl", "+likelihood_gate", "likelihood_gate"),
+                                ("+likpl", "+likelihood_contrast", "pmi"), ("+likggl", "+likelihood_gate", "pmi_gate")):
         register(base.replace("+rrm6", tag + "+rrm6"), Contender(
             {**c.model, "monotone": monotone, "monotone_prior": "log_normal"}, c.representation + part, c.augment,
             c.augment_rate, c.train, augment_from=c.augment_from))

@@ -20,6 +20,9 @@ def test_orientation_marks_the_cosine_and_the_lm_columns_named():
     assert len(o) == representation_dim(REP, E)
     assert [i for i, v in enumerate(o) if v] == [COSINE, PMI, END]
     assert [i for i, v in enumerate(feature_orientation(REP, E, ["likelihood_contrast"])) if v] == [PMI, END]
+    assert [i for i, v in enumerate(feature_orientation(REP, E, ["pmi"])) if v] == [PMI]  # log p(end) free
+    with pytest.raises(ConfigError, match="name one"):
+        feature_orientation(REP, E, ["pmi", "likelihood_contrast"])
     # the raw LM statistics: the fluency "alone" is free (the PMI is given minus alone)
     assert feature_orientation("likelihood", E, ["likelihood"]) == (1, 0, 1, 1)
     with pytest.raises(ConfigError, match="no known direction"):

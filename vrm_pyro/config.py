@@ -203,8 +203,9 @@ class ModelConfig(_Config):
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
     monotone: str = _field("", "Comma-separated features whose direction is known (cosine, likelihood, "
-                           "likelihood_contrast, likelihood_gate; see vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path "
-                           "weighs them with |theta| (a half-normal prior), so the reward can only rise with them. "
+                           "likelihood_contrast, likelihood_gate, pmi, pmi_gate; see "
+                           "vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path weighs them with a "
+                           "positive weight (monotone_prior), so the reward can only rise with them. "
                            "Needs the representation part that computes them and a Bayesian path or head.")
     monotone_prior: str = _field("half_normal", "Prior of a monotone feature's weight: half_normal (|theta|, mode 0: "
                                  "the data may switch the feature off) or log_normal (sigma exp(theta / sigma), median "

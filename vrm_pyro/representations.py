@@ -120,6 +120,8 @@ ORIENTED_FEATURES = {
     "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
     "likelihood_contrast": ("likelihood_contrast", (1, 1)),  # the PMI, log p(end of turn)
     "likelihood_gate": ("likelihood_gate", (1, 1)),  # min(PMI, 0), log p(end of turn)
+    "pmi": ("likelihood_contrast", (1, 0)),  # the PMI alone (log p(end) free)
+    "pmi_gate": ("likelihood_gate", (1, 0)),  # min(PMI, 0) alone (log p(end) free)
 }
 
 
@@ -137,6 +139,9 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str]) -> tup
         if part not in parts:
             raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} needs the representation part {part!r}, "
                               f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}")
+        if part in wanted:
+            raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} and {wanted[part]!r} both orient the part "
+                              f"{part!r}; name one")
         wanted[part] = name
     for part in parts:
         width = sum(feature_groups(part, emb_dim))
