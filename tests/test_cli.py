@@ -187,3 +187,17 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
     got, ref = [json.loads(x) for x in part.read_text().splitlines()], [json.loads(x) for x in lines]
     assert [g["prompt"] for g in got] == [r["prompt"] for r in ref]
     assert all(abs(g["reward"] - r["reward"]) < 1e-5 for g, r in zip(got, ref))  # batches differ: float rounding
+
+
+def test_recipe_sets_the_defaults_and_explicit_options_win():
+    from vrm_pyro.cli import build_parser, main
+    from vrm_pyro.config import LIKELIHOOD_RECIPE, TRAIN_RECIPE
+
+    plain = build_parser().parse_args(["train"])
+    assert plain.representation == TRAIN_RECIPE["representation"] and plain.monotone == ""
+    lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
+    assert lm.representation == LIKELIHOOD_RECIPE["representation"] == TRAIN_RECIPE["representation"] + "+likelihood_contrast"
+    assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
+    assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
+    with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
+        main(["train", "--recipe", "fancy"])

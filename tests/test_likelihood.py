@@ -151,11 +151,12 @@ def test_errors_say_what_to_set(tmp_path):
     assert resolve_dtype("auto", "cuda") == "bfloat16"
 
 
-def test_a_run_with_the_likelihood_part_reloads_scores_alike_and_refuses_another_lm(tmp_path):
+def test_a_run_with_the_likelihood_recipe_reloads_scores_alike_and_refuses_another_lm(tmp_path):
+    """The ``likelihood`` recipe's model (the PMI monotone, log-normal) end to end on a tiny LM."""
     import dataclasses
 
     from vrm_pyro.checkpoint import load_checkpoint
-    from vrm_pyro.config import DataConfig, ModelConfig, TrainConfig
+    from vrm_pyro.config import DataConfig, TrainConfig, recommended_configs
     from vrm_pyro.errors import CheckpointError
     from vrm_pyro.experiment import train_and_evaluate
     from vrm_pyro.scoring import encoder_for, score_texts
@@ -164,13 +165,17 @@ def test_a_run_with_the_likelihood_part_reloads_scores_alike_and_refuses_another
 
     tiny_lm(tmp_path / "lm")
     enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
-                            representation="response+likelihood", likelihood_model=str(tmp_path / "lm"),
+                            representation="response+likelihood_contrast", likelihood_model=str(tmp_path / "lm"),
                             likelihood_dtype="float32")
-    result = train_and_evaluate(DataConfig(limit=30, augment="core", augment_rate=0.2), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
+    model_cfg = recommended_configs("likelihood")["ModelConfig"].replace(hidden_dim=16, num_objectives=3, feature_dim=2)
+    assert (model_cfg.monotone, model_cfg.monotone_prior, model_cfg.path_prior) == ("pmi", "log_normal", "part")
+    result = train_and_evaluate(DataConfig(limit=30, augment="core", augment_rate=0.2), enc_cfg, model_cfg,
                                 TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
                                 compare_baseline=False, progress=False)
     ckpt = load_checkpoint(tmp_path / "run" / "model")
     assert ckpt.metadata["likelihood_identity"].startswith("likelihood|lm@")
+    mono = ckpt.reward_model.model.path.monotone.squeeze(-1).tolist()
+    assert mono[-2:] == [True, False] and not any(mono[:-2]), mono  # the PMI only; log p(end) free
     card = (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names the LM and the augmentation
     assert ckpt.metadata["likelihood_identity"] in card and "core at rate 0.2, from preferred answers" in card
     encoder = encoder_for(ckpt)

@@ -12,6 +12,8 @@ Quick start::
 """
 
 from vrm_pyro.config import (
+    LIKELIHOOD_RECIPE,
+    RECIPES,
     TRAIN_RECIPE,
     DataConfig,
     EncoderConfig,
@@ -37,6 +39,8 @@ from vrm_pyro.train import FitResult, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "LIKELIHOOD_RECIPE",
+    "RECIPES",
     "TRAIN_RECIPE",
     "recommended_configs",
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "EncoderConfig", "FitResult",

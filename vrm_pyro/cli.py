@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from vrm_pyro.config import TRAIN_RECIPE, DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from vrm_pyro.config import RECIPES, DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import ConfigError, VRMError
 
 CONFIGS = (DataConfig, EncoderConfig, ModelConfig, TrainConfig)
@@ -46,7 +46,7 @@ def _resume_configs(args, cfg: dict) -> dict:
     for cls in CONFIGS:
         for f in dataclasses.fields(cls):
             given, stored = getattr(cfg[cls.__name__], f.name), getattr(by_class[cls.__name__], f.name)
-            default = TRAIN_RECIPE.get(f.name, f.default)  # what the parser fills in when the option is absent
+            default = RECIPES[args.recipe].get(f.name, f.default)  # what the parser fills in when the option is absent
             if given != default and given != stored and f.name != "progress":
                 conflicts.append(f"{_flag(f)} {given!r} (the run has {stored!r})")
     if conflicts:
@@ -224,7 +224,8 @@ def cmd_serve(args) -> int:
 # ----------------------------------------------------------------------------- the parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
+    """The ``vrm`` parser; ``vrm train``'s defaults are those of ``RECIPES[recipe]`` (``--recipe``)."""
     from transformers import HfArgumentParser
 
     parser = argparse.ArgumentParser(prog="vrm", description="Variational Reward Modeling in Pyro.")
@@ -241,9 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Continue the interrupted run in DIR from its latest snapshot, with its saved configuration.")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="Also fit the Bradley–Terry baseline on the same splits and print both.")
+    p.add_argument("--recipe", default="default", choices=list(RECIPES),
+                   help="The defaults of every option below: default (what measured best on validation) or "
+                        "likelihood (the same with a small LM's PMI and end-of-turn statistics; needs the LM, see "
+                        "vrm_pyro.config.LIKELIHOOD_RECIPE). Options given explicitly win.")
     for cls in CONFIGS:
         p._add_dataclass_arguments(cls)
-    p.set_defaults(func=cmd_train, **TRAIN_RECIPE)  # what measured best (vrm_pyro.config.TRAIN_RECIPE)
+    p.set_defaults(func=cmd_train, **RECIPES[recipe])  # what measured best (vrm_pyro.config.RECIPES)
 
     def common(q, checkpoint=True):
         if checkpoint:
@@ -371,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    parser = build_parser()
+    recipe = argparse.ArgumentParser(add_help=False)
+    recipe.add_argument("--recipe", default="default", choices=list(RECIPES))
+    known, _ = recipe.parse_known_args(argv)  # the recipe sets the other options' defaults, so it is read first
+    parser = build_parser(known.recipe)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
