@@ -9,7 +9,8 @@ statistic can give them.
 
     python benchmarks/likelihood_probe.py --encoder .gpu/minilm --likelihood-model .gpu/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-writes ``results/coherence/likelihood_probe.json``. The statistics come from the embedding cache when
+writes ``results/coherence/likelihood_probe.json`` (also: how often the PMI is negative, per junk kind, for the
+real answers and for the training pairs' answers). The statistics come from the embedding cache when
 ``compare_bt.py prepare --every-text`` has filled it.
 """
 
@@ -66,8 +67,18 @@ def main(argv=None) -> int:
         for stat in STATISTICS:
             wins = junk[stat] >= real[stat]
             row[stat] = {k: float(wins[kinds == k].mean()) for k in kinds_run}
+        # how often the PMI is negative (what the likelihood_gate part keeps): junk, the real answers, and the
+        # answers of the seed's training pairs
+        idx, _ = cb.split_rows(bench, seed, 0)
+        train = bench.alpaca.subset(idx["train"])
+        answers = statistics(scorer.score(train.prompt + train.prompt, train.response_a + train.response_b).numpy())
+        row["pmi_below_zero"] = {**{k: float((junk["pmi"][kinds == k] < 0).mean()) for k in kinds_run},
+                                 "real": float((real["pmi"] < 0).mean()),
+                                 "training_answers": float((answers["pmi"] < 0).mean())}
         per_seed.append(row)
     mean = {stat: {k: float(np.mean([r[stat][k] for r in per_seed])) for k in kinds_run} for stat in STATISTICS}
+    mean["pmi_below_zero"] = {k: float(np.mean([r["pmi_below_zero"][k] for r in per_seed]))
+                              for k in per_seed[0]["pmi_below_zero"]}
     suffix = f"_r{args.max_response_tokens}" if args.max_response_tokens else ""
     out = cb.RESULTS / "coherence" / f"likelihood_probe{suffix}.json"
     out.write_text(json.dumps({"command": "python benchmarks/likelihood_probe.py " + " ".join(

@@ -34,9 +34,9 @@ class BradleyTerryModel(PreferenceModel):
         if isinstance(head, str):
             head = {"linear": lambda: LinearPath(response_dim, None),
                     "mlp": lambda: MLPPath(response_dim, None, hidden_dim),
-                    "bayesian_linear": lambda: BayesianLinearPath(response_dim, None, prior_scale, groups=feature_groups,
-                                                                  orientation=orientation,
-                                                                  monotone_prior=monotone_prior),
+                    "bayesian_linear": lambda: BayesianLinearPath(
+                        response_dim, None, prior_scale, groups=feature_groups, orientation=orientation,
+                        monotone_prior=monotone_prior),
                     }[head]()
         self.head = head
 
@@ -48,8 +48,7 @@ class BradleyTerryModel(PreferenceModel):
         scale = cfg.path_prior_scale if cfg.bt_prior_scale is None else cfg.bt_prior_scale
         return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=scale,
                    feature_groups=feature_groups, orientation=orientation, monotone_prior=cfg.monotone_prior,
-                   nuisance=nuisance,
-                   decorrelation=cfg.decorrelation)
+                   nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:
         """A point head's reward ``h(e_y)``: ``(B, F)`` -> ``(B,)``."""

@@ -65,7 +65,8 @@ class BayesianLinearPath(_GlobalGaussian):
     """``scores = h theta`` with ``theta ~ N(0, sigma^2)`` of shape ``(F, K)``, or ``(F,)`` for a scalar
     reward (``out_dim=None``): a Bayesian linear map, site ``theta``. ``sigma = prior_scale / sqrt(F)``, or
     per block of ``groups`` (widths summing to ``F``) ``prior_scale / sqrt(G * F_g)`` (see the module
-    docstring). ``orientation`` (``F`` entries in ``{0, 1}``): rows marked 1 use ``|theta|`` (monotone)."""
+    docstring). ``orientation`` (``F`` entries in ``{0, 1}``): rows marked 1 get a positive weight (see
+    :meth:`weights`; ``monotone_prior`` half_normal or log_normal), so the scores can only rise with them."""
 
     def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta",
                  groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None,
@@ -116,9 +117,10 @@ class BayesianLinearPath(_GlobalGaussian):
         return linear_scores(h, self.weights(globals_[self.site]), self.event_dims)
 
     def weight_moments(self, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of :meth:`weights` under a mean-field Normal ``posterior`` of ``theta``: on the
-        monotone rows those of a folded normal, ``E|t| = s sqrt(2/pi) exp(-m^2 / 2s^2) + m (1 - 2 Phi(-m/s))``,
-        ``Var|t| = m^2 + s^2 - (E|t|)^2``."""
+        """Mean and variance of :meth:`weights` under a mean-field Normal ``posterior`` ``N(m, s^2)`` of ``theta``:
+        on the monotone rows those of a folded normal, ``E|t| = s sqrt(2/pi) exp(-m^2 / 2s^2) + m (1 - 2 Phi(-m/s))``,
+        ``Var|t| = m^2 + s^2 - (E|t|)^2``, or of a log-normal, ``sigma exp(m/sigma + s^2/2sigma^2)`` and
+        ``sigma^2 (exp(s^2/sigma^2) - 1) exp(2m/sigma + s^2/sigma^2)``."""
         base = posterior.base_dist if isinstance(posterior, dist.Independent) else posterior
         m, s = base.loc, base.scale
         if not self.monotone.any():

@@ -53,7 +53,8 @@ class VariationalRewardModel(PreferenceModel):
         feature_groups: widths of the blocks of ``h`` that share the Bayesian path's prior variance equally
             (``None``: every dimension alike); see :class:`~vrm_pyro.models.paths.BayesianLinearPath`.
         orientation: the path's monotone rows (1) and free rows (0), ``(F,)``; see
-            :func:`vrm_pyro.representations.feature_orientation`.
+            :func:`vrm_pyro.representations.feature_orientation`. ``monotone_prior``: how their weights are
+            made positive (``half_normal`` or ``log_normal``).
         nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
@@ -64,8 +65,7 @@ class VariationalRewardModel(PreferenceModel):
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
                  path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
                  orientation: tuple[int, ...] | None = None, monotone_prior: str = "half_normal",
-                 nuisance: nn.Module | None = None,
-                 decorrelation: float = 0.0):
+                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         response_dim = response_dim or prompt_dim
         self.prompt_dim, self.response_dim = prompt_dim, response_dim
