@@ -143,6 +143,14 @@ def test_errors_say_what_to_set(tmp_path):
             EncoderConfig(representation=f"response+{part}")
     with pytest.raises(ConfigError, match="does not exist"):
         load_causal_lm(str(tmp_path / "missing.gguf"))
+    # a missing LM is refused when the encoder is built, before any text is encoded (not after the MiniLM views)
+    from vrm_pyro.encoders import TextEncoder
+
+    from .conftest import save_tiny_bert
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        TextEncoder(EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), likelihood_model=str(tmp_path / "x.gguf"),
+                                  representation="response+likelihood_gate"))
     with pytest.raises(ConfigError, match="likelihood_response_tokens"):
         EncoderConfig(likelihood_response_tokens=2)
     with pytest.raises(ConfigError, match="likelihood_dtype"):

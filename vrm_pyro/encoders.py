@@ -35,8 +35,9 @@ from vrm_pyro.covariates import judged_covariates, nuisance_covariates
 from vrm_pyro.data import PairBatch, PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import ConfigError, DataError
 from vrm_pyro.formats import invalid_unicode
+from vrm_pyro.likelihood import resolve_likelihood_model
 from vrm_pyro.progress import progress as progress_bar
-from vrm_pyro.representations import response_features
+from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation, response_features
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class TextEncoder:
                  device: str | torch.device = "cpu", use_cache: bool = True):
         self.config = config or EncoderConfig()
         self.device = torch.device(device)
+        if set(LIKELIHOOD_PARTS) & set(parse_representation(self.config.representation)):
+            resolve_likelihood_model(self.config.likelihood_model)  # a missing LM fails now, not after encoding
         if model is None or tokenizer is None:
             model, tokenizer = self._load(self.config)
         self.model, self.tokenizer = model, tokenizer

