@@ -270,6 +270,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         register(base.replace("+rrm6", tag + "+rrm6"), Contender(
             {**c.model, "monotone": monotone, "monotone_prior": "log_normal"}, c.representation + part, c.augment,
             c.augment_rate, c.train, augment_from=c.augment_from))
+    # "+likpg": both at once, each with the prior that served it: the PMI log-normal (refusals), min(PMI, 0)
+    # half-normal (another prompt's answer)
+    register(base.replace("+rrm6", "+likpg+rrm6"), Contender(
+        {**c.model, "monotone": "pmi,pmi_gate", "monotone_prior": "log_normal,half_normal"},
+        c.representation + "+likelihood_contrast+likelihood_gate", c.augment, c.augment_rate, c.train,
+        augment_from=c.augment_from))
 
 
 # ----------------------------------------------------------------------------- data and embeddings

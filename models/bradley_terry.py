@@ -27,16 +27,15 @@ class BradleyTerryModel(PreferenceModel):
 
     def __init__(self, response_dim: int, *, head: str | nn.Module = "linear", hidden_dim: int = 256,
                  prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
-                 orientation: tuple[int, ...] | None = None, monotone_prior: str = "half_normal",
-                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+                 orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
+                 decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         self.response_dim = response_dim
         if isinstance(head, str):
             head = {"linear": lambda: LinearPath(response_dim, None),
                     "mlp": lambda: MLPPath(response_dim, None, hidden_dim),
                     "bayesian_linear": lambda: BayesianLinearPath(
-                        response_dim, None, prior_scale, groups=feature_groups, orientation=orientation,
-                        monotone_prior=monotone_prior),
+                        response_dim, None, prior_scale, groups=feature_groups, orientation=orientation),
                     }[head]()
         self.head = head
 
@@ -47,8 +46,8 @@ class BradleyTerryModel(PreferenceModel):
                     orientation: tuple[int, ...] | None = None) -> BradleyTerryModel:
         scale = cfg.path_prior_scale if cfg.bt_prior_scale is None else cfg.bt_prior_scale
         return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=scale,
-                   feature_groups=feature_groups, orientation=orientation, monotone_prior=cfg.monotone_prior,
-                   nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   feature_groups=feature_groups, orientation=orientation, nuisance=nuisance,
+                   decorrelation=cfg.decorrelation)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:
         """A point head's reward ``h(e_y)``: ``(B, F)`` -> ``(B,)``."""

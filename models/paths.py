@@ -65,16 +65,13 @@ class BayesianLinearPath(_GlobalGaussian):
     """``scores = h theta`` with ``theta ~ N(0, sigma^2)`` of shape ``(F, K)``, or ``(F,)`` for a scalar
     reward (``out_dim=None``): a Bayesian linear map, site ``theta``. ``sigma = prior_scale / sqrt(F)``, or
     per block of ``groups`` (widths summing to ``F``) ``prior_scale / sqrt(G * F_g)`` (see the module
-    docstring). ``orientation`` (``F`` entries in ``{0, 1}``): rows marked 1 get a positive weight (see
-    :meth:`weights`; ``monotone_prior`` half_normal or log_normal), so the scores can only rise with them."""
+    docstring). ``orientation`` (``F`` codes): 0 a free row, 1 + the index of a prior in
+    :data:`~vrm_pyro.config.MONOTONE_PRIORS` a row with a positive weight of that prior (see :meth:`weights`), so
+    the scores can only rise with it."""
 
     def __init__(self, in_dim: int, out_dim: int | None, prior_scale: float = 1.0, site: str = "theta",
-                 groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None,
-                 monotone_prior: str = "half_normal"):
+                 groups: tuple[int, ...] | None = None, orientation: tuple[int, ...] | None = None):
         super().__init__()
-        if monotone_prior not in MONOTONE_PRIORS:
-            raise ValueError(f"BayesianLinearPath: monotone_prior must be one of {MONOTONE_PRIORS}, got {monotone_prior!r}")
-        self.monotone_prior = monotone_prior
         self.in_dim, self.out_dim, self.site = in_dim, out_dim, site
         groups = tuple(groups or (in_dim,))
         if sum(groups) != in_dim or min(groups) < 1:
@@ -89,11 +86,12 @@ class BayesianLinearPath(_GlobalGaussian):
         std = torch.cat([torch.full((g,), prior_scale / math.sqrt(len(groups) * g)) for g in groups])
         self.register_buffer("prior_std", std if out_dim is None else std[:, None])
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
-        if orientation is not None and (len(orientation) != in_dim or set(orientation) - {0, 1}):
-            raise ValueError(f"BayesianLinearPath: orientation must be {in_dim} entries in {{0, 1}} (see "
+        codes = set(range(len(MONOTONE_PRIORS) + 1))
+        if orientation is not None and (len(orientation) != in_dim or set(orientation) - codes):
+            raise ValueError(f"BayesianLinearPath: orientation must be {in_dim} codes in {sorted(codes)} (see "
                              "vrm_pyro.representations.feature_orientation)")
         # saved with the weights, like the prior, so that a checkpoint keeps its signs whatever encoder config it has
-        mono = torch.tensor(orientation or (0,) * in_dim, dtype=torch.bool)
+        mono = torch.tensor(orientation or (0,) * in_dim, dtype=torch.int8)
         self.register_buffer("monotone", mono if out_dim is None else mono[:, None])
 
     def prior(self, name: str) -> dist.Distribution:
@@ -104,13 +102,16 @@ class BayesianLinearPath(_GlobalGaussian):
     def event_dims(self) -> int:
         return 1 if self.out_dim is None else 2
 
+    def _rows(self, prior: str) -> torch.Tensor:
+        """``(F[, 1])`` bool: the rows whose weight has the monotone ``prior``."""
+        return self.monotone == 1 + MONOTONE_PRIORS.index(prior)
+
     def weights(self, theta: torch.Tensor) -> torch.Tensor:
-        """The weights ``h`` is multiplied by: ``theta``, with ``|theta|`` (``half_normal``) or
-        ``sigma exp(theta / sigma)`` (``log_normal``: median ``sigma``, the row's prior std) on the monotone rows."""
-        if self.monotone_prior == "half_normal":
-            return torch.where(self.monotone, theta.abs(), theta)
+        """The weights ``h`` is multiplied by: ``theta`` on the free rows, ``|theta|`` on the ``half_normal`` rows and
+        ``sigma exp(theta / sigma)`` on the ``log_normal`` ones (median ``sigma``, the row's prior std)."""
+        out = torch.where(self._rows("half_normal"), theta.abs(), theta)
         sigma = self.prior_std
-        return torch.where(self.monotone, sigma * torch.exp((theta / sigma).clamp_max(MAX_LOG_WEIGHT)), theta)
+        return torch.where(self._rows("log_normal"), sigma * torch.exp((theta / sigma).clamp_max(MAX_LOG_WEIGHT)), out)
 
     def scores(self, h: torch.Tensor, globals_: dict) -> torch.Tensor:
         """``(B[, K])``, or ``(S, B[, K])`` for ``S`` draws of ``theta``."""
@@ -123,17 +124,18 @@ class BayesianLinearPath(_GlobalGaussian):
         ``sigma^2 (exp(s^2/sigma^2) - 1) exp(2m/sigma + s^2/sigma^2)``."""
         base = posterior.base_dist if isinstance(posterior, dist.Independent) else posterior
         m, s = base.loc, base.scale
+        mean, var = m, s.square()
         if not self.monotone.any():
-            return m, s.square()
-        if self.monotone_prior == "half_normal":
-            mean = (s * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (m / s).square())
-                    + m * (1 - 2 * torch.special.ndtr(-m / s)))
-            var = (m.square() + s.square() - mean.square()).clamp_min(0.0)
-        else:  # sigma exp(u), u ~ N(m / sigma, (s / sigma)^2): a log-normal's moments
-            mu, tau2 = m / self.prior_std, (s / self.prior_std).square()
-            mean = self.prior_std * torch.exp(mu + tau2 / 2)
-            var = self.prior_std.square() * torch.expm1(tau2) * torch.exp(2 * mu + tau2)
-        return torch.where(self.monotone, mean, m), torch.where(self.monotone, var, s.square())
+            return mean, var
+        half, logn = self._rows("half_normal"), self._rows("log_normal")
+        folded = (s * math.sqrt(2 / math.pi) * torch.exp(-0.5 * (m / s).square())
+                  + m * (1 - 2 * torch.special.ndtr(-m / s)))
+        mean = torch.where(half, folded, mean)
+        var = torch.where(half, (m.square() + s.square() - folded.square()).clamp_min(0.0), var)
+        mu, tau2 = m / self.prior_std, (s / self.prior_std).square()  # sigma exp(u), u ~ N(mu, tau2)
+        mean = torch.where(logn, self.prior_std * torch.exp(mu + tau2 / 2), mean)
+        var = torch.where(logn, self.prior_std.square() * torch.expm1(tau2) * torch.exp(2 * mu + tau2), var)
+        return mean, var
 
     def moments(self, h: torch.Tensor, posterior: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and variance of the scores under a mean-field Normal ``posterior`` of ``theta``."""

@@ -52,9 +52,8 @@ class VariationalRewardModel(PreferenceModel):
         path_prior_scale: prior std of a path score for unit-variance features.
         feature_groups: widths of the blocks of ``h`` that share the Bayesian path's prior variance equally
             (``None``: every dimension alike); see :class:`~vrm_pyro.models.paths.BayesianLinearPath`.
-        orientation: the path's monotone rows (1) and free rows (0), ``(F,)``; see
-            :func:`vrm_pyro.representations.feature_orientation`. ``monotone_prior``: how their weights are
-            made positive (``half_normal`` or ``log_normal``).
+        orientation: per row of the path, 0 (free) or the code of a monotone prior, ``(F,)``; see
+            :func:`vrm_pyro.representations.feature_orientation`.
         nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
@@ -64,8 +63,8 @@ class VariationalRewardModel(PreferenceModel):
                  feature_dim: int = 16, hidden_dim: int = 256, weight_prior: WeightPrior | None = None,
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
                  path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
-                 orientation: tuple[int, ...] | None = None, monotone_prior: str = "half_normal",
-                 nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+                 orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
+                 decorrelation: float = 0.0):
         super().__init__(nuisance=nuisance, decorrelation=decorrelation)
         response_dim = response_dim or prompt_dim
         self.prompt_dim, self.response_dim = prompt_dim, response_dim
@@ -79,8 +78,7 @@ class VariationalRewardModel(PreferenceModel):
         self.decoder = mlp(feature_dim, hidden_dim, num_objectives, input_norm=False)
         if isinstance(path, str):
             path = {"bayesian": lambda: BayesianLinearPath(response_dim, num_objectives, path_prior_scale,
-                                                           groups=feature_groups, orientation=orientation,
-                                                           monotone_prior=monotone_prior),
+                                                           groups=feature_groups, orientation=orientation),
                     "point": lambda: LinearPath(response_dim, num_objectives), "none": lambda: None}[path]()
         self.path = path
 
@@ -92,8 +90,7 @@ class VariationalRewardModel(PreferenceModel):
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
                    path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups,
-                   orientation=orientation, monotone_prior=cfg.monotone_prior, nuisance=nuisance,
-                   decorrelation=cfg.decorrelation)
+                   orientation=orientation, nuisance=nuisance, decorrelation=cfg.decorrelation)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []

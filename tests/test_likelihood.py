@@ -183,7 +183,7 @@ def test_a_run_with_the_likelihood_recipe_reloads_scores_alike_and_refuses_anoth
     ckpt = load_checkpoint(tmp_path / "run" / "model")
     assert ckpt.metadata["likelihood_identity"].startswith("likelihood|lm@")
     mono = ckpt.reward_model.model.path.monotone.squeeze(-1).tolist()
-    assert mono[-2:] == [True, False] and not any(mono[:-2]), mono  # the PMI only; log p(end) free
+    assert mono[-2:] == [2, 0] and not any(mono[:-2]), mono  # the PMI only (log-normal, code 2); log p(end) free
     card = (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names the LM and the augmentation
     assert ckpt.metadata["likelihood_identity"] in card and "core at rate 0.2, from preferred answers" in card
     encoder = encoder_for(ckpt)

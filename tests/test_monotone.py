@@ -31,14 +31,22 @@ def test_orientation_marks_the_cosine_and_the_lm_columns_named():
         feature_orientation("response+interaction", E, ["likelihood"])
     with pytest.raises(ConfigError, match="bayesian"):
         ModelConfig(model="bt", bt_head="linear", monotone="cosine")
+    cfg = ModelConfig(monotone="cosine,pmi", monotone_prior="half_normal,log_normal")
+    assert cfg.monotone_priors == ["half_normal", "log_normal"]
+    assert ModelConfig(monotone="cosine,pmi", monotone_prior="log_normal").monotone_priors == ["log_normal"] * 2
+    with pytest.raises(ConfigError, match="one per --monotone name"):
+        ModelConfig(monotone="cosine,pmi", monotone_prior="half_normal,log_normal,log_normal")
+    with pytest.raises(ConfigError, match="monotone_prior"):
+        ModelConfig(monotone="cosine", monotone_prior="gamma")
 
 
-@pytest.mark.parametrize("prior", ["half_normal", "log_normal"])
-def test_weight_moments_are_those_of_the_folded_or_log_normal(prior):
-    """The analytic mean and variance of the scores (what ``reward`` reports) match draws of the weights."""
-    o = feature_orientation(REP, E, ["cosine", "likelihood_contrast"])
-    path = BayesianLinearPath(len(o), 3, orientation=o, monotone_prior=prior, prior_scale=4.0,
-                              groups=(E, E, E, 1, 2))
+@pytest.mark.parametrize("priors", [["half_normal"] * 2, ["log_normal"] * 2, ["half_normal", "log_normal"]])
+def test_weight_moments_are_those_of_the_folded_or_log_normal(priors):
+    """The analytic mean and variance of the scores (what ``reward`` reports) match draws of the weights, one prior
+    for every monotone column or one per feature (the cosine and the LM part)."""
+    o = feature_orientation(REP, E, ["cosine", "likelihood_contrast"], priors)
+    assert (o[COSINE], o[PMI], o[END]) == (1 + (priors[0] == "log_normal"),) + (1 + (priors[1] == "log_normal"),) * 2
+    path = BayesianLinearPath(len(o), 3, orientation=o, prior_scale=4.0, groups=(E, E, E, 1, 2))
     g = torch.Generator().manual_seed(0)
     loc, scale = torch.randn(len(o), 3, generator=g), torch.rand(len(o), 3, generator=g) * 0.5 + 0.1
     posterior = dist.Normal(loc, scale).to_event(2)
@@ -46,7 +54,7 @@ def test_weight_moments_are_those_of_the_folded_or_log_normal(prior):
     theta = posterior.sample((100_000,))
     draws = path.weights(theta)
     assert bool((draws[:, [COSINE, PMI, END]] >= 0).all()) and bool((theta[:, [COSINE, PMI, END]] < 0).any())
-    if prior == "log_normal":  # median: the row's prior std
+    if priors[1] == "log_normal":  # median: the row's prior std
         assert torch.allclose(path.weights(torch.zeros(len(o), 3))[PMI], path.prior_std[PMI].expand(3))
     assert torch.equal(draws[:, :COSINE], theta[:, :COSINE])  # free rows untouched
     mean, var = path.weight_moments(posterior)

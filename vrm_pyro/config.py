@@ -209,7 +209,8 @@ class ModelConfig(_Config):
                            "Needs the representation part that computes them and a Bayesian path or head.")
     monotone_prior: str = _field("half_normal", "Prior of a monotone feature's weight: half_normal (|theta|, mode 0: "
                                  "the data may switch the feature off) or log_normal (sigma exp(theta / sigma), median "
-                                 "the block's prior std sigma: the feature is believed to matter).")
+                                 "the block's prior std sigma: the feature is believed to matter); one for every "
+                                 "name of --monotone, or a comma-separated list with one per name.")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
                            "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
     nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
@@ -232,7 +233,7 @@ class ModelConfig(_Config):
         if self.num_objectives < 1 or self.feature_dim < 1 or self.hidden_dim < 1:
             raise ConfigError("ModelConfig: num_objectives, feature_dim and hidden_dim must be >= 1")
         for name, allowed in (("path", PATHS), ("path_prior", PATH_PRIORS), ("bt_head", BT_HEADS),
-                              ("feature_transform", FEATURE_TRANSFORMS), ("monotone_prior", MONOTONE_PRIORS)):
+                              ("feature_transform", FEATURE_TRANSFORMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"ModelConfig.{name} (--{name.replace('_', '-')}) must be one of "
                                   f"{', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -246,6 +247,11 @@ class ModelConfig(_Config):
             raise ConfigError("ModelConfig: path_prior='part' (--path-prior part, the default recipe's) shares the "
                               "prior by blocks of the features, which whitening mixes; with --feature-transform "
                               "whiten also pass --path-prior dimension")
+        priors = [c.strip() for c in self.monotone_prior.split(",") if c.strip()]
+        if set(priors) - set(MONOTONE_PRIORS) or not priors or (len(priors) > 1 and len(priors) != len(self.monotone_features)):
+            raise ConfigError(f"ModelConfig.monotone_prior (--monotone-prior {self.monotone_prior}): one of "
+                              f"{', '.join(MONOTONE_PRIORS)}, or a comma-separated list with one per --monotone name "
+                              f"({len(self.monotone_features)})")
         if self.monotone_features and not self.path_uses_prior:
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
                               "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT)")
@@ -263,6 +269,12 @@ class ModelConfig(_Config):
     def monotone_features(self) -> list[str]:
         """The names in :attr:`monotone`, in order."""
         return [c.strip() for c in self.monotone.split(",") if c.strip()]
+
+    @property
+    def monotone_priors(self) -> list[str]:
+        """One prior per name of :attr:`monotone_features` (a single ``monotone_prior`` applies to all)."""
+        priors = [c.strip() for c in self.monotone_prior.split(",") if c.strip()]
+        return priors * len(self.monotone_features) if len(priors) == 1 else priors
 
     @property
     def covariates(self) -> list[str]:

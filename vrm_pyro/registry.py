@@ -94,7 +94,8 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
                               f"{sum(feature_groups(representation, E))} for an encoder of width {E}, but "
                               f"response_dim is {F}: pass the representation the features were computed with")
         groups = feature_groups(representation, E) if cfg.path_prior == "part" else None
-        orientation = feature_orientation(representation, E, cfg.monotone_features) if cfg.monotone_features else None
+        orientation = (feature_orientation(representation, E, cfg.monotone_features, cfg.monotone_priors)
+                       if cfg.monotone_features else None)
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
                 if C and cfg.nuisance_term else None)
     weight_guide = feature_guide = None
@@ -107,7 +108,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         weight_guide = _lookup(WEIGHT_GUIDES, cfg.weight_guide, "weight guide", "weight_guide").from_config(cfg, E, F)
         feature_guide = _lookup(FEATURE_GUIDES, cfg.feature_guide, "feature guide", "feature_guide").from_config(cfg, E, F)
         # monotone features reach the reward through the path's |theta| only, not through z
-        feature_guide.hide_columns(torch.tensor(orientation or (0,) * F, dtype=torch.bool))
+        feature_guide.hide_columns(torch.tensor(orientation or (0,) * F) > 0)
         model = VariationalRewardModel.from_config(
             cfg, E, F, weight_prior=weight_prior.from_config(cfg, E, F),
             feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance, feature_groups=groups,

@@ -125,9 +125,19 @@ ORIENTED_FEATURES = {
 }
 
 
-def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str]) -> tuple[int, ...]:
-    """``(F,)`` entries in ``{0, 1}``: 1 on the columns of ``h(x, y)`` that the names in ``monotone`` (keys of
-    :data:`ORIENTED_FEATURES`) make monotone, 0 elsewhere. Every name must be in the representation."""
+def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
+                        priors: Sequence[str] | None = None) -> tuple[int, ...]:
+    """``(F,)`` codes: on the columns of ``h(x, y)`` that the names in ``monotone`` (keys of
+    :data:`ORIENTED_FEATURES`) make monotone, ``1 +`` the index in :data:`~vrm_pyro.config.MONOTONE_PRIORS` of
+    that name's prior (``priors``, one per name; default half-normal: 1), 0 elsewhere. Every name must be in the
+    representation."""
+    from vrm_pyro.config import MONOTONE_PRIORS
+
+    priors = list(priors or ["half_normal"] * len(monotone))
+    if len(priors) != len(monotone) or set(priors) - set(MONOTONE_PRIORS):
+        raise ConfigError(f"ModelConfig.monotone_prior (--monotone-prior): one of {', '.join(MONOTONE_PRIORS)} per "
+                          f"monotone feature {list(monotone)}, got {priors}")
+    code = {name: 1 + MONOTONE_PRIORS.index(prior) for name, prior in zip(monotone, priors)}
     parts = parse_representation(spec)
     out: list[int] = []
     wanted = {}
@@ -148,9 +158,9 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str]) -> tup
         if part not in wanted:
             out += [0] * width
         elif part == "interaction":
-            out += [0] * (width - 1) + [1]
+            out += [0] * (width - 1) + [code[wanted[part]]]
         else:
-            out += list(ORIENTED_FEATURES[wanted[part]][1])
+            out += [code[wanted[part]] * v for v in ORIENTED_FEATURES[wanted[part]][1]]
     return tuple(out)
 
 
