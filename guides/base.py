@@ -50,7 +50,8 @@ class FeatureGuide(nn.Module):
         return q.loc + q.scale * eps
 
     def hide_columns(self, columns: torch.Tensor) -> FeatureGuide:
-        """Let the guide see 0 (the training mean of a standardised feature) in the response columns marked True
+        """Let the guide see 0 (the training mean of a feature, with the default ``standardize`` transform; monotone
+        features refuse ``whiten``) in the response columns marked True
         ``(F,)``: the path's monotone ones (``ModelConfig.monotone``), which through ``z`` and the decoder could
         otherwise reach the reward with either sign. Saved with the weights (buffer ``monotone``)."""
         self.register_buffer("monotone", columns.bool().clone())

@@ -201,3 +201,19 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])
+
+
+def test_main_reads_the_recipe_first_and_resume_refuses_one(monkeypatch, tmp_path, capsys):
+    from vrm_pyro import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main(["train", "--recipe", "likelihood", "--output", str(tmp_path / "r")]) == 0
+    assert (seen["monotone"], seen["monotone_prior"], seen["likelihood_model"]) == ("pmi", "log_normal", "smollm2")
+    assert cli.main(["train", "--recipe", "likelihood", "--monotone-prior", "half_normal"]) == 0
+    assert seen["monotone_prior"] == "half_normal"  # an explicit option wins over the recipe
+    from vrm_pyro.errors import ConfigError
+
+    args = cli.build_parser("likelihood").parse_args(["train", "--resume", str(tmp_path), "--recipe", "likelihood"])
+    with pytest.raises(ConfigError, match="drop --recipe"):
+        cli._resume_configs(args, {})

@@ -134,7 +134,15 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     pmi = both[:, 0] - both[:, 1]
     gate = response_features(enc, prompts, answers, spec="likelihood_gate")
     torch.testing.assert_close(gate, torch.stack([torch.minimum(pmi, torch.zeros(2)), both[:, 3]], -1))
-    assert bool((gate[:, 0] <= 0).all())
+    # with fixed statistics, one answer more likely after the prompt (PMI +1) and one less (PMI -1)
+    from types import SimpleNamespace
+
+    fixed = torch.tensor([[-1.0, -2.0, -3.0, -0.5], [-3.0, -2.0, -4.0, -0.7]])
+    fake = SimpleNamespace(likelihood=SimpleNamespace(score=lambda *a, **k: fixed))
+    torch.testing.assert_close(response_features(fake, prompts, answers, spec="likelihood_gate"),
+                               torch.tensor([[0.0, -0.5], [-1.0, -0.7]]))
+    torch.testing.assert_close(response_features(fake, prompts, answers, spec="likelihood_contrast"),
+                               torch.tensor([[1.0, -0.5], [-1.0, -0.7]]))
 
 
 def test_errors_say_what_to_set(tmp_path):

@@ -105,3 +105,43 @@ def test_a_monotone_column_keeps_its_sign_against_the_data_and_through_a_checkpo
     for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP, likelihood_model="tiny-lm")), ("without", None)):
         loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
         assert torch.equal(loaded.reward(val.prompt[:50], up).reward, after), name
+
+
+def test_checkpoints_keep_per_feature_priors_and_old_ones_load(tmp_path):
+    """One prior per name through a checkpoint saved without the encoder config (the model is rebuilt from the
+    weights); a checkpoint from before the signs were stored (no ``monotone`` buffers) loads and scores alike."""
+    from safetensors.torch import load_file, save_file
+
+    from vrm_pyro.checkpoint import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+
+    cfg = ModelConfig(path_prior="part", hidden_dim=8, monotone="cosine,pmi", monotone_prior="half_normal,log_normal")
+    rm = build_reward_model(cfg, emb_dim=E, response_dim=representation_dim(REP, E), representation=REP, seed=0)
+    assert (int(rm.model.path.monotone[COSINE]), int(rm.model.path.monotone[PMI])) == (1, 2)
+    train, val = _pairs(100, 2), _pairs(20, 3)
+    fit(rm, train, val, TrainConfig(epochs=1, progress=False))
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "without", rm, encoder=None)).reward_model
+    assert torch.equal(loaded.model.path.monotone, rm.model.path.monotone)
+    torch.testing.assert_close(loaded.reward(val.prompt, val.response_a).reward, rm.reward(val.prompt, val.response_a).reward)
+    plain = build_reward_model(ModelConfig(path_prior="part", hidden_dim=8), emb_dim=E,
+                               response_dim=representation_dim(REP, E), representation=REP, seed=0)
+    fit(plain, train, val, TrainConfig(epochs=1, progress=False))
+    path = save_checkpoint(tmp_path / "old", plain, encoder=EncoderConfig(name="tiny", representation=REP,
+                                                                        likelihood_model="tiny-lm"))
+    state = {k: v for k, v in load_file(str(path / WEIGHTS_NAME)).items() if not k.endswith(".monotone")}
+    assert len(state) < len(plain.state_dict())
+    save_file(state, str(path / WEIGHTS_NAME))
+    old = load_checkpoint(path).reward_model
+    torch.testing.assert_close(old.reward(val.prompt, val.response_a).reward, plain.reward(val.prompt, val.response_a).reward)
+
+
+def test_monotone_refuses_whitened_features_and_the_run_checks_the_baseline_before_encoding(monkeypatch):
+    from vrm_pyro import experiment
+    from vrm_pyro.config import DataConfig
+
+    with pytest.raises(ConfigError, match="whiten"):
+        ModelConfig(monotone="cosine", feature_transform="whiten", path_prior="dimension")
+    monkeypatch.setattr(experiment, "embed_splits", lambda *a, **k: pytest.fail("texts were encoded before the check"))
+    with pytest.raises(ConfigError, match="bayesian"):  # VRM's config is fine; the baseline's linear head is not
+        experiment.train_and_evaluate(DataConfig(limit=10), EncoderConfig(representation="response+interaction"),
+                                      ModelConfig(monotone="cosine", bt_head="linear"), TrainConfig(progress=False),
+                                      output=None, compare_baseline=True, progress=False)

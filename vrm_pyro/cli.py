@@ -39,6 +39,9 @@ def _resume_configs(args, cfg: dict) -> dict:
     """The saved configs of the run in ``--resume DIR``; options given beside it must agree with them."""
     from vrm_pyro.experiment import read_run
 
+    if args.recipe != "default":
+        raise ConfigError(f"--resume {args.resume} continues the run with its saved configuration; drop --recipe "
+                          f"{args.recipe} (a recipe sets the defaults of a new run)")
     saved = read_run(args.resume)
     by_class = {"DataConfig": saved["data_cfg"], "EncoderConfig": saved["encoder_cfg"],
                 "ModelConfig": saved["model_cfg"], "TrainConfig": saved["train_cfg"]}

@@ -252,6 +252,10 @@ class ModelConfig(_Config):
             raise ConfigError(f"ModelConfig.monotone_prior (--monotone-prior {self.monotone_prior}): one of "
                               f"{', '.join(MONOTONE_PRIORS)}, or a comma-separated list with one per --monotone name "
                               f"({len(self.monotone_features)})")
+        if self.monotone_features and self.feature_transform == "whiten":
+            raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the weights of named "
+                              "features, which whitening mixes into principal components; use --feature-transform "
+                              "standardize (the default) or none")
         if self.monotone_features and not self.path_uses_prior:
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
                               "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT)")

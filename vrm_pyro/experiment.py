@@ -154,8 +154,12 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     With ``resume``, a model whose final checkpoint exists is loaded instead of refitted and
     the others continue from their latest snapshot.
     """
-    build_reward_model(model_cfg, emb_dim=8, response_dim=representation_dim(encoder_cfg.representation, 8),
-                       representation=encoder_cfg.representation)  # fail on bad names before any encoding
+    configs = [("model", model_cfg)]
+    if compare_baseline and model_cfg.model != "bt":
+        configs.append(("baseline", model_cfg.replace(model="bt")))
+    for _, cfg in configs:  # fail on bad names (the baseline's too) before any encoding
+        build_reward_model(cfg, emb_dim=8, response_dim=representation_dim(encoder_cfg.representation, 8),
+                           representation=encoder_cfg.representation)
     main = is_main_process()  # under accelerate/torchrun only rank 0 writes
     if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
@@ -169,9 +173,6 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     if "train_augmented" in sizes:  # "train" counts the pairs of the data; augmented pairs apart
         sizes["train"] -= sizes["train_augmented"]
     result = ExperimentResult(split_sizes=sizes, skipped_rows=pairs.skipped)
-    configs = [("model", model_cfg)]
-    if compare_baseline and model_cfg.model != "bt":
-        configs.append(("baseline", model_cfg.replace(model="bt")))
     for slot, cfg in configs:
         path = Path(output) / slot if output is not None else None
         if lora:

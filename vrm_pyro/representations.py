@@ -112,9 +112,10 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
-#: Features whose direction is known: +1 per column where more of it can only make a better answer, 0 where the
-#: column is free. ``ModelConfig.monotone`` names them; the Bayesian path then weighs those columns with
-#: ``|theta|`` (see :class:`~vrm_pyro.models.paths.BayesianLinearPath`).
+#: Features whose direction is known: 1 per column where more of it can only make a better answer, 0 where the
+#: column is free. ``ModelConfig.monotone`` names them; the Bayesian path then weighs those columns with a
+#: positive weight of the prior ``ModelConfig.monotone_prior`` gives (see
+#: :class:`~vrm_pyro.models.paths.BayesianLinearPath` and :func:`feature_orientation`).
 ORIENTED_FEATURES = {
     "cosine": ("interaction", None),  # the prompt-response cosine: relevance
     "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
