@@ -89,11 +89,12 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
                               "representation: pass representation=<EncoderConfig.representation> to "
                               "build_reward_model (for features you computed yourself, use path_prior='dimension' "
                               "and no monotone)")
-        if sum(feature_groups(representation, E)) != F:
-            raise ConfigError(f"representation {representation!r} gives features of width "
-                              f"{sum(feature_groups(representation, E))} for an encoder of width {E}, but "
-                              f"response_dim is {F}: pass the representation the features were computed with")
-        groups = feature_groups(representation, E) if cfg.path_prior == "part" else None
+        blocks = feature_groups(representation, E)
+        if sum(blocks) != F:
+            raise ConfigError(f"representation {representation!r} gives features of width {sum(blocks)} for an "
+                              f"encoder of width {E}, but response_dim is {F}: pass the representation the features "
+                              "were computed with")
+        groups = blocks if cfg.path_prior == "part" else None
         orientation = (feature_orientation(representation, E, cfg.monotone_features, cfg.monotone_priors)
                        if cfg.monotone_features else None)
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
