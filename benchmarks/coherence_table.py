@@ -4,6 +4,8 @@
 
 prints one row per contender (3-decimal means over seeds), with the junk kinds of the coherence issue; ``--out``
 also writes it to ``results/<stage>/<out>.md``, so a table in the README is a file the same commit wrote.
+``--pool STAGE ...`` reads those stages' ``rows.jsonl`` instead (folds of one setting run as several stages):
+the mean over the folds of each seed, then over seeds (``--seeds``: only these), ``n`` the fits pooled.
 """
 
 from __future__ import annotations
@@ -21,18 +23,48 @@ KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_
          "template", "repeated", "shuffled_other"]
 
 
-def table(stage: str, contenders: list[str], kinds: list[str]) -> str:
-    rows = {r["contender"]: r for r in json.loads((RESULTS / stage / "summary.json").read_text())
-            if r.get("dataset", "alpaca_eval") == "alpaca_eval"}
+def pooled(stages: list[str], seeds: list[int] | None = None) -> dict[str, dict]:
+    """``contender -> means`` over the AlpacaEval rows of ``stages``: per seed over its folds, then over seeds."""
+    import pandas as pd
+
+    frames = []
+    for stage in stages:
+        path = RESULTS / stage / "rows.jsonl"
+        if not path.exists():
+            raise SystemExit(f"coherence_table.py: no {path} (run compare_bt.py run --stage {stage} first)")
+        frames.append(pd.read_json(path, lines=True))
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["dataset"] == "alpaca_eval"]
+    if seeds is not None:
+        df = df[df["seed"].isin(seeds)]
+    for pre in ("", "val_"):  # as compare_bt.summarise: the mean junk rate over kinds
+        kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in KINDS]
+        df[pre + "junk_mean"] = df[kinds].mean(axis=1)
+    scalar = [c for c in df.columns if c not in ("seed", "fold") and pd.api.types.is_numeric_dtype(df[c])]
+    per_seed = df.groupby(["contender", "seed"])[scalar].mean()
+    mean = per_seed.groupby(level=0).mean()
+    n = df.groupby("contender").size()
+    return {c: {**{k: (None if pd.isna(v) else float(v)) for k, v in mean.loc[c].items()}, "n": int(n[c])}
+            for c in mean.index}
+
+
+def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, dict] | None = None) -> str:
+    source = "the pooled rows"
+    if rows is None:
+        source = f"results/{stage}/summary.json"
+        rows = {r["contender"]: r for r in json.loads((RESULTS / stage / "summary.json").read_text())
+                if r.get("dataset", "alpaca_eval") == "alpaca_eval"}
     missing = [c for c in contenders if c not in rows]
     if missing:
-        raise SystemExit(f"coherence_table.py: not in results/{stage}/summary.json: {missing}")
+        raise SystemExit(f"coherence_table.py: not in {source}: {missing}")
     cell = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    head = ["contender"] + [n for n, _ in COLUMNS] + [k.replace("_", " ") for k in kinds]
+    count = any("n" in rows[c] for c in contenders)
+    head = ["contender"] + (["fits"] if count else []) + [n for n, _ in COLUMNS] + [k.replace("_", " ") for k in kinds]
     out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for c in contenders:
         r = rows[c]
-        out.append("| " + " | ".join([f"`{c}`"] + [cell(r.get(key)) for _, key in COLUMNS]
+        out.append("| " + " | ".join([f"`{c}`"] + ([str(r.get("n", ""))] if count else [])
+                                     + [cell(r.get(key)) for _, key in COLUMNS]
                                      + [cell(r.get(f"junk_{k}")) for k in kinds]) + " |")
     return "\n".join(out) + "\n"
 
@@ -43,8 +75,13 @@ def main(argv=None) -> int:
     ap.add_argument("--contenders", nargs="+", required=True)
     ap.add_argument("--kinds", nargs="+", default=KINDS)
     ap.add_argument("--out", default=None, help="Also write results/<stage>/<out>.md (with the command).")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="STAGE",
+                    help="Read these stages' rows.jsonl (mean over folds per seed, then over seeds), not "
+                         "results/<stage>/summary.json.")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="With --pool: only these seeds.")
     args = ap.parse_args(argv)
-    text = table(args.stage, args.contenders, args.kinds)
+    text = table(args.stage, args.contenders, args.kinds,
+                 pooled(args.pool, args.seeds) if args.pool else None)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")

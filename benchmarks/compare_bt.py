@@ -270,6 +270,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         register(base.replace("+rrm6", tag + "+rrm6"), Contender(
             {**c.model, "monotone": monotone, "monotone_prior": "log_normal"}, c.representation + part, c.augment,
             c.augment_rate, c.train, augment_from=c.augment_from))
+    # "+likfpl": "+likpl" and the LM's fluency statistics, free (with a longer window they see sentence order,
+    # section 2h)
+    register(base.replace("+rrm6", "+likfpl+rrm6"), Contender(
+        {**c.model, "monotone": "pmi", "monotone_prior": "log_normal"},
+        c.representation + "+likelihood+likelihood_contrast", c.augment, c.augment_rate, c.train,
+        augment_from=c.augment_from))
     # "+likpg": both at once, each with the prior that served it: the PMI log-normal (refusals), min(PMI, 0)
     # half-normal (another prompt's answer)
     register(base.replace("+rrm6", "+likpg+rrm6"), Contender(
@@ -285,10 +291,12 @@ class Bench:
     """Texts, folds and embeddings shared by every contender (embeddings memoised per representation)."""
 
     def __init__(self, cache_dir: str = str(CACHE_DIR), encoder: str | None = None, device: str = "cpu",
-                 pairs_per_instruction: int | None = None, likelihood_model: str | None = None):
+                 pairs_per_instruction: int | None = None, likelihood_model: str | None = None,
+                 likelihood_response_tokens: int = EncoderConfig.likelihood_response_tokens):
         torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
         # the likelihood model in bfloat16 whatever the machine (its statistics are cached under that identity)
-        extra = {"likelihood_model": likelihood_model, "likelihood_dtype": "bfloat16"}
+        extra = {"likelihood_model": likelihood_model, "likelihood_dtype": "bfloat16",
+                 "likelihood_response_tokens": likelihood_response_tokens}
         cfg = (EncoderConfig(cache_dir=cache_dir, **extra) if encoder is None
                else EncoderConfig(name=encoder, cache_dir=cache_dir, **extra))
         self.encoder = TextEncoder(cfg, device=device)
@@ -621,12 +629,10 @@ def stage_jobs(contenders: list[str], seeds: list[int], folds: list[int], datase
 _WORKER_BENCH: Bench | None = None
 
 
-def _init_worker(encoder: str | None, threads: int, pairs_per_instruction: int | None = None,
-                 likelihood_model: str | None = None) -> None:
+def _init_worker(threads: int, bench_options: dict) -> None:
     global _WORKER_BENCH
     torch.set_num_threads(threads)
-    _WORKER_BENCH = Bench(encoder=encoder, pairs_per_instruction=pairs_per_instruction,
-                          likelihood_model=likelihood_model)
+    _WORKER_BENCH = Bench(**bench_options)
 
 
 def _run_job(job: tuple) -> dict:
@@ -638,13 +644,15 @@ def _run_job(job: tuple) -> dict:
 
 
 def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[int], datasets: list[str],
-              sizes: list[int] | None = None, workers: int = 1, encoder: str | None = None,
-              pairs_per_instruction: int | None = None, likelihood_model: str | None = None) -> Path:
+              sizes: list[int] | None = None, workers: int = 1, bench_options: dict | None = None) -> Path:
     """Run the jobs of a stage not yet in ``results/<stage>/rows.jsonl``, appending a row per finished job.
 
-    ``workers > 1`` fits in that many processes (one thread each); the embeddings must already be in the
+    ``bench_options``: :class:`Bench`'s keyword arguments (encoder, pairs per instruction, likelihood model and
+    window). ``workers > 1`` fits in that many processes (one thread each); the embeddings must already be in the
     cache (``prepare`` and ``embed_shared.py``), since workers only read it.
     """
+    bench_options = dict(bench_options or {})
+    pairs_per_instruction = bench_options.get("pairs_per_instruction")
     out = RESULTS / stage
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
@@ -655,6 +663,9 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
     def record(row: dict) -> None:
         row["machine"] = machine()
         row["pairs_per_instruction"] = pairs_per_instruction
+        if bench_options.get("likelihood_model"):
+            row["likelihood_response_tokens"] = bench_options.get("likelihood_response_tokens",
+                                                                  EncoderConfig.likelihood_response_tokens)
         with open(rows_path, "a") as fh:
             fh.write(json.dumps(row, default=float) + "\n")
         short = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
@@ -663,14 +674,13 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
         print(json.dumps(short), flush=True)
 
     if workers <= 1:
-        _init_worker(encoder, torch.get_num_threads(), pairs_per_instruction, likelihood_model)
+        _init_worker(torch.get_num_threads(), bench_options)
         for job in jobs:
             record(_run_job(job))
         return rows_path
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoder, 1, pairs_per_instruction,
-                                                                                   likelihood_model)) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(1, bench_options)) as pool:
         for row in pool.imap_unordered(_run_job, jobs):
             record(row)
     return rows_path
@@ -852,10 +862,13 @@ def main(argv=None) -> int:
     ap.add_argument("--likelihood-model", default=None,
                     help="Causal LM (directory or .gguf) for contenders with the representation part likelihood "
                          "('+lik'), run in bfloat16.")
+    ap.add_argument("--likelihood-response-tokens", type=int, default=EncoderConfig.likelihood_response_tokens,
+                    help="Response tokens the likelihood model reads (EncoderConfig.likelihood_response_tokens); "
+                         "use another --stage for another window.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS),
+    p.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS), metavar="CONTENDER",
                    help="Only the augmented pairs these contenders' AlpacaEval jobs make (with --folds, --sizes).")
     p.add_argument("--every-text", action="store_true",
                    help="With --contenders: every text their AlpacaEval jobs embed, in their representation.")
@@ -866,7 +879,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="Where the encoder runs (cpu, cuda).")
     p = sub.add_parser("run")
     p.add_argument("--stage", required=True)
-    p.add_argument("--contenders", nargs="+", required=True, choices=list(CONTENDERS))
+    p.add_argument("--contenders", nargs="+", required=True, choices=list(CONTENDERS), metavar="CONTENDER",
+                   help="Names from CONTENDERS (compare_bt.py list prints them).")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)))
     p.add_argument("--datasets", nargs="+", default=["alpaca_eval"], choices=["alpaca_eval", "hh_rlhf_harmless"])
@@ -875,15 +889,21 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="Processes fitting at once (one thread each).")
     p.add_argument("--pairs-per-instruction", type=int, default=None,
                    help="Keep this many AlpacaEval pairs per instruction (drawn once, seed 0); default: all.")
+    sub.add_parser("list", help="Print the contenders' names, one per line.")
     p = sub.add_parser("summary")
     p.add_argument("--stage", required=True)
     p.add_argument("--folds", nargs="+", type=int, default=None, help="Summarise only these folds.")
     p.add_argument("--reference", default=None, help="Contender to pair best-of-N differences with.")
     args = ap.parse_args(argv)
     command = "python benchmarks/compare_bt.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.cmd == "list":
+        print("\n".join(CONTENDERS))
+        return 0
+    bench_options = {"encoder": args.encoder, "pairs_per_instruction": getattr(args, "pairs_per_instruction", None),
+                     "likelihood_model": args.likelihood_model,
+                     "likelihood_response_tokens": args.likelihood_response_tokens}
     if args.cmd == "prepare":
-        bench = Bench(encoder=args.encoder, device=args.device, pairs_per_instruction=args.pairs_per_instruction,
-                      likelihood_model=args.likelihood_model)
+        bench = Bench(device=args.device, **bench_options)
         if args.contenders and args.every_text:
             prepare_jobs(bench, args.contenders, args.seeds, args.folds)
         elif args.contenders:
@@ -893,7 +913,7 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "run":
         run_stage(args.stage, args.contenders, args.seeds, args.folds, args.datasets, args.sizes, args.workers,
-                  args.encoder, args.pairs_per_instruction, args.likelihood_model)
+                  bench_options)
     summary = summarise(args.stage, command, args.reference, args.folds if args.cmd == "summary" else None)
     print((RESULTS / args.stage / "summary.md").read_text())
     return 0 if len(summary) else 1
