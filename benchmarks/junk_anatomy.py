@@ -12,7 +12,8 @@ statistics fire on real answers and on their sentence-shuffled versions (no mode
         --contenders vrm_prior2+nuis+ord+rrm3+glr vrm_part4+nuis+ord+disc+rrm6+glr
 
 writes ``results/coherence/anatomy.json`` and ``anatomy.md`` (``--out`` names them; ``--likelihood-model`` for
-contenders with a language model's part).
+contenders with a language model's part, ``--likelihood-response-tokens`` for its window). Only the held-out
+instructions' stress rows are embedded.
 """
 
 from __future__ import annotations
@@ -68,19 +69,23 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
     fit(rm, train, val, c.train_config(seed, len(train)))
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     keep = [i for i, q in enumerate(sp) if q in test_instructions]
-    real_p, real_h, _ = bench.texts("stress:real", bench.stress_prompts, bench.stress_real, c.representation, "")
-    junk_p, junk_h, _ = bench.texts("stress:junk", sp, sj, c.representation, "")
-    at = {p: i for i, p in enumerate(bench.stress_prompts)}
+    mine = [i for i, q in enumerate(bench.stress_prompts) if q in test_instructions]
+    # only the test instructions' rows are embedded (as compare_bt.junk_wins: a costly view need not see the rest)
+    real_p, real_h, _ = bench.texts(f"stress:real:{hash(tuple(mine))}", [bench.stress_prompts[i] for i in mine],
+                                    [bench.stress_real[i] for i in mine], c.representation, "")
+    junk_p, junk_h, _ = bench.texts(f"stress:junk:{hash(tuple(keep))}", [sp[i] for i in keep], [sj[i] for i in keep],
+                                    c.representation, "")
+    at = {bench.stress_prompts[i]: j for j, i in enumerate(mine)}
     ri = [at[sp[i]] for i in keep]
     with torch.no_grad():
         prompts = real_p[ri]
         w_mean, _ = rm.guide.weight_guide.moments(prompts, num_samples=32)
         theta, _ = rm.model.path.weight_moments(rm.guide.posterior(rm.model.path.site))  # (F, K), |theta| if monotone
         per_feature = theta @ w_mean.T  # (F, B): the path's weight on each feature, per prompt
-        h_real, h_junk = rm.transform.features(real_h[ri]), rm.transform.features(junk_h[keep])
+        h_real, h_junk = rm.transform.features(real_h[ri]), rm.transform.features(junk_h)
         contrib = ((h_junk - h_real) * per_feature.T).numpy()
-        routes_real, routes_junk = rm.route_rewards(prompts, real_h[ri]), rm.route_rewards(junk_p[keep], junk_h[keep])
-        gap = (rm.reward(junk_p[keep], junk_h[keep]).reward - rm.reward(prompts, real_h[ri]).reward).numpy()
+        routes_real, routes_junk = rm.route_rewards(prompts, real_h[ri]), rm.route_rewards(junk_p, junk_h)
+        gap = (rm.reward(junk_p, junk_h).reward - rm.reward(prompts, real_h[ri]).reward).numpy()
     edges = np.cumsum((0,) + feature_groups(c.representation, train.dim))
     names = block_names(c.representation)
     kinds = np.array([sk[i] for i in keep])
@@ -156,13 +161,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--likelihood-model", default=None,
                     help="The LM for contenders with a likelihood part (as compare_bt.py's option).")
+    ap.add_argument("--likelihood-response-tokens", type=int, default=cb.EncoderConfig.likelihood_response_tokens,
+                    help="The LM's window (as compare_bt.py's option).")
     ap.add_argument("--out", default="anatomy", help="Results name under results/coherence/ (.json and .md).")
     ap.add_argument("--render", action="store_true", help="Only rewrite <out>.md from <out>.json.")
     args = ap.parse_args(argv)
     if not args.render:
         if not args.contenders:
             ap.error("--contenders is required (unless --render)")
-        bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model)
+        bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model,
+                         likelihood_response_tokens=args.likelihood_response_tokens)
         gaps, weights, lengths = [], [], []
         for name in args.contenders:
             for seed in args.seeds:
