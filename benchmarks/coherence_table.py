@@ -15,16 +15,21 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [("val NLL", "val_nll"), ("test acc", "test_accuracy"), ("acc (authentic)", "test_accuracy_authentic"),
            ("verbose pref.", "twins_verbose"), ("BoN-11 raw", "bon_raw_mean"), ("BoN-11 LC", "bon_lc_mean"),
            ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("junk (mean)", "junk_mean")]
+#: the junk kinds in the order the tables show them (every kind of vrm_pyro.hacking.JUNK_KINDS)
 KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_words", "truncated", "echo",
          "template", "repeated", "shuffled_other"]
 
 
-def pooled(stages: list[str], seeds: list[int] | None = None) -> dict[str, dict]:
-    """``contender -> means`` over the AlpacaEval rows of ``stages``: per seed over its folds, then over seeds."""
+def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None) -> dict[str, dict]:
+    """``contender -> means`` over the AlpacaEval rows of ``stages``: per seed over its folds, then over seeds.
+    Refuses a (contender, seed, fold) found twice and a contender's rows from two LM windows."""
     import pandas as pd
 
     frames = []
@@ -34,11 +39,25 @@ def pooled(stages: list[str], seeds: list[int] | None = None) -> dict[str, dict]
             raise SystemExit(f"coherence_table.py: no {path} (run compare_bt.py run --stage {stage} first)")
         frames.append(pd.read_json(path, lines=True))
     df = pd.concat(frames, ignore_index=True)
-    df = df[df["dataset"] == "alpaca_eval"]
+    if "dataset" in df:
+        df = df[df["dataset"].fillna("alpaca_eval") == "alpaca_eval"]
+    if "size" in df:  # learning-curve points are not the stage's full-data fits
+        df = df[df["size"].isna()]
     if seeds is not None:
         df = df[df["seed"].isin(seeds)]
+    if contenders is not None:
+        df = df[df["contender"].isin(contenders)]
+    twice = df[df.duplicated(["contender", "seed", "fold"], keep=False)]
+    if len(twice):
+        raise SystemExit("coherence_table.py: the pooled stages hold the same (contender, seed, fold) more than once: "
+                         f"{sorted(set(map(tuple, twice[['contender', 'seed', 'fold']].values.tolist())))[:5]}")
+    if "likelihood_response_tokens" in df:
+        windows = df.groupby("contender")["likelihood_response_tokens"].nunique()
+        if (windows > 1).any():
+            raise SystemExit(f"coherence_table.py: rows of {list(windows[windows > 1].index)} come from different LM "
+                             "windows (likelihood_response_tokens); pool stages of one window")
     for pre in ("", "val_"):  # as compare_bt.summarise: the mean junk rate over kinds
-        kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in KINDS]
+        kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in JUNK_KINDS]
         df[pre + "junk_mean"] = df[kinds].mean(axis=1)
     scalar = [c for c in df.columns if c not in ("seed", "fold") and pd.api.types.is_numeric_dtype(df[c])]
     per_seed = df.groupby(["contender", "seed"])[scalar].mean()
@@ -81,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="With --pool: only these seeds.")
     args = ap.parse_args(argv)
     text = table(args.stage, args.contenders, args.kinds,
-                 pooled(args.pool, args.seeds) if args.pool else None)
+                 pooled(args.pool, args.seeds, args.contenders) if args.pool else None)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")

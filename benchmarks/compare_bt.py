@@ -270,8 +270,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         register(base.replace("+rrm6", tag + "+rrm6"), Contender(
             {**c.model, "monotone": monotone, "monotone_prior": "log_normal"}, c.representation + part, c.augment,
             c.augment_rate, c.train, augment_from=c.augment_from))
-    # "+likfpl": "+likpl" and the LM's fluency statistics, free (with a longer window they see sentence order,
-    # section 2h)
+    # "+likfpl": the LM's four statistics free beside "+likpl"'s PMI and log p(end) (section 2h). The PMI is
+    # given_prompt - alone, a linear combination of two free columns, so its log-normal prior binds nothing here:
+    # in effect "+lik" with log p(end) twice
     register(base.replace("+rrm6", "+likfpl+rrm6"), Contender(
         {**c.model, "monotone": "pmi", "monotone_prior": "log_normal"},
         c.representation + "+likelihood+likelihood_contrast", c.augment, c.augment_rate, c.train,
@@ -653,19 +654,26 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
     """
     bench_options = dict(bench_options or {})
     pairs_per_instruction = bench_options.get("pairs_per_instruction")
+    window = (bench_options.get("likelihood_response_tokens", EncoderConfig.likelihood_response_tokens)
+              if bench_options.get("likelihood_model") else None)
     out = RESULTS / stage
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     done = done_rows(rows_path)
+    if window is not None and rows_path.exists():  # one stage, one LM window: a rerun must not mix two
+        windows = {json.loads(line).get("likelihood_response_tokens", EncoderConfig.likelihood_response_tokens)
+                   for line in rows_path.read_text().splitlines()} - {None}
+        if windows - {window}:
+            raise SystemExit(f"compare_bt.py: {rows_path} holds rows with the LM window {sorted(windows)}, not "
+                             f"{window} (--likelihood-response-tokens): run another window as another --stage")
     jobs = [j for j in stage_jobs(contenders, seeds, folds, datasets, sizes) if j not in done]
     print(f"{stage}: {len(jobs)} jobs to run ({len(done)} done), {workers} worker(s)", flush=True)
 
     def record(row: dict) -> None:
         row["machine"] = machine()
         row["pairs_per_instruction"] = pairs_per_instruction
-        if bench_options.get("likelihood_model"):
-            row["likelihood_response_tokens"] = bench_options.get("likelihood_response_tokens",
-                                                                  EncoderConfig.likelihood_response_tokens)
+        if window is not None:
+            row["likelihood_response_tokens"] = window
         with open(rows_path, "a") as fh:
             fh.write(json.dumps(row, default=float) + "\n")
         short = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
