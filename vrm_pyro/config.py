@@ -247,7 +247,7 @@ class ModelConfig(_Config):
             raise ConfigError("ModelConfig: path_prior='part' (--path-prior part, the default recipe's) shares the "
                               "prior by blocks of the features, which whitening mixes; with --feature-transform "
                               "whiten also pass --path-prior dimension")
-        priors = [c.strip() for c in self.monotone_prior.split(",") if c.strip()]
+        priors = self._monotone_prior_names
         if set(priors) - set(MONOTONE_PRIORS) or not priors or (len(priors) > 1 and len(priors) != len(self.monotone_features)):
             raise ConfigError(f"ModelConfig.monotone_prior (--monotone-prior {self.monotone_prior}): one of "
                               f"{', '.join(MONOTONE_PRIORS)}, or a comma-separated list with one per --monotone name "
@@ -275,9 +275,13 @@ class ModelConfig(_Config):
         return [c.strip() for c in self.monotone.split(",") if c.strip()]
 
     @property
+    def _monotone_prior_names(self) -> list[str]:
+        return [c.strip() for c in self.monotone_prior.split(",") if c.strip()]
+
+    @property
     def monotone_priors(self) -> list[str]:
         """One prior per name of :attr:`monotone_features` (a single ``monotone_prior`` applies to all)."""
-        priors = [c.strip() for c in self.monotone_prior.split(",") if c.strip()]
+        priors = self._monotone_prior_names
         return priors * len(self.monotone_features) if len(priors) == 1 else priors
 
     @property
