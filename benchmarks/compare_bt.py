@@ -277,6 +277,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         {**c.model, "monotone": "pmi", "monotone_prior": "log_normal"},
         c.representation + "+likelihood+likelihood_contrast", c.augment, c.augment_rate, c.train,
         augment_from=c.augment_from))
+    # "+likflu" (round 8): what "+likfpl" meant, with a prior that binds: the part likelihood_fluency (fluency given
+    # the prompt, the PMI, log p(end); no free "alone" column), the first two log-normal (--monotone fluency)
+    register(base.replace("+rrm6", "+likflu+rrm6"), Contender(
+        {**c.model, "monotone": "fluency", "monotone_prior": "log_normal"},
+        c.representation + "+likelihood_fluency", c.augment, c.augment_rate, c.train, augment_from=c.augment_from))
     # "+likpg": both at once, each with the prior that served it: the PMI log-normal (refusals), min(PMI, 0)
     # half-normal (another prompt's answer)
     register(base.replace("+rrm6", "+likpg+rrm6"), Contender(

@@ -45,7 +45,8 @@ from vrm_pyro.representations import feature_groups, parse_representation  # noq
 OUT = cb.RESULTS / "coherence"
 STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
                    "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
-                   "likelihood_gate": ("pmi_below_zero", "end")}
+                   "likelihood_gate": ("pmi_below_zero", "end"),
+                   "likelihood_fluency": ("given_prompt", "pmi", "end")}
 
 
 def block_names(spec: str) -> list[str]:

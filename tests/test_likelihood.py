@@ -143,6 +143,10 @@ def test_representation_part_reads_the_configured_model(tmp_path):
                                torch.tensor([[0.0, -0.5], [-1.0, -0.7]]))
     torch.testing.assert_close(response_features(fake, prompts, answers, spec="likelihood_contrast"),
                                torch.tensor([[1.0, -0.5], [-1.0, -0.7]]))
+    # fluency given the prompt, the PMI, log p(end): no "alone" column that could undo a sign on the first two
+    torch.testing.assert_close(response_features(fake, prompts, answers, spec="likelihood_fluency"),
+                               torch.tensor([[-1.0, 1.0, -0.5], [-3.0, -1.0, -0.7]]))
+    assert feature_groups("response+likelihood_fluency", 8) == (8, 3)
 
 
 def test_errors_say_what_to_set(tmp_path):

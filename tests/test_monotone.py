@@ -25,6 +25,8 @@ def test_orientation_marks_the_cosine_and_the_lm_columns_named():
         feature_orientation(REP, E, ["pmi", "likelihood_contrast"])
     # the raw LM statistics: the fluency "alone" is free (the PMI is given minus alone)
     assert feature_orientation("likelihood", E, ["likelihood"]) == (1, 0, 1, 1)
+    # fluency given the prompt and the PMI, log p(end) free; log-normal (code 2) where asked
+    assert feature_orientation("response+likelihood_fluency", E, ["fluency"], ["log_normal"]) == (0,) * E + (2, 2, 0)
     with pytest.raises(ConfigError, match="no known direction"):
         feature_orientation(REP, E, ["response"])
     with pytest.raises(ConfigError, match=r"\+likelihood"):

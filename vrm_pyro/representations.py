@@ -39,6 +39,10 @@ part                dimension   what
                                 real training answers, 98% of answers to another prompt), so the
                                 judge's preferences among real answers cannot set its weight;
                                 junk pairs do
+``likelihood_fluency`` 3        fluency given the prompt, the PMI and log p(end of turn): the
+                                ``likelihood`` part's span without ``alone`` and the low tail, so
+                                that a sign on fluency and PMI (``--monotone fluency``) binds:
+                                no free column can undo it
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -80,7 +84,7 @@ from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
-LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate")
+LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
          *LIKELIHOOD_PARTS)
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
@@ -108,7 +112,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
              "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
-             "likelihood_gate": (2,)}
+             "likelihood_gate": (2,), "likelihood_fluency": (3,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -123,6 +127,9 @@ ORIENTED_FEATURES = {
     "likelihood_gate": ("likelihood_gate", (1, 1)),  # min(PMI, 0), log p(end of turn)
     "pmi": ("likelihood_contrast", (1, 0)),  # the PMI alone (log p(end) free)
     "pmi_gate": ("likelihood_gate", (1, 0)),  # min(PMI, 0) alone (log p(end) free)
+    # fluency given the prompt and the PMI (log p(end) free): the reward rises with log p(y | x) and falls with
+    # log p(y) by less, r = a log p(y|x) + b (log p(y|x) - log p(y)) + ..., a, b >= 0
+    "fluency": ("likelihood_fluency", (1, 1, 0)),
 }
 
 
@@ -231,6 +238,8 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 stats = torch.stack([pmi, stats[:, 3]], dim=-1)
             elif part == "likelihood_gate":
                 stats = torch.stack([pmi.clamp_max(0.0), stats[:, 3]], dim=-1)
+            elif part == "likelihood_fluency":
+                stats = torch.stack([stats[:, 0], pmi, stats[:, 3]], dim=-1)
             out.append(stats)
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
