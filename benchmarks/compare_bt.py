@@ -282,6 +282,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(base.replace("+rrm6", "+likflu+rrm6"), Contender(
         {**c.model, "monotone": "fluency", "monotone_prior": "log_normal"},
         c.representation + "+likelihood_fluency", c.augment, c.augment_rate, c.train, augment_from=c.augment_from))
+    # "+likord" (round 8): the LM's order gain (the part likelihood_order: the answer's log-probability minus that of
+    # its sentences reordered, given the prompt and alone), log-normal (--monotone order_gain), beside +likpl's part
+    register(base.replace("+rrm6", "+likord+rrm6"), Contender(
+        {**c.model, "monotone": "pmi,order_gain", "monotone_prior": "log_normal"},
+        c.representation + "+likelihood_contrast+likelihood_order", c.augment, c.augment_rate, c.train,
+        augment_from=c.augment_from))
     # "+likpg": both at once, each with the prior that served it: the PMI log-normal (refusals), min(PMI, 0)
     # half-normal (another prompt's answer)
     register(base.replace("+rrm6", "+likpg+rrm6"), Contender(

@@ -46,7 +46,8 @@ OUT = cb.RESULTS / "coherence"
 STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
                    "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
                    "likelihood_gate": ("pmi_below_zero", "end"),
-                   "likelihood_fluency": ("given_prompt", "pmi", "end")}
+                   "likelihood_fluency": ("given_prompt", "pmi", "end"),
+                   "likelihood_order": ("order_gain_given_prompt", "order_gain_alone")}
 
 
 def block_names(spec: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -147,6 +149,37 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     torch.testing.assert_close(response_features(fake, prompts, answers, spec="likelihood_fluency"),
                                torch.tensor([[-1.0, 1.0, -0.5], [-3.0, -1.0, -0.7]]))
     assert feature_groups("response+likelihood_fluency", 8) == (8, 3)
+
+
+def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_difference():
+    from types import SimpleNamespace
+
+    from vrm_pyro.likelihood import permute_sentences
+    from vrm_pyro.representations import response_features
+
+    text = "First, mix the flour. Then add water!\nKnead it well.\n\nBake for an hour. Serve warm."
+    out = permute_sentences(text)
+    assert out == permute_sentences(text) and out != text  # deterministic, never the original order
+    seams = lambda t: re.findall(r"(?<=[.!?])\s+|\n+", t)  # noqa: E731
+    assert seams(out) == seams(text)  # only the order moves: spaces and line breaks stay where they were
+    split = lambda t: sorted(re.split(r"(?<=[.!?])\s+|\n+", t))  # noqa: E731
+    assert split(out) == split(text)
+    assert permute_sentences("Just one sentence here") == "Just one sentence here"
+    assert permute_sentences("A. B.") == "B. A."
+    # the part: stats of the answer minus those of its reordered sentences; one sentence -> 0 and no LM call
+    calls = []
+
+    table = {"A. B.": [-1.0, -2.0, -5.0, -0.5], "One.": [-3.0, -4.0, -6.0, -0.7], "B. A.": [-2.0, -2.25, -6.0, -0.9]}
+
+    def score(prompts, responses, **_):
+        calls.append(list(responses))
+        return torch.tensor([table[r] for r in responses])
+
+    fake = SimpleNamespace(likelihood=SimpleNamespace(score=score))
+    h = response_features(fake, ["p", "p"], ["A. B.", "One."], spec="likelihood_order")
+    assert calls == [["A. B.", "One."], ["B. A."]]  # the one-sentence answer is not scored again
+    torch.testing.assert_close(h, torch.tensor([[1.0, 0.25], [0.0, 0.0]]))
+    assert feature_groups("response+likelihood_order", 8) == (8, 2)
 
 
 def test_errors_say_what_to_set(tmp_path):

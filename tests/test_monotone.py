@@ -27,6 +27,8 @@ def test_orientation_marks_the_cosine_and_the_lm_columns_named():
     assert feature_orientation("likelihood", E, ["likelihood"]) == (1, 0, 1, 1)
     # fluency given the prompt and the PMI, log p(end) free; log-normal (code 2) where asked
     assert feature_orientation("response+likelihood_fluency", E, ["fluency"], ["log_normal"]) == (0,) * E + (2, 2, 0)
+    assert feature_orientation("likelihood_contrast+likelihood_order", E, ["pmi", "order_gain"],
+                               ["half_normal", "log_normal"]) == (1, 0, 2, 2)
     with pytest.raises(ConfigError, match="no known direction"):
         feature_orientation(REP, E, ["response"])
     with pytest.raises(ConfigError, match=r"\+likelihood"):

