@@ -5,7 +5,7 @@
 prints one row per contender (3-decimal means over seeds), with the junk kinds of the coherence issue; ``--out``
 also writes it to ``results/<stage>/<out>.md``, so a table in the README is a file the same commit wrote.
 ``--pool STAGE ...`` reads those stages' ``rows.jsonl`` instead (folds of one setting run as several stages):
-the mean over the folds of each seed, then over seeds (``--seeds``: only these), ``n`` the fits pooled.
+the mean over the folds of each seed, then over seeds (``--seeds``, ``--folds``: only these), ``n`` the fits pooled.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_
          "template", "repeated", "shuffled_other"]
 
 
-def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None) -> dict[str, dict]:
+def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None,
+           folds: list[int] | None = None) -> dict[str, dict]:
     """``contender -> means`` over the AlpacaEval rows of ``stages``: per seed over its folds, then over seeds.
     Refuses a (contender, seed, fold) found twice and a contender's rows from two LM windows."""
     import pandas as pd
@@ -45,6 +46,8 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
         df = df[df["size"].isna()]
     if seeds is not None:
         df = df[df["seed"].isin(seeds)]
+    if folds is not None:
+        df = df[df["fold"].isin(folds)]
     if contenders is not None:
         df = df[df["contender"].isin(contenders)]
     twice = df[df.duplicated(["contender", "seed", "fold"], keep=False)]
@@ -98,9 +101,10 @@ def main(argv=None) -> int:
                     help="Read these stages' rows.jsonl (mean over folds per seed, then over seeds), not "
                          "results/<stage>/summary.json.")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="With --pool: only these seeds.")
+    ap.add_argument("--folds", nargs="+", type=int, default=None, help="With --pool: only these folds.")
     args = ap.parse_args(argv)
     text = table(args.stage, args.contenders, args.kinds,
-                 pooled(args.pool, args.seeds, args.contenders) if args.pool else None)
+                 pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
