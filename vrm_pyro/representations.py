@@ -87,7 +87,7 @@ from vrm_pyro.covariates import (
     sentences,
 )
 from vrm_pyro.errors import ConfigError
-from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
@@ -214,8 +214,6 @@ def _permuted_likelihood(encoder, prompts: list[str], responses: list[str], stat
     """``(N, 2)``: the mean token log-probability (given the prompt, alone) of each response's sentences in
     another order (:func:`~vrm_pyro.likelihood.permute_sentences`); a response of one sentence keeps ``stats``'
     own, so its order gain is 0 and costs no LM pass."""
-    from vrm_pyro.likelihood import permute_sentences
-
     permuted = [permute_sentences(r) for r in responses]
     out = stats[:, :2].clone()
     moved = [i for i, (r, q) in enumerate(zip(responses, permuted)) if q != r]
