@@ -157,15 +157,20 @@ def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_differenc
     from vrm_pyro.likelihood import permute_sentences
     from vrm_pyro.representations import response_features
 
-    text = "First, mix the flour. Then add water!\nKnead it well.\n\nBake for an hour. Serve warm."
+    text = "First, mix the flour. Then add water!\nKnead it well.\n\nBake for an hour. Serve warm.\n"
     out = permute_sentences(text)
     assert out == permute_sentences(text) and out != text  # deterministic, never the original order
-    seams = lambda t: re.findall(r"(?<=[.!?])\s+|\n+", t)  # noqa: E731
-    assert seams(out) == seams(text)  # only the order moves: spaces and line breaks stay where they were
-    split = lambda t: sorted(re.split(r"(?<=[.!?])\s+|\n+", t))  # noqa: E731
+    seams = lambda t: re.findall(r"\s*\n\s*|(?<=[.!?]) +", t)  # noqa: E731
+    assert seams(out) == seams(text) and out.endswith("\n")  # only the order moves: spaces and line breaks stay
+    split = lambda t: sorted(re.split(r"\s*\n\s*|(?<=[.!?]) +", t.strip()))  # noqa: E731
     assert split(out) == split(text)
     assert permute_sentences("Just one sentence here") == "Just one sentence here"
-    assert permute_sentences("A. B.") == "B. A."
+    assert permute_sentences("A. B.") == "B. A." and permute_sentences(" A. B.") == " B. A."
+    assert permute_sentences("Yes. Yes.") == "Yes. Yes."  # no other order exists
+    assert permute_sentences("A. B. A.") != "A. B. A."  # repeated sentences: still another order
+    # a numbered list's items move with their enumerators
+    items = permute_sentences("Steps:\n1. Mix the flour.\n2. Add water.\n3. Bake it.").split("\n")
+    assert sorted(items) == ["1. Mix the flour.", "2. Add water.", "3. Bake it.", "Steps:"]
     # the part: stats of the answer minus those of its reordered sentences; one sentence -> 0 and no LM call
     calls = []
 
@@ -176,9 +181,10 @@ def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_differenc
         return torch.tensor([table[r] for r in responses])
 
     fake = SimpleNamespace(likelihood=SimpleNamespace(score=score))
-    h = response_features(fake, ["p", "p"], ["A. B.", "One."], spec="likelihood_order")
-    assert calls == [["A. B.", "One."], ["B. A."]]  # the one-sentence answer is not scored again
-    torch.testing.assert_close(h, torch.tensor([[1.0, 0.25], [0.0, 0.0]]))
+    table["Yes. Yes."] = [-2.0, -3.0, -5.0, -0.5]
+    h = response_features(fake, ["p"] * 3, ["A. B.", "One.", "Yes. Yes."], spec="likelihood_order")
+    assert calls == [["A. B.", "One.", "Yes. Yes."], ["B. A."]]  # no other order: not scored again
+    torch.testing.assert_close(h, torch.tensor([[1.0, 0.25], [0.0, 0.0], [0.0, 0.0]]))
     assert feature_groups("response+likelihood_order", 8) == (8, 2)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import zlib
 from collections.abc import Sequence
@@ -236,30 +237,39 @@ class LikelihoodScorer:
         return torch.stack([found[k] for k in keys]).float()
 
 
-#: a sentence's end (after ``.!?`` and white space) or a line break: the seams :func:`permute_sentences` keeps
-_SEAM = re.compile(r"((?<=[.!?])\s+|\n+)")
+#: a sentence's end (after ``.!?`` and white space, not after a list's enumerator such as ``2.``) or a line break:
+#: the seams :func:`permute_sentences` keeps in place
+_SEAM = re.compile(r"(\s*\n\s*|(?<=[.!?])(?<!^\d\.)(?<!\s\d\.)(?<!^\d\d\.)(?<!\s\d\d\.)[ \t]+)")
 
 
 def permute_sentences(text: str) -> str:
-    """``text`` with its sentences in another order, the same for the same text (seeded by its CRC-32) and never
-    the original one; the seams between sentences (spaces, line breaks) stay where they were, so only the order
-    changes. A text of fewer than two sentences comes back unchanged.
+    """``text`` with its sentences in another order, the same for the same text (seeded by its CRC-32): the
+    seams between sentences (spaces, line breaks) and the text's leading and trailing white space stay where
+    they were, and a list item keeps its enumerator (``2. Add water.`` moves as one piece), so only the order
+    changes. The text comes back unchanged when it has fewer than two distinct sentences.
 
-    >>> permute_sentences("First, mix. Then bake.\nServe.")
-    'Then bake. First, mix.\nServe.'
+    >>> permute_sentences("First, mix. Then bake.\\nServe.")
+    'Serve. Then bake.\\nFirst, mix.'
     """
-    pieces = _SEAM.split(text)
-    slots = [i for i in range(0, len(pieces), 2) if pieces[i].strip()]
-    if len(slots) < 2:
+    body = text.strip()
+    if not body:
         return text
-    gen = torch.Generator().manual_seed(zlib.crc32(text.encode("utf-8")))
-    order = torch.randperm(len(slots), generator=gen).tolist()
-    if order == sorted(order):
+    lead, tail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    pieces = _SEAM.split(body)
+    slots = list(range(0, len(pieces), 2))
+    words = [pieces[i] for i in slots]
+    if len(set(words)) < 2:
+        return text
+    rng = random.Random(zlib.crc32(text.encode("utf-8")))
+    order = list(range(len(words)))
+    rng.shuffle(order)
+    # never the original text: rotate until some sentence lands where a different one stood
+    while [words[i] for i in order] == words:
         order = order[1:] + order[:1]
     out = list(pieces)
     for slot, src in zip(slots, order):
-        out[slot] = pieces[slots[src]]
-    return "".join(out)
+        out[slot] = words[src]
+    return lead + "".join(out) + tail
 
 
 def bundled_smollm2() -> str | None:

@@ -40,15 +40,17 @@ part                dimension   what
                                 judge's preferences among real answers cannot set its weight;
                                 junk pairs do
 ``likelihood_fluency`` 3        fluency given the prompt, the PMI and log p(end of turn): the
-                                ``likelihood`` part's span without ``alone`` and the low tail, so
-                                that a sign on fluency and PMI (``--monotone fluency``) binds:
-                                no free column can undo it
+                                ``likelihood`` part without the low tail, ``alone`` entering only
+                                through the PMI, so that a sign on fluency and PMI
+                                (``--monotone fluency``) binds: no free column can undo it
 ``likelihood_order`` 2          the LM's order gain: mean token log-probability of the response
                                 minus that of the same sentences in another order
                                 (:func:`vrm_pyro.likelihood.permute_sentences`), given the prompt
                                 and alone. A real answer gains from its order; an answer already
                                 shuffled gains nothing on average. 0 for one sentence; one more
-                                LM pass pair per text
+                                LM pass pair per text. Both texts are cut to the LM's window
+                                (head and tail), so for a long answer the two windows hold partly
+                                different sentences
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -212,8 +214,9 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
 def _permuted_likelihood(encoder, prompts: list[str], responses: list[str], stats: torch.Tensor, progress: bool,
                          desc: str) -> torch.Tensor:
     """``(N, 2)``: the mean token log-probability (given the prompt, alone) of each response's sentences in
-    another order (:func:`~vrm_pyro.likelihood.permute_sentences`); a response of one sentence keeps ``stats``'
-    own, so its order gain is 0 and costs no LM pass."""
+    another order (:func:`~vrm_pyro.likelihood.permute_sentences`), cut to the LM's window as the response is; a
+    response with fewer than two distinct sentences keeps ``stats``' own, so its order gain is 0 and costs no LM
+    pass."""
     permuted = [permute_sentences(r) for r in responses]
     out = stats[:, :2].clone()
     moved = [i for i, (r, q) in enumerate(zip(responses, permuted)) if q != r]
