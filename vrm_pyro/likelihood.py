@@ -255,20 +255,18 @@ def permute_sentences(text: str) -> str:
     if not body:
         return text
     lead, tail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
-    pieces = _SEAM.split(body)
-    slots = list(range(0, len(pieces), 2))
-    words = [pieces[i] for i in slots]
-    if len(set(words)) < 2:
+    pieces = _SEAM.split(body)  # sentence, seam, sentence, ..., sentence
+    sentences = pieces[0::2]
+    if len(set(sentences)) < 2:
         return text
     rng = random.Random(zlib.crc32(text.encode("utf-8")))
-    order = list(range(len(words)))
+    order = list(range(len(sentences)))
     rng.shuffle(order)
     # never the original text: rotate until some sentence lands where a different one stood
-    while [words[i] for i in order] == words:
+    while [sentences[i] for i in order] == sentences:
         order = order[1:] + order[:1]
     out = list(pieces)
-    for slot, src in zip(slots, order):
-        out[slot] = words[src]
+    out[0::2] = [sentences[i] for i in order]
     return lead + "".join(out) + tail
 
 

@@ -234,7 +234,7 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
     ``prompt_emb`` ``(N, E)``: the prompts' own embeddings, if already computed (``interaction``)."""
     parts = parse_representation(spec)
     prompts, responses = list(prompts), list(responses)
-    out, alone = [], None
+    out, alone, lm = [], None, None
     for part in parts:
         if part in ("joint", "response_tokens"):
             span = "all" if part == "joint" else "response"
@@ -257,17 +257,19 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
         elif part in LIKELIHOOD_PARTS:
-            stats = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)
-            pmi = stats[:, 0] - stats[:, 1]  # given_prompt - alone
-            if part == "likelihood_contrast":
-                stats = torch.stack([pmi, stats[:, 3]], dim=-1)
+            if lm is None:  # one lookup for every LM part
+                lm = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)
+            pmi = lm[:, 0] - lm[:, 1]  # given_prompt - alone
+            if part == "likelihood":
+                out.append(lm)
+            elif part == "likelihood_contrast":
+                out.append(torch.stack([pmi, lm[:, 3]], dim=-1))
             elif part == "likelihood_gate":
-                stats = torch.stack([pmi.clamp_max(0.0), stats[:, 3]], dim=-1)
+                out.append(torch.stack([pmi.clamp_max(0.0), lm[:, 3]], dim=-1))
             elif part == "likelihood_fluency":
-                stats = torch.stack([stats[:, 0], pmi, stats[:, 3]], dim=-1)
-            elif part == "likelihood_order":
-                stats = stats[:, :2] - _permuted_likelihood(encoder, prompts, responses, stats, progress, desc)
-            out.append(stats)
+                out.append(torch.stack([lm[:, 0], pmi, lm[:, 3]], dim=-1))
+            else:  # likelihood_order
+                out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
         else:  # sentence_order
             out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
