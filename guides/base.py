@@ -124,8 +124,8 @@ class VariationalGuide(nn.Module):
         self.feature_guide = feature_guide
         self.global_guide = global_guide
 
-    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None,
-                indices=None):
+    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, junk=None, *,
+                size=None, indices=None):
         if self.global_guide is not None:
             self.global_guide()
         if self.weight_guide is None and self.feature_guide is None:

@@ -2,7 +2,7 @@
 
 from vrm_pyro.models.base import PreferenceModel, RewardOutput, pairs_plate
 from vrm_pyro.models.bradley_terry import BradleyTerryModel
-from vrm_pyro.models.paths import BayesianLinearPath, LinearPath, MLPPath, NuisanceTerm
+from vrm_pyro.models.paths import BayesianLinearPath, LinearPath, MLPPath, NuisanceTerm, ValidityGate
 from vrm_pyro.models.priors import (
     DirichletWeightPrior,
     FeaturePrior,
@@ -20,5 +20,5 @@ __all__ = [
     "BayesianLinearPath", "BradleyTerryModel", "DirichletWeightPrior", "LinearPath", "MLPPath", "NuisanceTerm", "FeaturePrior", "LogisticNormalWeightPrior",
     "PreferenceModel", "PromptDirichletWeightPrior", "PromptGaussianFeaturePrior",
     "PromptLogisticNormalWeightPrior", "ResponseGaussianFeaturePrior", "RewardOutput",
-    "StandardNormalFeaturePrior", "VariationalRewardModel", "WeightPrior", "pairs_plate",
+    "StandardNormalFeaturePrior", "ValidityGate", "VariationalRewardModel", "WeightPrior", "pairs_plate",
 ]

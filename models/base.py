@@ -113,7 +113,7 @@ def fixed_rng(seed: int, device: torch.device):
 
 
 #: independent noise streams of the posterior-predictive draws
-STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5}
+STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5, "gate_weight": 6, "gate_bias": 7}
 
 
 def standard_normal_noise(num_samples: int, shape, device: torch.device, seed: int = 0, stream: int = 0) -> torch.Tensor:
@@ -185,20 +185,38 @@ class PreferenceModel(nn.Module):
             observable covariates), or None.
         decorrelation: weight of a penalty on the squared batch correlation between the authentic
             reward differences and each covariate difference (as ODIN does for length); 0 = off.
+        gate: a :class:`~vrm_pyro.models.paths.ValidityGate` (``log P(valid | y)`` added to the reward), or None.
     """
 
     #: names of the local (per-pair) latent sample sites the guide must provide
     latent_sites: tuple[str, ...] = ()
     max_plate_nesting = 1
 
-    def __init__(self, *, nuisance: nn.Module | None = None, decorrelation: float = 0.0):
+    def __init__(self, *, nuisance: nn.Module | None = None, decorrelation: float = 0.0,
+                 gate: nn.Module | None = None):
         super().__init__()
         self.nuisance = nuisance
         self.decorrelation = decorrelation
+        self.gate = gate
 
     def global_modules(self) -> list[nn.Module]:
         """The parts of the program that sample global latents (``sample()`` and ``global_sites``)."""
-        return [self.nuisance] if self.nuisance is not None else []
+        return [m for m in (self.gate, self.nuisance) if m is not None]
+
+    def gate_difference(self, globals_: dict, response_a: torch.Tensor, response_b: torch.Tensor):
+        """The validity gate's part of ``r_a - r_b`` (:class:`~vrm_pyro.models.paths.ValidityGate`): ``(B,)`` or
+        ``(S, B)`` for draws of the global sites; 0 without a gate."""
+        if self.gate is None:
+            return 0.0
+        return self.gate.logits(globals_, response_a) - self.gate.logits(globals_, response_b)
+
+    def gate_moments(self, guide, response: torch.Tensor, num_samples: int, seed: int):
+        """Posterior mean and variance of the gate's term of single responses ``(B, F)``, from ``num_samples``
+        seeded draws of its sites (the same draws for every row): ``((B,), (B,))``, or ``(0, 0)`` without a gate."""
+        if self.gate is None:
+            return 0.0, 0.0
+        g = self.gate.logits(guide.global_samples(num_samples, seed), response)
+        return g.mean(0), g.var(0, unbiased=False)
 
     def global_priors(self) -> dict[str, tuple[tuple[int, ...], float]]:
         """``{site: (event shape, prior std)}`` of the global latents, which the guide must provide outside
@@ -221,8 +239,8 @@ class PreferenceModel(nn.Module):
         """Sample local latents (inside the plate) and return ``r_a - r_b``: ``(..., B)``."""
         raise NotImplementedError
 
-    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None,
-                indices=None):
+    def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, junk=None, *,
+                size=None, indices=None):
         globals_ = {}
         for m in self.global_modules():
             globals_.update(m.sample())
@@ -232,6 +250,8 @@ class PreferenceModel(nn.Module):
             if self.nuisance is not None:
                 logits = logits + self.nuisance.logits(globals_, prompt, nuisance_a - nuisance_b)
             observe_label(logits, label)
+            if self.gate is not None and junk is not None:
+                self.gate.observe(globals_, response_a, response_b, junk)
         if self.decorrelation > 0 and label is not None and nuisance_a is not None and nuisance_a.shape[-1]:
             # not part of the generative story: a penalty on the ELBO, scaled to the dataset like it
             penalty = squared_correlation(authentic, nuisance_a - nuisance_b)

@@ -1,6 +1,6 @@
 r"""The Bradley–Terry baseline as the same kind of Pyro program, with no local latent variables::
 
-    r_y = h(e_y)                                   a linear, MLP or Bayesian linear head
+    r_y = h(e_y) [+ log sigma(v . h_G + c)]        a linear, MLP or Bayesian linear head [+ validity gate]
     l   ~ Bernoulli(logits = r_a - r_b [+ gamma . (φ(a) - φ(b))])
 
 With a point head and no nuisance term the guide is empty and ``Trace_ELBO`` is exactly the
@@ -28,8 +28,8 @@ class BradleyTerryModel(PreferenceModel):
     def __init__(self, response_dim: int, *, head: str | nn.Module = "linear", hidden_dim: int = 256,
                  prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
                  orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
-                 decorrelation: float = 0.0):
-        super().__init__(nuisance=nuisance, decorrelation=decorrelation)
+                 decorrelation: float = 0.0, gate: nn.Module | None = None):
+        super().__init__(nuisance=nuisance, decorrelation=decorrelation, gate=gate)
         self.response_dim = response_dim
         if isinstance(head, str):
             head = {"linear": lambda: LinearPath(response_dim, None),
@@ -43,11 +43,12 @@ class BradleyTerryModel(PreferenceModel):
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *,
                     nuisance: nn.Module | None = None,
                     feature_groups: tuple[int, ...] | None = None,
-                    orientation: tuple[int, ...] | None = None) -> BradleyTerryModel:
+                    orientation: tuple[int, ...] | None = None,
+                    gate: nn.Module | None = None) -> BradleyTerryModel:
         scale = cfg.path_prior_scale if cfg.bt_prior_scale is None else cfg.bt_prior_scale
         return cls(response_dim, head=cfg.bt_head, hidden_dim=cfg.bt_hidden_dim, prior_scale=scale,
                    feature_groups=feature_groups, orientation=orientation, nuisance=nuisance,
-                   decorrelation=cfg.decorrelation)
+                   decorrelation=cfg.decorrelation, gate=gate)
 
     def score(self, response: torch.Tensor) -> torch.Tensor:
         """A point head's reward ``h(e_y)``: ``(B, F)`` -> ``(B,)``."""
@@ -57,12 +58,15 @@ class BradleyTerryModel(PreferenceModel):
         return ([self.head] if self.head.global_sites else []) + super().global_modules()
 
     def authentic_logits(self, globals_, prompt, response_a, response_b):
-        return self.head.scores(response_a, globals_) - self.head.scores(response_b, globals_)
+        return (self.head.scores(response_a, globals_) - self.head.scores(response_b, globals_)
+                + self.gate_difference(globals_, response_a, response_b))
 
     def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
         posterior = guide.posterior(self.head.site) if self.head.global_sites else None
         mean, var = self.head.moments(response, posterior)
-        return RewardOutput(reward=mean, reward_std=var.sqrt() if self.head.global_sites else None)
+        gate_mean, gate_var = self.gate_moments(guide, response, num_samples, seed)
+        epistemic = bool(self.head.global_sites) or self.gate is not None
+        return RewardOutput(reward=mean + gate_mean, reward_std=(var + gate_var).sqrt() if epistemic else None)
 
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):

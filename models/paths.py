@@ -17,6 +17,9 @@ A *path* maps ``h (B, F)`` to ``K`` per-objective scores (VRM) or one reward (Br
   (VRM's objective weights are on the simplex, so every objective's score rising means the reward does).
 - :class:`LinearPath`, :class:`MLPPath`: point-estimated maps (free in the ELBO).
 
+:class:`ValidityGate` is a saturating term ``log sigma(v . h_G + c)`` added to the reward (VRM and BT alike):
+the log-probability that a response is a valid answer at all, which junk loses and real answers barely feel.
+
 :class:`NuisanceTerm` is the judge's reaction to observable covariates ``φ(y)`` (length,
 formatting): ``gamma . (φ(a) − φ(b))`` with a global ``gamma ~ N(0, s^2 I_C)``, optionally
 ``gamma(x) = gamma + Gamma^T x̂`` with a global ``Gamma``. Each object declares its global sites
@@ -172,6 +175,49 @@ class MLPPath(LinearPath):
         nn.Module.__init__(self)
         self.out_dim = out_dim
         self.net = mlp(in_dim, hidden_dim, out_dim or 1)
+
+
+class ValidityGate(_GlobalGaussian):
+    r"""A saturating validity term added to the reward: ``log sigma(v . h_G + c)``, the log-probability that the
+    response is a valid answer at all (on topic, coherent, complete), from the columns ``G`` of ``h`` named by
+    ``ModelConfig.gate`` (low-dimensional evidence: the cosine, the text statistics, a language model's).
+
+    Global sites ``gate_weight`` ``(G,)`` (prior std ``prior_scale`` per column, whose features arrive
+    standardised) and ``gate_bias`` ``(1,)`` (prior std ``bias_scale``). A real answer sits where the term has
+    saturated (``log sigma(t) -> 0``), so the judge's preferences among real answers move it little, while an
+    answer the gate rejects loses ``|v . h_G + c|``: a product of experts, ``P(valid) x exp(quality)``, not one
+    linear trade-off in which quality can outbid relevance. ``columns`` (``(F,)`` bool) is saved with the weights.
+    """
+
+    def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0):
+        super().__init__()
+        columns = torch.as_tensor(columns, dtype=torch.bool)
+        width = int(columns.sum())
+        if columns.dim() != 1 or width < 1:
+            raise ValueError("ValidityGate: columns must be an (F,) bool mask with at least one column (see "
+                             "vrm_pyro.representations.part_columns)")
+        self.priors = {"gate_weight": ((width,), prior_scale), "gate_bias": ((1,), bias_scale)}
+        self.register_buffer("columns", columns)
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def validity_logits(self, globals_: dict, h: torch.Tensor) -> torch.Tensor:
+        """``v . h_G + c``: ``h (B, F)`` -> ``(B,)``, or ``(S, B)`` for ``S`` draws of the sites."""
+        t = linear_scores(h[:, self.columns], globals_["gate_weight"], 1)
+        bias = globals_["gate_bias"]
+        return t + (bias.reshape(-1, 1) if t.dim() > 1 else bias)
+
+    def logits(self, globals_: dict, h: torch.Tensor) -> torch.Tensor:
+        """The reward's term ``log sigma(v . h_G + c)``: ``(B,)`` or ``(S, B)``."""
+        return F.logsigmoid(self.validity_logits(globals_, h))
+
+    def observe(self, globals_: dict, response_a: torch.Tensor, response_b: torch.Tensor, junk: torch.Tensor) -> None:
+        """Inside the pair plate: what is known of each response's validity, ``valid_a ~ Bernoulli(sigma(t_a))``
+        observed 1 (a real answer) and ``valid_b`` observed ``not junk``: every answer a judge saw is valid, junk
+        made by construction is not. This, not the judge's labels, is what teaches the gate."""
+        ones = torch.ones_like(junk, dtype=response_a.dtype)
+        pyro.sample("valid_a", dist.Bernoulli(logits=self.validity_logits(globals_, response_a)), obs=ones)
+        pyro.sample("valid_b", dist.Bernoulli(logits=self.validity_logits(globals_, response_b)),
+                    obs=(~junk).to(response_a.dtype))
 
 
 class NuisanceTerm(_GlobalGaussian):

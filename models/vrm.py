@@ -4,11 +4,14 @@ For a pair ``(x, a, b)`` with label ``l`` = P(a preferred)::
 
     theta ~ N(0, sigma_theta^2 I)              global: path weights, (F, K)        [path="bayesian"]
     gamma ~ N(0, s^2 I)                        global: the judge's nuisance terms  [nuisance]
+    v, c  ~ N(0, I), N(0, 3^2)                 global: the validity gate           [gate]
     for each pair:
         w    ~ p(w | x)                        objective weights on the K-simplex
         z_y  ~ p(z | x, y),  y in {a, b}       semantic features in R^D
         u_y  = g(z_y) + theta^T h_y            per-objective scores
-        l    ~ Bernoulli(logits = w . (u_a - u_b) + gamma . (φ(a) - φ(b)))
+        r_y  = w . u_y [+ log sigma(v . h_G,y + c)]
+        l    ~ Bernoulli(logits = r_a - r_b + gamma . (φ(a) - φ(b)))
+        [valid_y ~ Bernoulli(sigma(v . h_G,y + c)), observed: 0 for junk made by construction, else 1]
 
 ``h_y`` are the response features (:mod:`vrm_pyro.representations`), ``g`` a small decoder
 from features to K scores. The authentic reward is ``r(x, y) = w . u_y``; the nuisance term is
@@ -54,7 +57,7 @@ class VariationalRewardModel(PreferenceModel):
             (``None``: every dimension alike); see :class:`~vrm_pyro.models.paths.BayesianLinearPath`.
         orientation: per row of the path, 0 (free) or the code of a monotone prior, ``(F,)``; see
             :func:`vrm_pyro.representations.feature_orientation`.
-        nuisance, decorrelation: see :class:`~vrm_pyro.models.base.PreferenceModel`.
+        nuisance, decorrelation, gate: see :class:`~vrm_pyro.models.base.PreferenceModel`.
     """
 
     latent_sites = ("w", "z_a", "z_b")
@@ -64,8 +67,8 @@ class VariationalRewardModel(PreferenceModel):
                  feature_prior: FeaturePrior | None = None, path: str | nn.Module = "bayesian",
                  path_prior_scale: float = 1.0, feature_groups: tuple[int, ...] | None = None,
                  orientation: tuple[int, ...] | None = None, nuisance: nn.Module | None = None,
-                 decorrelation: float = 0.0):
-        super().__init__(nuisance=nuisance, decorrelation=decorrelation)
+                 decorrelation: float = 0.0, gate: nn.Module | None = None):
+        super().__init__(nuisance=nuisance, decorrelation=decorrelation, gate=gate)
         response_dim = response_dim or prompt_dim
         self.prompt_dim, self.response_dim = prompt_dim, response_dim
         self.num_objectives, self.feature_dim = num_objectives, feature_dim
@@ -86,11 +89,12 @@ class VariationalRewardModel(PreferenceModel):
     def from_config(cls, cfg: ModelConfig, prompt_dim: int, response_dim: int, *, weight_prior: WeightPrior,
                     feature_prior: FeaturePrior, nuisance: nn.Module | None = None,
                     feature_groups: tuple[int, ...] | None = None,
-                    orientation: tuple[int, ...] | None = None) -> VariationalRewardModel:
+                    orientation: tuple[int, ...] | None = None,
+                    gate: nn.Module | None = None) -> VariationalRewardModel:
         return cls(prompt_dim, response_dim, num_objectives=cfg.num_objectives, feature_dim=cfg.feature_dim,
                    hidden_dim=cfg.hidden_dim, weight_prior=weight_prior, feature_prior=feature_prior, path=cfg.path,
                    path_prior_scale=cfg.path_prior_scale, feature_groups=feature_groups,
-                   orientation=orientation, nuisance=nuisance, decorrelation=cfg.decorrelation)
+                   orientation=orientation, nuisance=nuisance, decorrelation=cfg.decorrelation, gate=gate)
 
     def global_modules(self) -> list[nn.Module]:
         own = [self.path] if self.path is not None and self.path.global_sites else []
@@ -108,7 +112,7 @@ class VariationalRewardModel(PreferenceModel):
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:  # a difference of scores (not the score of a difference: a bias would favour a)
             u_diff = u_diff + self.path.scores(response_a, globals_) - self.path.scores(response_b, globals_)
-        return (w * u_diff).sum(-1)
+        return (w * u_diff).sum(-1) + self.gate_difference(globals_, response_a, response_b)
 
     # -- posterior summaries -------------------------------------------------------------------------
     def path_moments(self, guide, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +126,9 @@ class VariationalRewardModel(PreferenceModel):
     def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
         r"""``E_q[w . u(z, y)]``, exact for ``w`` (analytic moments where available) and ``theta`` (mean-field
         Gaussian), with ``num_samples`` seeded draws of ``z``. ``reward_std`` is the epistemic part,
-        ``Var_theta(E_{w,z}[r | theta]) = sum_k E[w_k]^2 Var((theta^T h)_k)``; ``local_std`` the rest of the
-        total posterior variance (law of total variance)."""
+        ``Var_theta(E_{w,z}[r | theta]) = sum_k E[w_k]^2 Var((theta^T h)_k)`` (plus the validity gate's variance
+        over draws of its sites, if any); ``local_std`` the rest of the total posterior variance (law of total
+        variance)."""
         w_mean, w_second = guide.weight_guide.moments(prompt, num_samples=num_samples, seed=seed)
         z = guide.feature_guide.draws(prompt, response, num_samples, seed=seed, stream=STREAMS["z_a"])
         g = self.decoder(z)
@@ -137,17 +142,23 @@ class VariationalRewardModel(PreferenceModel):
         mean = (w_mean * u_mean).sum(-1)
         total = ((w_second * u_second).sum((-2, -1)) - mean.square()).clamp_min(0.0)
         epistemic = (w_mean.square() * p_var).sum(-1)
-        has_globals = self.path is not None and bool(self.path.global_sites)
+        gate_mean, gate_var = self.gate_moments(guide, response, num_samples, seed)
+        mean, total, epistemic = mean + gate_mean, total + gate_var, epistemic + gate_var
+        has_globals = (self.path is not None and bool(self.path.global_sites)) or self.gate is not None
         return RewardOutput(reward=mean, reward_std=epistemic.sqrt() if has_globals else None,
                             local_std=(total - epistemic).clamp_min(0.0).sqrt(), weights=w_mean, scores=u_mean)
 
     def route_rewards(self, guide, prompt, response, *, num_samples=32, seed=0) -> dict[str, torch.Tensor]:
         """The posterior mean reward split by route: ``latent`` ``E[w] . E[g(z)]`` and ``path``
-        ``E[w] . E[theta]^T h``, each ``(B,)`` (their sum is :meth:`reward`'s mean)."""
+        ``E[w] . E[theta]^T h``, each ``(B,)``, and with a validity gate ``gate``, its mean term (their sum is
+        :meth:`reward`'s mean)."""
         w_mean, _ = guide.weight_guide.moments(prompt, num_samples=num_samples, seed=seed)
         z = guide.feature_guide.draws(prompt, response, num_samples, seed=seed, stream=STREAMS["z_a"])
         p_mean, _ = self.path_moments(guide, response)
-        return {"latent": (w_mean * self.decoder(z).mean(0)).sum(-1), "path": (w_mean * p_mean).sum(-1)}
+        routes = {"latent": (w_mean * self.decoder(z).mean(0)).sum(-1), "path": (w_mean * p_mean).sum(-1)}
+        if self.gate is not None:
+            routes["gate"] = self.gate_moments(guide, response, num_samples, seed)[0]
+        return routes
 
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):
@@ -159,7 +170,7 @@ class VariationalRewardModel(PreferenceModel):
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:
             u_diff = u_diff + self.path.scores(response_a, draws) - self.path.scores(response_b, draws)
-        d = (w * u_diff).sum(-1)
+        d = (w * u_diff).sum(-1) + self.gate_difference(draws, response_a, response_b)
         if include_nuisance:
             d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
         return d

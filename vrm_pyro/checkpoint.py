@@ -169,14 +169,15 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"{path / CONFIG_NAME}: invalid configuration: {exc}") from exc
     rep = encoder_cfg.representation  # the prior's blocks and signs come with the weights; the model is
     fits = representation_dim(rep, cfg["emb_dim"]) == (cfg.get("response_dim") or cfg["emb_dim"])  # built to hold them
-    rm = build_reward_model(model_cfg if fits else model_cfg.replace(path_prior="dimension", monotone="", monotone_prior="half_normal"),
-                            emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"),
-                            representation=rep if fits else None)
-    rm.config = model_cfg
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path / WEIGHTS_NAME}: unreadable safetensors file ({exc})") from exc
+    rm = build_reward_model(model_cfg if fits else model_cfg.replace(path_prior="dimension", monotone="", monotone_prior="half_normal"),
+                            emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"),
+                            representation=rep if fits else None,
+                            gate_columns=None if fits else state.get("model.gate.columns"))
+    rm.config = model_cfg
     if cfg["schema_version"] == 1:
         state = _migrate_v1_state(state, rm)
     expected = rm.state_dict()

@@ -212,6 +212,13 @@ class ModelConfig(_Config):
                                  "the data may switch the feature off) or log_normal (sigma exp(theta / sigma), median "
                                  "the block's prior std sigma: the feature is believed to matter); one for every "
                                  "name of --monotone, or a comma-separated list with one per name.")
+    gate: str = _field("", "Comma-separated representation parts (or 'cosine', the prompt-response cosine of "
+                       "'interaction') whose columns feed a validity gate log sigmoid(v . h_G + c) added to the "
+                       "reward, VRM and BT alike (models.paths.ValidityGate): junk that the gate rejects loses "
+                       "|v . h_G + c| while real answers sit where it has saturated; '' for none. Low-dimensional "
+                       "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")
+    gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
+                                     "standardised: logits per standard deviation).")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
                            "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
     nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
@@ -260,7 +267,11 @@ class ModelConfig(_Config):
         if self.monotone_features and not self.path_uses_prior:
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
                               "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT)")
-        if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0
+        if self.gate_parts and self.feature_transform == "whiten":
+            raise ConfigError(f"ModelConfig.gate (--gate {self.gate}) reads named columns of the features, which "
+                              "whitening mixes into principal components; use --feature-transform standardize (the "
+                              "default) or none")
+        if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0 or self.gate_prior_scale <= 0
                 or (self.bt_prior_scale is not None and self.bt_prior_scale <= 0)):
             raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
 
@@ -284,6 +295,11 @@ class ModelConfig(_Config):
         """One prior per name of :attr:`monotone_features` (a single ``monotone_prior`` applies to all)."""
         priors = self._monotone_prior_names
         return priors * len(self.monotone_features) if len(priors) == 1 else priors
+
+    @property
+    def gate_parts(self) -> list[str]:
+        """The names in :attr:`gate`, in order."""
+        return [c.strip() for c in self.gate.split(",") if c.strip()]
 
     @property
     def covariates(self) -> list[str]:
@@ -317,6 +333,9 @@ class TrainConfig(_Config):
     nuisance_lr: float | None = _field(None, "Learning rate of the judge's nuisance coefficients gamma (their variational "
                                        "parameters); default: lr. A handful of global coefficients next to a large head "
                                        "move slowly at lr and may not settle before early stopping.")
+    gate_lr: float | None = _field(None, "Learning rate of the validity gate's weights (ModelConfig.gate; their "
+                                   "variational parameters); default: lr. Like gamma, a few global coefficients that "
+                                   "move slowly at lr.")
     clip_norm: float = _field(10.0, "Gradient clipping (global L2 norm); 0 disables.")
     kl_weight_w: float = _field(0.1, "beta_w: weight of the KL term of the objective weights w.")
     kl_weight_z: float = _field(0.1, "beta_z: weight of the KL terms of the features z_a, z_b.")

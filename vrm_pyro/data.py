@@ -183,7 +183,8 @@ def check_embeddings(t, name: str, source: str = "embeddings") -> None:
 
 class PairBatch(NamedTuple):
     """A minibatch of ``B`` pairs, in the argument order of every model and guide:
-    ``model(*batch, size=N)``. ``nuisance_*`` are ``(B, C)`` (``C = 0`` without covariates)."""
+    ``model(*batch, size=N)``. ``nuisance_*`` are ``(B, C)`` (``C = 0`` without covariates); ``junk`` ``(B,)``
+    bool marks the pairs whose ``response_b`` is junk made by construction (or is None)."""
 
     prompt: Any
     response_a: Any
@@ -191,6 +192,7 @@ class PairBatch(NamedTuple):
     label: Any
     nuisance_a: Any
     nuisance_b: Any
+    junk: Any = None
 
 
 def prompt_groups(prompt) -> tuple[Any, Any]:
@@ -212,7 +214,9 @@ class PairEmbeddings:
     features ``h(x, y)`` (see :mod:`vrm_pyro.representations`; ``F = E`` for the ``joint``
     representation); label: ``(N,)`` P(a preferred) in [0, 1]; nuisance_a, nuisance_b: ``(N, C)``
     observable covariates ``φ(y)`` of each response (length, formatting; see
-    :mod:`vrm_pyro.covariates`), empty by default. Build one with
+    :mod:`vrm_pyro.covariates`), empty by default; junk: ``(N,)`` bool, True where ``response_b`` is junk
+    made by construction from ``response_a`` or another prompt's answer (:func:`vrm_pyro.hacking.augment_pairs`;
+    all False by default), which a validity gate (``ModelConfig.gate``) learns from. Build one with
     :func:`vrm_pyro.encoders.embed_pairs`, or from tensors you computed yourself.
 
     ``prompt_multiplicity`` ``(N,)`` is derived: how many pairs of *this* dataset share the row's
@@ -227,6 +231,7 @@ class PairEmbeddings:
     label: Any
     nuisance_a: Any = None
     nuisance_b: Any = None
+    junk: Any = None
     prompt_multiplicity: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -252,6 +257,10 @@ class PairEmbeddings:
         if self.nuisance_a.shape != self.nuisance_b.shape:
             raise DataError(f"nuisance_a {tuple(self.nuisance_a.shape)} and nuisance_b {tuple(self.nuisance_b.shape)} "
                             "differ", source="PairEmbeddings")
+        self.junk = (torch.zeros(n, dtype=torch.bool) if self.junk is None
+                     else torch.as_tensor(self.junk, dtype=torch.bool, device=self.label.device))
+        if self.junk.shape != (n,):
+            raise DataError(f"junk must have shape ({n},), got {tuple(self.junk.shape)}", source="PairEmbeddings")
         if self.label.shape != (n,):
             raise DataError(f"label must have shape ({n},), got {tuple(self.label.shape)}", source="PairEmbeddings")
         if not torch.isfinite(self.label).all() or (self.label < 0).any() or (self.label > 1).any():
@@ -281,7 +290,7 @@ class PairEmbeddings:
     def replace(self, **changes) -> PairEmbeddings:
         """A copy with some columns replaced (e.g. transformed response features)."""
         cols = {k: getattr(self, k) for k in ("prompt", "response_a", "response_b", "label", "nuisance_a",
-                                              "nuisance_b")}
+                                              "nuisance_b", "junk")}
         return PairEmbeddings(**{**cols, **changes})
 
     def to(self, device) -> PairEmbeddings:
@@ -296,7 +305,7 @@ class PairEmbeddings:
         return PairBatch(*(t[index] for t in self.tensors()))
 
     def tensors(self) -> tuple:
-        return (self.prompt, self.response_a, self.response_b, self.label, self.nuisance_a, self.nuisance_b)
+        return (self.prompt, self.response_a, self.response_b, self.label, self.nuisance_a, self.nuisance_b, self.junk)
 
     def concat(self, other: PairEmbeddings) -> PairEmbeddings:
         """These pairs followed by ``other``'s (e.g. real pairs and augmented ones)."""

@@ -426,6 +426,7 @@ class TokenizedPairs:
         self.nuisance_a, self.nuisance_b = judged_covariates(
             torch.as_tensor(nuisance_covariates(pairs.response_a, nuisance)),
             torch.as_tensor(nuisance_covariates(pairs.response_b, nuisance)), pairs.judged)
+        self.junk = torch.as_tensor(~pairs.judged)
         count: dict[str, int] = {}
         for p in pairs.prompt:
             count[p] = count.get(p, 0) + 1
@@ -464,7 +465,7 @@ class TokenizedPairs:
         emb = self.encoder.embed_ids(input_ids.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
         rows = torch.as_tensor(idx, device=self.label.device)
         return PairBatch(emb[:b], emb[b:2 * b], emb[2 * b:], self.label[rows], self.nuisance_a[rows],
-                         self.nuisance_b[rows])
+                         self.nuisance_b[rows], self.junk[rows])
 
     @torch.no_grad()
     def embeddings(self, batch_size: int | None = None) -> PairEmbeddings:
@@ -502,4 +503,5 @@ def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, representation:
                                             representation=representation, nuisance=nuisance, progress=progress,
                                             desc=desc)
     phi_a, phi_b = judged_covariates(phi[:n], phi[n:], pairs.judged)
-    return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi_a, phi_b)
+    return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi_a, phi_b,
+                          torch.as_tensor(~pairs.judged))

@@ -32,9 +32,10 @@ from vrm_pyro.models import (
     PromptLogisticNormalWeightPrior,
     ResponseGaussianFeaturePrior,
     StandardNormalFeaturePrior,
+    ValidityGate,
     VariationalRewardModel,
 )
-from vrm_pyro.representations import feature_groups, feature_orientation
+from vrm_pyro.representations import feature_groups, feature_orientation, part_columns
 from vrm_pyro.reward_model import RewardModel
 
 WEIGHT_PRIORS = {
@@ -67,13 +68,15 @@ def _lookup(table: dict, name: str, what: str, option: str):
 
 
 def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, response_dim: int | None = None,
-                       seed: int | None = None, representation: str | None = None, **overrides) -> RewardModel:
+                       seed: int | None = None, representation: str | None = None,
+                       gate_columns: torch.Tensor | None = None, **overrides) -> RewardModel:
     """Build a model and its guide from names, check they agree, wrap them in a :class:`RewardModel`.
 
     ``emb_dim`` is the prompt embedding width E, ``response_dim`` the width F of the response features
     (default E: the ``joint`` representation). ``seed`` seeds the parameter initialisation (otherwise the
     global torch RNG is used). ``representation`` (``EncoderConfig.representation``) names the blocks of the
-    features; ``cfg.path_prior="part"`` needs it.
+    features; ``cfg.path_prior="part"`` and ``cfg.gate`` need it (or, for the gate, ``gate_columns``: its ``(F,)``
+    bool mask, as a checkpoint stores it).
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
@@ -99,10 +102,23 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
                        if cfg.monotone_features else None)
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
                 if C and cfg.nuisance_term else None)
+    gate = None
+    if cfg.gate_parts and gate_columns is not None:
+        gate = ValidityGate(gate_columns, cfg.gate_prior_scale)
+    elif cfg.gate_parts:
+        if representation is None:
+            raise ConfigError(f"ModelConfig.gate (--gate {cfg.gate}) reads named parts of the representation: pass "
+                              "representation=<EncoderConfig.representation> to build_reward_model")
+        columns = part_columns(representation, E, cfg.gate_parts)
+        if columns.shape[0] != F:
+            raise ConfigError(f"representation {representation!r} gives features of width {columns.shape[0]} for an "
+                              f"encoder of width {E}, but response_dim is {F}: pass the representation the features "
+                              "were computed with")
+        gate = ValidityGate(columns, cfg.gate_prior_scale)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
         model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups,
-                                             orientation=orientation)
+                                             orientation=orientation, gate=gate)
     else:
         weight_prior = _lookup(WEIGHT_PRIORS, cfg.weight_prior, "weight prior", "weight_prior")
         feature_prior = _lookup(FEATURE_PRIORS, cfg.feature_prior, "feature prior", "feature_prior")
@@ -113,7 +129,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
         model = VariationalRewardModel.from_config(
             cfg, E, F, weight_prior=weight_prior.from_config(cfg, E, F),
             feature_prior=feature_prior.from_config(cfg, E, F), nuisance=nuisance, feature_groups=groups,
-            orientation=orientation)
+            orientation=orientation, gate=gate)
     priors = model.global_priors()
     guide = VariationalGuide(weight_guide, feature_guide, MeanFieldGlobalGuide(priors) if priors else None)
     check_sites(model, guide, E, F, C)

@@ -182,6 +182,32 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
     return tuple(out)
 
 
+def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
+    """``(F,)`` bool: the columns of ``h(x, y)`` that belong to the parts ``names`` of the representation ``spec``
+    (``"cosine"``: the last column of ``interaction``, the prompt-response cosine). What
+    ``ModelConfig.gate`` feeds the validity gate."""
+    parts = parse_representation(spec)
+    names = list(names)
+    for name in names:
+        part = "interaction" if name == "cosine" else name
+        if part not in PARTS:
+            raise ConfigError(f"ModelConfig.gate (--gate): unknown part {name!r}; name parts of the representation "
+                              f"({'+'.join(parts)}) or 'cosine'")
+        if part not in parts:
+            raise ConfigError(f"ModelConfig.gate (--gate): {name!r} needs the representation part {part!r}, which "
+                              f"{spec!r} (EncoderConfig.representation) does not have: add +{part}")
+    out: list[bool] = []
+    for part in parts:
+        width = sum(feature_groups(part, emb_dim))
+        if part in names:
+            out += [True] * width
+        elif part == "interaction" and "cosine" in names:
+            out += [False] * (width - 1) + [True]
+        else:
+            out += [False] * width
+    return torch.tensor(out, dtype=torch.bool)
+
+
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))
@@ -276,4 +302,4 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "ORIENTED_FEATURES", "PARTS", "feature_groups", "feature_orientation", "parse_representation",
-           "representation_dim", "response_features", "sentence_order", "sentences"]
+           "part_columns", "representation_dim", "response_features", "sentence_order", "sentences"]

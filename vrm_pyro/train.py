@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 #: the global sites of the judge's nuisance term (:class:`~vrm_pyro.models.paths.NuisanceTerm`): their
 #: variational parameters are named ``...loc.<site>`` / ``...raw_scale.<site>``
 NUISANCE_SITES = ("gamma", "gamma_prompt")
+GATE_SITES = ("gate_weight", "gate_bias")
 
 log = logging.getLogger(__name__)
 
@@ -245,14 +246,18 @@ class Trainer:
         self.n = len(self.train_data)
         elbo = (FreeBitsLoss(rm.model, rm.guide, cfg.free_bits) if cfg.free_bits > 0
                 else rm.elbo(cfg.elbo, num_particles=cfg.num_particles))
-        head, nuisance = [], []  # nuisance: gamma's variational parameters, when they get their own rate
+        # gamma's and the validity gate's variational parameters, when they get their own rates
+        head, nuisance, gate = [], [], []
         for name, p in rm.named_parameters():
             if p.requires_grad:
-                (nuisance if cfg.nuisance_lr and name.rsplit(".", 1)[-1] in NUISANCE_SITES else head).append(p)
+                site = name.rsplit(".", 1)[-1]
+                (nuisance if cfg.nuisance_lr and site in NUISANCE_SITES
+                 else gate if cfg.gate_lr and site in GATE_SITES else head).append(p)
         if self.encoder is not None:
             head += self.encoder.trainable_parameters()
-        groups = [{"params": head}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
-        self.params = head + nuisance
+        groups = ([{"params": head}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
+                  + ([{"params": gate, "lr": cfg.gate_lr}] if gate else []))
+        self.params = head + nuisance + gate
         self.optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
         self.writes = self.accelerator is None or self.accelerator.is_main_process

@@ -1,0 +1,101 @@
+"""The validity gate (``ModelConfig.gate``): ``log sigmoid(v . h_G + c)`` added to the reward, VRM and BT alike."""
+
+import pytest
+import torch
+
+from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit
+from vrm_pyro.data import PairEmbeddings
+from vrm_pyro.errors import ConfigError
+from vrm_pyro.representations import part_columns, representation_dim
+
+E = 8
+REP = "response+interaction+statistics"
+F = representation_dim(REP, E)  # response E, interaction 2E + 1, statistics 7
+COSINE, STATS = 3 * E, slice(3 * E + 1, 3 * E + 8)
+VALID = 3 * E + 1  # the first statistic: what tells junk from an answer in the data below
+
+
+def test_part_columns_name_parts_and_the_cosine():
+    cols = part_columns(REP, E, ["cosine", "statistics"])
+    assert cols.shape == (F,) and cols.dtype == torch.bool
+    assert [i for i, v in enumerate(cols.tolist()) if v] == [COSINE, *range(F)[STATS]]
+    assert part_columns(REP, E, ["response"]).nonzero().flatten().tolist() == list(range(E))
+    with pytest.raises(ConfigError, match=r"\+order"):
+        part_columns(REP, E, ["order"])
+    with pytest.raises(ConfigError, match="unknown part 'fluency'"):
+        part_columns(REP, E, ["fluency"])
+    with pytest.raises(ConfigError, match="whiten"):
+        ModelConfig(gate="statistics", feature_transform="whiten")
+    with pytest.raises(ConfigError, match="representation="):
+        build_reward_model(ModelConfig(gate="statistics"), emb_dim=E, response_dim=F)
+
+
+def _pairs(n: int, seed: int, junk_share: float = 0.3) -> PairEmbeddings:
+    """Real pairs labelled by column 0 (quality) *and* against the validity column (the judge prefers the less
+    "valid-looking" of two real answers: a tug of war), plus pairs where a real answer beats junk whose validity
+    column is far lower and whose quality column is random. Every real answer has validity in [1, 3], junk in
+    [-3, -1]."""
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randn(n, E, generator=g)
+    a, b = torch.randn(n, F, generator=g), torch.randn(n, F, generator=g)
+    a[:, VALID], b[:, VALID] = 1 + 2 * torch.rand(n, generator=g), 1 + 2 * torch.rand(n, generator=g)
+    label = torch.bernoulli(torch.sigmoid(3.0 * (a[:, 0] - b[:, 0]) - 2.0 * (a[:, VALID] - b[:, VALID])), generator=g)
+    junk = torch.rand(n, generator=g) < junk_share
+    b[junk, VALID] = -1 - 2 * torch.rand(int(junk.sum()), generator=g)
+    b[junk, 0] = 2.0 * torch.randn(int(junk.sum()), generator=g)  # junk can look like quality
+    label[junk] = 1.0
+    return PairEmbeddings(prompt, a, b, label, junk=junk)
+
+
+def _junk_wins_and_accuracy(rm, test: PairEmbeddings, junk: torch.Tensor) -> tuple[float, float]:
+    ra, rb = rm.reward(test.prompt, test.response_a).reward, rm.reward(test.prompt, test.response_b).reward
+    real = ~junk
+    accuracy = float(((ra[real] > rb[real]) == (test.label[real] > 0.5)).float().mean())
+    return float((rb[junk] >= ra[junk]).float().mean()), accuracy
+
+
+@pytest.mark.parametrize("model", ["vrm", "bt"])
+def test_the_gate_sinks_junk_that_the_linear_reward_trades_off(model, tmp_path):
+    """With the judge pulling the validity column's weight down among real answers, a linear reward lets junk with a
+    high quality column win; the gate, saturated on real answers, sinks it, at no cost in accuracy on real pairs,
+    and a checkpoint (with and without the encoder config) scores alike."""
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    train, val = _pairs(1200, 0), _pairs(200, 1)
+    test = _pairs(600, 2, junk_share=0.5)
+    junk = test.response_b[:, VALID] < 0
+    cfg = ModelConfig(model=model, bt_head="bayesian_linear", path_prior="part", num_objectives=2, feature_dim=2,
+                      hidden_dim=16, path_prior_scale=2.0)
+    results = {}
+    for gate in ("", "statistics"):
+        rm = build_reward_model(cfg.replace(gate=gate), emb_dim=E, response_dim=F, representation=REP, seed=0)
+        fit(rm, train, val, TrainConfig(epochs=25, lr=2e-2, patience=25, progress=False, gate_lr=0.2))
+        results[gate] = _junk_wins_and_accuracy(rm, test, junk)
+    (plain_junk, plain_acc), (gate_junk, gate_acc) = results[""], results["statistics"]
+    assert plain_junk > 0.05, results
+    assert gate_junk < plain_junk / 3, results
+    assert gate_acc >= plain_acc - 0.03, results
+    # real answers sit where the gate has saturated: its term moves them little, junk a lot
+    g = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_a), 32, 0)[0]
+    g_junk = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_b[junk]), 32, 0)[0]
+    assert float(g.mean()) > -0.5 and float(g_junk.mean()) < float(g.mean()) - 2.0, (float(g.mean()), float(g_junk.mean()))
+    for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP)), ("without", None)):
+        loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
+        assert torch.equal(loaded.model.gate.columns, rm.model.gate.columns)
+        torch.testing.assert_close(loaded.reward(test.prompt, test.response_b).reward,
+                                   rm.reward(test.prompt, test.response_b).reward)
+
+
+def test_the_reward_and_the_pair_draws_agree_on_the_gate():
+    """``reward`` (the gate's mean over seeded draws of its sites) and ``difference_samples`` (the same draws) give the
+    same expected difference for a BT head with a point path; ``reward_std`` carries the gate's spread."""
+    train, val = _pairs(300, 3), _pairs(60, 4)
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="linear", gate="cosine,statistics"), emb_dim=E,
+                            response_dim=F, representation=REP, seed=0)
+    fit(rm, train, val, TrainConfig(epochs=3, progress=False))
+    out_a, out_b = rm.reward(val.prompt, val.response_a), rm.reward(val.prompt, val.response_b)
+    with torch.no_grad():
+        d = rm.model.difference_samples(rm.guide, val.prompt, rm.transform.features(val.response_a),
+                                        rm.transform.features(val.response_b), num_samples=32, seed=0)
+    torch.testing.assert_close(d.mean(0), out_a.reward - out_b.reward, rtol=1e-4, atol=1e-4)
+    assert out_a.reward_std is not None and bool((out_a.reward_std > 0).all())
