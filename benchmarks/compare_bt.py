@@ -68,6 +68,7 @@ from vrm_pyro.evaluate import (  # noqa: E402
     evaluate_pairs,
     spearman,  # noqa: E402
 )
+from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
     augment_pairs,
@@ -294,6 +295,25 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         {**c.model, "monotone": "pmi,pmi_gate", "monotone_prior": "log_normal,half_normal"},
         c.representation + "+likelihood_contrast+likelihood_gate", c.augment, c.augment_rate, c.train,
         augment_from=c.augment_from))
+
+
+# a validity gate (round 9): "+vg" = log sigmoid(v . h_G + c) added to the reward (ModelConfig.gate), fed by the
+# low-dimensional parts (the cosine, the text statistics; and the LM's where the representation has them). Real
+# answers sit where it has saturated, so the judge's labels among them pull on it little; junk loses its full logit.
+# It learns from each pair's validity (every answer a judge saw is valid, augmented junk is not), at the rate gamma has
+GATE_PARTS = "cosine,statistics,order,discourse"
+for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr"):
+    for tag in ("", "+likpl", "+likfpl"):
+        c = CONTENDERS[base.replace("+rrm6", tag + "+rrm6")]
+        lm = [p for p in parse_representation(c.representation) if p in LIKELIHOOD_PARTS]
+        register(base.replace("+rrm6", tag + "+vg+rrm6"), Contender(
+            {**c.model, "gate": ",".join([GATE_PARTS, *lm])}, c.representation, c.augment, c.augment_rate,
+            {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
+    c = CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")]
+    register(base.replace("+rrm6", "+likfpl+vgc+rrm6"), Contender(
+        {**c.model, "gate": f"{GATE_PARTS},likelihood_contrast"}, c.representation, c.augment, c.augment_rate,
+        {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
 
 
 # ----------------------------------------------------------------------------- data and embeddings
