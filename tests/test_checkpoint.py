@@ -43,7 +43,7 @@ def test_save_load_gives_identical_scores(tmp_path, cfg):
         if getattr(before, name) is not None:
             assert torch.equal(getattr(before, name), getattr(after, name))
     b = data.batch(slice(None))
-    assert torch.equal(rm.pair_probability(*b[:3], *b[4:]), loaded.reward_model.pair_probability(*b[:3], *b[4:]))
+    assert torch.equal(rm.pair_probability(*b[:3], *b[4:6]), loaded.reward_model.pair_probability(*b[:3], *b[4:6]))
     assert rm.nuisance_posterior() == loaded.reward_model.nuisance_posterior()
     assert not list(tmp_path.glob(".ckpt*")), "temporary directories left behind"
     # saving again over an existing checkpoint replaces it atomically; the model remembers its provenance
