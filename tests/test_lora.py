@@ -89,7 +89,7 @@ def test_bf16_autocast_and_gradient_checkpointing_on_cpu(tiny_llama, small_pairs
         enc.load_adapter_state_dict(ref_enc.adapter_state_dict())
         enc.model.train()
         out = TokenizedPairs(small_pairs["train"], enc).batch(torch.arange(4))
-        assert all(o.dtype == torch.float32 for o in out)  # Pyro and the ELBO stay in fp32
+        assert all(o.dtype == torch.float32 for o in out[:6]) and out.junk.dtype == torch.bool  # fp32 for Pyro
         tol = 0.05 if "dtype" in changes else 1e-5
         assert all(torch.allclose(o, r, atol=tol, rtol=tol) for o, r in zip(out[:3], batch[:3])), changes
         rm = build_reward_model(ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2), emb_dim=enc.dim)
