@@ -3,7 +3,7 @@ r"""The shared plumbing of every preference model: global latents, the pair plat
 A preference model is a Pyro program over a minibatch of ``B`` pairs, called with the fields
 of a :class:`~vrm_pyro.data.PairBatch`::
 
-    model(prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, *, size=None)
+    model(prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, junk=None, *, size=None)
 
 ``prompt`` is ``(B, E)``, the responses ``(B, F)``, ``label`` ``(B,)`` P(a preferred) in [0, 1],
 the nuisance covariates ``(B, C)``; ``size`` is the number of pairs in the whole dataset. The
@@ -16,6 +16,7 @@ program is
         d   = authentic_logits(globals, x, a, b)        r(x, a) - r(x, b), subclass-specific
         d  += gamma . (phi(a) - phi(b))                  the judge's nuisance term, if any
         l   ~ Bernoulli(logits = d)                      a cross-entropy factor for soft labels
+        valid_y ~ Bernoulli(sigma(t_y)), observed        with a validity gate and the junk flag (``gate``)
 
 so each step's loss is an unbiased estimate of the full-data negative ELBO. Subclasses
 implement :meth:`PreferenceModel.authentic_logits` (sampling their local latents) and the
