@@ -237,7 +237,8 @@ class PreferenceModel(nn.Module):
 
     def authentic_logits(self, globals_: dict, prompt: torch.Tensor, response_a: torch.Tensor,
                          response_b: torch.Tensor) -> torch.Tensor:
-        """Sample local latents (inside the plate) and return ``r_a - r_b``: ``(..., B)``."""
+        """Sample local latents (inside the plate) and return ``r_a - r_b``: ``(..., B)``, without the validity gate's
+        term (:meth:`gate_difference`), which :meth:`forward` adds when the gate is in the label."""
         raise NotImplementedError
 
     def forward(self, prompt, response_a, response_b, label=None, nuisance_a=None, nuisance_b=None, junk=None, *,
@@ -247,6 +248,8 @@ class PreferenceModel(nn.Module):
             globals_.update(m.sample())
         with pairs_plate(prompt, size, indices):
             authentic = self.authentic_logits(globals_, prompt, response_a, response_b)
+            if self.gate is not None and self.gate.in_label:
+                authentic = authentic + self.gate_difference(globals_, response_a, response_b)
             logits = authentic
             if self.nuisance is not None:
                 logits = logits + self.nuisance.logits(globals_, prompt, nuisance_a - nuisance_b)

@@ -58,8 +58,7 @@ class BradleyTerryModel(PreferenceModel):
         return ([self.head] if self.head.global_sites else []) + super().global_modules()
 
     def authentic_logits(self, globals_, prompt, response_a, response_b):
-        return (self.head.scores(response_a, globals_) - self.head.scores(response_b, globals_)
-                + self.gate_difference(globals_, response_a, response_b))
+        return self.head.scores(response_a, globals_) - self.head.scores(response_b, globals_)
 
     def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
         posterior = guide.posterior(self.head.site) if self.head.global_sites else None
@@ -71,7 +70,8 @@ class BradleyTerryModel(PreferenceModel):
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):
         draws = guide.global_samples(num_samples, seed) if self.has_globals else {}
-        d = self.authentic_logits(draws, prompt, response_a, response_b)
+        d = self.authentic_logits(draws, prompt, response_a, response_b) + self.gate_difference(draws, response_a,
+                                                                                                 response_b)
         if include_nuisance:
             d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
         return d if d.dim() == 2 else d.unsqueeze(0)

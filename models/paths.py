@@ -34,6 +34,7 @@ import math
 import pyro
 import torch
 from pyro import distributions as dist
+from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 from vrm_pyro.models.base import linear_scores
@@ -187,10 +188,17 @@ class ValidityGate(_GlobalGaussian):
     saturated (``log sigma(t) -> 0``), so the judge's preferences among real answers move it little, while an
     answer the gate rejects loses ``|v . h_G + c|``: a product of experts, ``P(valid) x exp(quality)``, not one
     linear trade-off in which quality can outbid relevance. ``columns`` (``(F,)`` bool) is saved with the weights.
+    ``in_label``: whether the term enters the preference label's logit in training as it enters the reward (True),
+    or the gate is taught by the validity observations alone and the quality score by the labels alone (False).
+    ``pairwise``: junk made from an answer is also observed to be *less* valid than that answer,
+    ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs, which a shuffle (only worse than its own
+    original) needs.
     """
 
-    def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0):
+    def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,
+                 pairwise: bool = False):
         super().__init__()
+        self.in_label, self.pairwise = in_label, pairwise
         columns = torch.as_tensor(columns, dtype=torch.bool)
         width = int(columns.sum())
         if columns.dim() != 1 or width < 1:
@@ -215,9 +223,12 @@ class ValidityGate(_GlobalGaussian):
         observed 1 (a real answer) and ``valid_b`` observed ``not junk``: every answer a judge saw is valid, junk
         made by construction is not. This, not the judge's labels, is what teaches the gate."""
         ones = torch.ones_like(junk, dtype=response_a.dtype)
-        pyro.sample("valid_a", dist.Bernoulli(logits=self.validity_logits(globals_, response_a)), obs=ones)
-        pyro.sample("valid_b", dist.Bernoulli(logits=self.validity_logits(globals_, response_b)),
-                    obs=(~junk).to(response_a.dtype))
+        t_a, t_b = self.validity_logits(globals_, response_a), self.validity_logits(globals_, response_b)
+        pyro.sample("valid_a", dist.Bernoulli(logits=t_a), obs=ones)
+        pyro.sample("valid_b", dist.Bernoulli(logits=t_b), obs=(~junk).to(response_a.dtype))
+        if self.pairwise:
+            with poutine.mask(mask=junk):
+                pyro.sample("valid_order", dist.Bernoulli(logits=t_a - t_b), obs=ones)
 
 
 class NuisanceTerm(_GlobalGaussian):

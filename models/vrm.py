@@ -112,7 +112,7 @@ class VariationalRewardModel(PreferenceModel):
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:  # a difference of scores (not the score of a difference: a bias would favour a)
             u_diff = u_diff + self.path.scores(response_a, globals_) - self.path.scores(response_b, globals_)
-        return (w * u_diff).sum(-1) + self.gate_difference(globals_, response_a, response_b)
+        return (w * u_diff).sum(-1)
 
     # -- posterior summaries -------------------------------------------------------------------------
     def path_moments(self, guide, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

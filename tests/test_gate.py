@@ -99,3 +99,51 @@ def test_the_reward_and_the_pair_draws_agree_on_the_gate():
                                         rm.transform.features(val.response_b), num_samples=32, seed=0)
     torch.testing.assert_close(d.mean(0), out_a.reward - out_b.reward, rtol=1e-4, atol=1e-4)
     assert out_a.reward_std is not None and bool((out_a.reward_std > 0).all())
+
+
+@pytest.mark.parametrize("in_label", [True, False])
+def test_the_gate_enters_the_label_only_when_asked(in_label):
+    """``gate_in_label=False``: the label's likelihood does not depend on the gate's sites (the gate is taught by
+    the validity observations alone), but the reward still adds its term."""
+    from pyro import poutine
+
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics",
+                                        gate_in_label=in_label), emb_dim=E, response_dim=F, representation=REP, seed=0)
+    data = _pairs(16, 5)
+    batch = data.batch(slice(None))
+
+    def label_log_prob(weight):
+        conditioned = poutine.condition(rm.model, data={"gate_weight": weight, "gate_bias": torch.zeros(1),
+                                                        "theta": torch.zeros(F)})
+        trace = poutine.trace(conditioned).get_trace(*batch)
+        trace.compute_log_prob()
+        return trace.nodes["label"]["log_prob_sum"], trace.nodes["valid_b"]["log_prob_sum"]
+
+    (label_0, valid_0), (label_1, valid_1) = label_log_prob(torch.zeros(7)), label_log_prob(torch.full((7,), 2.0))
+    assert bool(label_0 != label_1) == in_label
+    assert bool(valid_0 != valid_1)  # the validity observations always see the gate
+
+
+def test_the_pairwise_validity_observation_sees_only_junk_pairs_and_prefers_the_original():
+    """``gate_pairwise``: ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` observed 1 on the junk pairs only."""
+    from pyro import poutine
+
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_pairwise=True),
+                            emb_dim=E, response_dim=F, representation=REP, seed=0)
+    data = _pairs(32, 6, junk_share=0.5)
+    weight = torch.zeros(7)
+    weight[0] = 1.0  # the validity column: junk lies below its original, so t_a - t_b > 0 on junk pairs
+    conditioned = poutine.condition(rm.model, data={"gate_weight": weight, "gate_bias": torch.zeros(1),
+                                                    "theta": torch.zeros(F)})
+    trace = poutine.trace(conditioned).get_trace(*data.batch(slice(None)))
+    trace.compute_log_prob()
+    log_prob = trace.nodes["valid_order"]["log_prob"]
+    junk = data.junk
+    assert 0 < int(junk.sum()) < len(junk)
+    assert bool((log_prob[~junk] == 0).all()) and bool((log_prob[junk] < 0).all())
+    t = rm.model.gate.validity_logits({"gate_weight": weight, "gate_bias": torch.zeros(1)}, data.response_a) - \
+        rm.model.gate.validity_logits({"gate_weight": weight, "gate_bias": torch.zeros(1)}, data.response_b)
+    torch.testing.assert_close(log_prob[junk], torch.nn.functional.logsigmoid(t[junk]))
+    assert "valid_order" not in poutine.trace(build_reward_model(
+        ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics"), emb_dim=E, response_dim=F,
+        representation=REP, seed=0).model).get_trace(*data.batch(slice(None))).nodes

@@ -219,6 +219,13 @@ class ModelConfig(_Config):
                        "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
+    gate_pairwise: bool = _field(False, "Also observe that junk made from an answer is less valid than that answer "
+                                 "(valid_order ~ Bernoulli(sigma(t_a - t_b)) = 1 on the augmented pairs): a comparison a "
+                                 "shuffle needs, since it is only worse than its own original.")
+    gate_in_label: bool = _field(True, "The validity gate's term enters the preference label's logit in training, as "
+                                 "it enters the reward; with --no-gate-in-label the gate learns from the validity "
+                                 "observations alone and the quality score from the labels alone (two experts "
+                                 "trained apart, multiplied in the reward).")
     nuisance: str = _field("", "Comma-separated nuisance covariates phi(y) of the judge (length, list_items, headers, "
                            "code_blocks, bold; see vrm_pyro.covariates); '' for none.")
     nuisance_term: bool = _field(True, "Model the judge's reaction to the nuisance covariates as gamma . (phi(a) - "
