@@ -309,6 +309,28 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         register(base.replace("+rrm6", tag + "+vg+rrm6"), Contender(
             {**c.model, "gate": ",".join([GATE_PARTS, *lm])}, c.representation, c.augment, c.augment_rate,
             {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    # "+vgs": the "+vg" gate kept out of the label's logit (ModelConfig.gate_in_label=False): the path learns from
+    # every pair as without a gate, the gate from the validity observations alone; the reward adds both
+    for tag in ("", "+likfpl"):
+        c = CONTENDERS[base.replace("+rrm6", tag + "+vg+rrm6")]
+        register(base.replace("+rrm6", tag + "+vgs+rrm6"), Contender(
+            {**c.model, "gate_in_label": False}, c.representation, c.augment, c.augment_rate, c.train,
+            augment_from=c.augment_from))
+    # "+vgp": the "+vg" gate also told that junk is less valid than the answer it was made from (gate_pairwise)
+    for tag in ("", "+likfpl"):
+        c = CONTENDERS[base.replace("+rrm6", tag + "+vg+rrm6")]
+        register(base.replace("+rrm6", tag + "+vgp+rrm6"), Contender(
+            {**c.model, "gate_pairwise": True}, c.representation, c.augment, c.augment_rate, c.train,
+            augment_from=c.augment_from))
+    # "+vgr": a relevance gate, the cosine and the LM's PMI and log p(end) only: order and fluency left to the path
+    register(base.replace("+rrm6", "+likfpl+vgr+rrm6"), Contender(
+        {**CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")].model, "gate": "cosine,likelihood_contrast"},
+        c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    # "+vgn": a gate blind to order: the cosine, the text statistics (none of which a shuffle of sentences changes
+    # much) and the LM's PMI and log p(end); the order and discourse statistics and the LM's fluency left to the path
+    register(base.replace("+rrm6", "+likfpl+vgn+rrm6"), Contender(
+        {**CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")].model, "gate": "cosine,statistics,likelihood_contrast"},
+        c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     c = CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")]
     register(base.replace("+rrm6", "+likfpl+vgc+rrm6"), Contender(

@@ -1,0 +1,107 @@
+"""Where a validity gate's margins come from (not a timed test): per junk kind, the reward gap
+``r(junk) - r(real)`` split into the gate's term ``log σ(t_junk) - log σ(t_real)`` and the rest (the quality score),
+with and without the gate.
+
+For each contender and seed (AlpacaEval, 10 pairs per instruction, fold 0, refitted here as ``compare_bt.py`` fits
+them), every junk answer made from a held-out instruction's best dev answer: the win rate, the mean gap, the mean of
+the gate's part and of the rest, the spread of the rest, and how often the gate's part is nearly nothing (> −0.1: both
+answers where ``log σ`` has saturated). Also the gate's weights on its columns and the path's mean weight on the LM's
+columns (the last six of ``+likfpl``'s representation).
+
+    python benchmarks/gate_anatomy.py --encoder .gpu/minilm --likelihood-model <gguf> --likelihood-response-tokens 256 \
+        --contenders vrm_part2+nuis+ord+disc+sord+likfpl+rrm6+both+glr vrm_part2+nuis+ord+disc+sord+likfpl+vg+rrm6+both+glr
+
+writes ``results/coherence_vg256/gate_anatomy.json`` and ``.md`` (``--out`` names the stage directory and file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_bt as cb  # noqa: E402
+
+from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+
+
+def anatomy(bench: cb.Bench, name: str, seed: int) -> dict:
+    c = cb.CONTENDERS[name]
+    idx, (_, _, te) = cb.split_rows(bench, seed, 0)
+    full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
+    train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
+    train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
+    rm, _ = cb.fit_and_measure(bench, c, seed, train, val, test, bench.alpaca.subset(idx["test"]))
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    sel = [i for i, q in enumerate(sp) if q in te]
+    jp, jh, _ = bench.texts(f"gate:junk:{seed}", [sp[i] for i in sel], [sj[i] for i in sel], c.representation, "")
+    rp, rh, _ = bench.texts(f"gate:real:{seed}", [sp[i] for i in sel], [sr[i] for i in sel], c.representation, "")
+    with torch.no_grad():
+        gap = (rm.reward(jp, jh).reward - rm.reward(rp, rh).reward).numpy()
+        if rm.model.gate is not None:
+            gate = (rm.model.gate_moments(rm.guide, rm.transform.features(jh), 32, seed)[0]
+                    - rm.model.gate_moments(rm.guide, rm.transform.features(rh), 32, seed)[0]).numpy()
+        else:
+            gate = np.zeros_like(gap)
+    df = pd.DataFrame({"kind": [sk[i] for i in sel], "gap": gap, "gate": gate, "rest": gap - gate})
+    kinds = {kind: {"n": int(len(g)), "wins": float((g.gap >= 0).mean()), "gap": float(g.gap.mean()),
+                    "gate": float(g.gate.mean()), "rest": float(g.rest.mean()), "rest_sd": float(g.rest.std()),
+                    "gate_nearly_zero": float((g.gate > -0.1).mean())} for kind, g in df.groupby("kind")}
+    out = {"contender": name, "seed": seed, "kinds": kinds}
+    path = rm.model.path if getattr(rm.model, "path", None) is not None else rm.model.head
+    mean, _ = path.weight_moments(rm.guide.posterior(path.site))
+    out["path_lm_weights"] = mean.detach().reshape(mean.shape[0], -1).mean(-1)[-6:].tolist()
+    if rm.model.gate is not None:
+        out["gate_weights"] = rm.guide.posterior("gate_weight").mean.detach().tolist()
+        out["gate_bias"] = float(rm.guide.posterior("gate_bias").mean.detach())
+    return out
+
+
+def render(rows: list[dict]) -> str:
+    lines = ["| contender | kind | seeds | wins | gap | gate part | rest | sd(rest) | gate part > -0.1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in dict.fromkeys(r["contender"] for r in rows):
+        mine = [r for r in rows if r["contender"] == name]
+        for kind in sorted(mine[0]["kinds"]):
+            vals = {k: np.mean([r["kinds"][kind][k] for r in mine]) for k in
+                    ("wins", "gap", "gate", "rest", "rest_sd", "gate_nearly_zero")}
+            lines.append(f"| `{name}` | {kind} | {len(mine)} | {vals['wins']:.3f} | {vals['gap']:.2f} | "
+                         f"{vals['gate']:.2f} | {vals['rest']:.2f} | {vals['rest_sd']:.2f} | "
+                         f"{vals['gate_nearly_zero']:.2f} |")
+    lines += ["", "Path's mean weight on the LM's columns (given prompt, alone, 10th percentile, end; PMI, end), "
+              "mean over seeds:", ""]
+    for name in dict.fromkeys(r["contender"] for r in rows):
+        w = np.mean([r["path_lm_weights"] for r in rows if r["contender"] == name], axis=0)
+        lines.append(f"- `{name}`: " + ", ".join(f"{v:+.3f}" for v in w))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoder", default=None)
+    ap.add_argument("--likelihood-model", default=None)
+    ap.add_argument("--likelihood-response-tokens", type=int, default=cb.EncoderConfig.likelihood_response_tokens)
+    ap.add_argument("--contenders", nargs="+", required=True, choices=list(cb.CONTENDERS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--out", default="coherence_vg256/gate_anatomy", help="results/<stage>/<name> (.json and .md)")
+    args = ap.parse_args(argv)
+    bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model,
+                     likelihood_response_tokens=args.likelihood_response_tokens)
+    rows = [anatomy(bench, name, seed) for name in args.contenders for seed in args.seeds]
+    out = cb.RESULTS / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/gate_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(f"Command: `{command}`\n\n" + render(rows))
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
