@@ -2,7 +2,13 @@
 
 from vrm_pyro.models.base import PreferenceModel, RewardOutput, pairs_plate
 from vrm_pyro.models.bradley_terry import BradleyTerryModel
-from vrm_pyro.models.paths import BayesianLinearPath, LinearPath, MLPPath, NuisanceTerm, ValidityGate
+from vrm_pyro.models.paths import (
+    BayesianLinearPath,
+    LinearPath,
+    MLPPath,
+    NuisanceTerm,
+    ValidityGate,
+)
 from vrm_pyro.models.priors import (
     DirichletWeightPrior,
     FeaturePrior,

@@ -191,8 +191,9 @@ class ValidityGate(_GlobalGaussian):
     ``in_label``: whether the term enters the preference label's logit in training as it enters the reward (True),
     or the gate is taught by the validity observations alone and the quality score by the labels alone (False).
     ``pairwise``: junk made from an answer is also observed to be *less* valid than that answer,
-    ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs, which a shuffle (only worse than its own
-    original) needs.
+    ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs: the comparison a shuffle (only worse than
+    its own original) would need; with the text statistics and LM columns measured so far it changed nothing
+    (benchmarks/README.md, section 2j).
     """
 
     def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,

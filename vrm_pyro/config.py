@@ -220,8 +220,9 @@ class ModelConfig(_Config):
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
     gate_pairwise: bool = _field(False, "Also observe that junk made from an answer is less valid than that answer "
-                                 "(valid_order ~ Bernoulli(sigma(t_a - t_b)) = 1 on the augmented pairs): a comparison a "
-                                 "shuffle needs, since it is only worse than its own original.")
+                                 "(valid_order ~ Bernoulli(sigma(t_a - t_b)) = 1 on the augmented pairs): the comparison a "
+                                 "shuffle would need, being only worse than its own original (measured: no change with "
+                                 "the columns tried so far).")
     gate_in_label: bool = _field(True, "The validity gate's term enters the preference label's logit in training, as "
                                  "it enters the reward; with --no-gate-in-label the gate learns from the validity "
                                  "observations alone and the quality score from the labels alone (two experts "
