@@ -68,7 +68,6 @@ from vrm_pyro.evaluate import (  # noqa: E402
     evaluate_pairs,
     spearman,  # noqa: E402
 )
-from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
     augment_pairs,
@@ -77,6 +76,7 @@ from vrm_pyro.hacking import (  # noqa: E402
     junk_kinds,
     make_junk,
 )
+from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 FOLDS = 5
@@ -328,6 +328,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
     # "+vgn": a gate blind to order: the cosine, the text statistics (none of which a shuffle of sentences changes
     # much) and the LM's PMI and log p(end); the order and discourse statistics and the LM's fluency left to the path
+    register(base.replace("+rrm6", "+vgn+rrm6"), Contender(  # without the LM: the cosine and the text statistics
+        {**CONTENDERS[base].model, "gate": "cosine,statistics"}, CONTENDERS[base].representation, c.augment,
+        c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
     register(base.replace("+rrm6", "+likfpl+vgn+rrm6"), Contender(
         {**CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")].model, "gate": "cosine,statistics,likelihood_contrast"},
         c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
