@@ -302,43 +302,39 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
 # answers sit where it has saturated, so the judge's labels among them pull on it little; junk loses its full logit.
 # It learns from each pair's validity (every answer a judge saw is valid, augmented junk is not), at the rate gamma has
 GATE_PARTS = "cosine,statistics,order,discourse"
+
+
+def _gated(source: str, name: str, **model) -> None:
+    """Register ``name``: the contender ``source`` with the model options ``model`` (a gate), the gate at gamma's
+    learning rate."""
+    c = CONTENDERS[source]
+    register(name, Contender({**c.model, **model}, c.representation, c.augment, c.augment_rate,
+                             {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+
+
 for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr"):
-    for tag in ("", "+likpl", "+likfpl"):
-        c = CONTENDERS[base.replace("+rrm6", tag + "+rrm6")]
-        lm = [p for p in parse_representation(c.representation) if p in LIKELIHOOD_PARTS]
-        register(base.replace("+rrm6", tag + "+vg+rrm6"), Contender(
-            {**c.model, "gate": ",".join([GATE_PARTS, *lm])}, c.representation, c.augment, c.augment_rate,
-            {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
-    # "+vgs": the "+vg" gate kept out of the label's logit (ModelConfig.gate_in_label=False): the path learns from
-    # every pair as without a gate, the gate from the validity observations alone; the reward adds both
-    for tag in ("", "+likfpl"):
-        c = CONTENDERS[base.replace("+rrm6", tag + "+vg+rrm6")]
-        register(base.replace("+rrm6", tag + "+vgs+rrm6"), Contender(
-            {**c.model, "gate_in_label": False}, c.representation, c.augment, c.augment_rate, c.train,
-            augment_from=c.augment_from))
-    # "+vgp": the "+vg" gate also told that junk is less valid than the answer it was made from (gate_pairwise)
-    for tag in ("", "+likfpl"):
-        c = CONTENDERS[base.replace("+rrm6", tag + "+vg+rrm6")]
-        register(base.replace("+rrm6", tag + "+vgp+rrm6"), Contender(
-            {**c.model, "gate_pairwise": True}, c.representation, c.augment, c.augment_rate, c.train,
-            augment_from=c.augment_from))
+    def named(tag: str, base: str = base) -> str:
+        return base.replace("+rrm6", tag + "+rrm6")
+
+    for lm_tag in ("", "+likpl", "+likfpl"):
+        lm = [p for p in parse_representation(CONTENDERS[named(lm_tag)].representation) if p in LIKELIHOOD_PARTS]
+        gate = ",".join([GATE_PARTS, *lm])
+        _gated(named(lm_tag), named(lm_tag + "+vg"), gate=gate)
+        if lm_tag != "+likpl":
+            # "+vgs": the gate kept out of the label's logit (gate_in_label=False): the path learns from every pair as
+            # without a gate, the gate from the validity observations alone; the reward adds both.
+            # "+vgp": the gate also told that junk is less valid than the answer it was made from (gate_pairwise)
+            _gated(named(lm_tag), named(lm_tag + "+vgs"), gate=gate, gate_in_label=False)
+            _gated(named(lm_tag), named(lm_tag + "+vgp"), gate=gate, gate_pairwise=True)
     # "+vgr": a relevance gate, the cosine and the LM's PMI and log p(end) only: order and fluency left to the path
-    register(base.replace("+rrm6", "+likfpl+vgr+rrm6"), Contender(
-        {**CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")].model, "gate": "cosine,likelihood_contrast"},
-        c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    _gated(named("+likfpl"), named("+likfpl+vgr"), gate="cosine,likelihood_contrast")
     # "+vgn": a gate blind to order: the cosine, the text statistics (none of which a shuffle of sentences changes
-    # much) and the LM's PMI and log p(end); the order and discourse statistics and the LM's fluency left to the path
-    register(base.replace("+rrm6", "+vgn+rrm6"), Contender(  # without the LM: the cosine and the text statistics
-        {**CONTENDERS[base].model, "gate": "cosine,statistics"}, CONTENDERS[base].representation, c.augment,
-        c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
-    register(base.replace("+rrm6", "+likfpl+vgn+rrm6"), Contender(
-        {**CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")].model, "gate": "cosine,statistics,likelihood_contrast"},
-        c.representation, c.augment, c.augment_rate, {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    # much) and, with the LM, its PMI and log p(end); the order and discourse statistics and the LM's fluency left to
+    # the path
+    _gated(base, named("+vgn"), gate="cosine,statistics")
+    _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
-    c = CONTENDERS[base.replace("+rrm6", "+likfpl+rrm6")]
-    register(base.replace("+rrm6", "+likfpl+vgc+rrm6"), Contender(
-        {**c.model, "gate": f"{GATE_PARTS},likelihood_contrast"}, c.representation, c.augment, c.augment_rate,
-        {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
 
 # ----------------------------------------------------------------------------- data and embeddings
