@@ -248,14 +248,16 @@ class PreferenceModel(nn.Module):
             globals_.update(m.sample())
         with pairs_plate(prompt, size, indices):
             authentic = self.authentic_logits(globals_, prompt, response_a, response_b)
-            if self.gate is not None and self.gate.in_label:
-                authentic = authentic + self.gate_difference(globals_, response_a, response_b)
+            if self.gate is not None:  # the gate's logits once per step, for the label and the validity sites
+                t_a, t_b = (self.gate.validity_logits(globals_, r) for r in (response_a, response_b))
+                if self.gate.in_label:
+                    authentic = authentic + F.logsigmoid(t_a) - F.logsigmoid(t_b)
             logits = authentic
             if self.nuisance is not None:
                 logits = logits + self.nuisance.logits(globals_, prompt, nuisance_a - nuisance_b)
             observe_label(logits, label)
             if self.gate is not None and junk is not None:
-                self.gate.observe(globals_, response_a, response_b, junk)
+                self.gate.observe(t_a, t_b, junk)
         if self.decorrelation > 0 and label is not None and nuisance_a is not None and nuisance_a.shape[-1]:
             # not part of the generative story: a penalty on the ELBO, scaled to the dataset like it
             penalty = squared_correlation(authentic, nuisance_a - nuisance_b)

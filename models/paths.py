@@ -219,14 +219,14 @@ class ValidityGate(_GlobalGaussian):
         """The reward's term ``log sigma(v . h_G + c)``: ``(B,)`` or ``(S, B)``."""
         return F.logsigmoid(self.validity_logits(globals_, h))
 
-    def observe(self, globals_: dict, response_a: torch.Tensor, response_b: torch.Tensor, junk: torch.Tensor) -> None:
-        """Inside the pair plate: what is known of each response's validity, ``valid_a ~ Bernoulli(sigma(t_a))``
-        observed 1 (a real answer) and ``valid_b`` observed ``not junk``: every answer a judge saw is valid, junk
-        made by construction is not. This, not the judge's labels, is what teaches the gate."""
-        ones = torch.ones_like(junk, dtype=response_a.dtype)
-        t_a, t_b = self.validity_logits(globals_, response_a), self.validity_logits(globals_, response_b)
+    def observe(self, t_a: torch.Tensor, t_b: torch.Tensor, junk: torch.Tensor) -> None:
+        """Inside the pair plate, given the validity logits ``t_a``, ``t_b`` (:meth:`validity_logits`): what is known
+        of each response's validity, ``valid_a ~ Bernoulli(sigma(t_a))`` observed 1 (a real answer) and ``valid_b``
+        observed ``not junk``: every answer a judge saw is valid, junk made by construction is not. This, not the
+        judge's labels, is what teaches the gate."""
+        ones = torch.ones_like(junk, dtype=t_a.dtype)
         pyro.sample("valid_a", dist.Bernoulli(logits=t_a), obs=ones)
-        pyro.sample("valid_b", dist.Bernoulli(logits=t_b), obs=(~junk).to(response_a.dtype))
+        pyro.sample("valid_b", dist.Bernoulli(logits=t_b), obs=(~junk).to(t_a.dtype))
         if self.pairwise:
             with poutine.mask(mask=junk):
                 pyro.sample("valid_order", dist.Bernoulli(logits=t_a - t_b), obs=ones)
