@@ -332,6 +332,14 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # much) and, with the LM, its PMI and log p(end); the order and discourse statistics and the LM's fluency left to
     # the path
     _gated(base, named("+vgn"), gate="cosine,statistics")
+    # "+vgi": the order-blind gate with the whole prompt-response interaction block (x̂ ⊙ ŷ, |x̂ − ŷ|, the cosine), a
+    # learned relevance in place of the cosine alone, for answers to another prompt; "+vgi1": its weights at a tenth
+    # of the prior std (769 columns instead of one)
+    _gated(base, named("+vgi"), gate="interaction,statistics")
+    _gated(base, named("+vgi1"), gate="interaction,statistics", gate_prior_scale=0.1)
+    # "+vgn3", "+vgn03": the order-blind gate's weights at three times and a third of the prior std
+    _gated(base, named("+vgn3"), gate="cosine,statistics", gate_prior_scale=3.0)
+    _gated(base, named("+vgn03"), gate="cosine,statistics", gate_prior_scale=0.3)
     _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
