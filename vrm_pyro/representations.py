@@ -195,7 +195,8 @@ def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
                               f"({'+'.join(parts)}) or 'cosine'")
         if part not in parts:
             raise ConfigError(f"ModelConfig.gate (--gate): {name!r} needs the representation part {part!r}, which "
-                              f"{spec!r} (EncoderConfig.representation) does not have: add +{part}")
+                              f"{spec!r} (EncoderConfig.representation) does not have: add +{part}, or drop the gate "
+                              f"(--gate '', ModelConfig(gate=''))")
     out: list[bool] = []
     for part in parts:
         width = sum(feature_groups(part, emb_dim))
