@@ -198,6 +198,7 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
     assert lm.representation == LIKELIHOOD_RECIPE["representation"] == TRAIN_RECIPE["representation"] + "+likelihood_contrast"
     assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
+    assert (plain.gate, plain.gate_lr) == ("cosine,statistics", 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])

@@ -20,7 +20,7 @@ def test_part_columns_name_parts_and_the_cosine():
     assert cols.shape == (F,) and cols.dtype == torch.bool
     assert [i for i, v in enumerate(cols.tolist()) if v] == [COSINE, *range(F)[STATS]]
     assert part_columns(REP, E, ["response"]).nonzero().flatten().tolist() == list(range(E))
-    with pytest.raises(ConfigError, match=r"\+order"):
+    with pytest.raises(ConfigError, match=r"add \+order, or drop the gate \(--gate ''"):
         part_columns(REP, E, ["order"])
     with pytest.raises(ConfigError, match="unknown part 'fluency'"):
         part_columns(REP, E, ["fluency"])
