@@ -76,8 +76,9 @@ def test_the_gate_sinks_junk_that_the_linear_reward_trades_off(model, tmp_path):
     assert gate_junk < plain_junk / 3, results
     assert gate_acc >= plain_acc - 0.03, results
     # real answers sit where the gate has saturated: its term moves them little, junk a lot
-    g = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_a), 32, 0)[0]
-    g_junk = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_b[junk]), 32, 0)[0]
+    with torch.no_grad():
+        g = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_a), 32, 0)[0]
+        g_junk = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_b[junk]), 32, 0)[0]
     assert float(g.mean()) > -0.5 and float(g_junk.mean()) < float(g.mean()) - 2.0, (float(g.mean()), float(g_junk.mean()))
     for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP)), ("without", None)):
         loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
