@@ -340,6 +340,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+vgn3", "+vgn03": the order-blind gate's weights at three times and a third of the prior std
     _gated(base, named("+vgn3"), gate="cosine,statistics", gate_prior_scale=3.0)
     _gated(base, named("+vgn03"), gate="cosine,statistics", gate_prior_scale=0.3)
+    # "+vgnp": the order-blind gate with weights that depend on the prompt (gate_by_prompt: v(x) = v + V^T x̂), so
+    # copying the prompt or repeating a line can be valid for one task and junk for another
+    _gated(base, named("+vgnp"), gate="cosine,statistics", gate_by_prompt=True)
     _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")

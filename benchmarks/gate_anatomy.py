@@ -6,12 +6,17 @@ For each contender and seed (AlpacaEval, 10 pairs per instruction, fold 0, refit
 them), every junk answer made from a held-out instruction's best dev answer: the win rate, the mean gap, the mean of
 the gate's part and of the rest, the spread of the rest, and how often the gate's part is nearly nothing (> −0.1: both
 answers where ``log σ`` has saturated). Also the gate's weights on its columns and the path's mean weight on the LM's
-columns (the last six of ``+likfpl``'s representation).
+columns (the last six of ``+likfpl``'s representation). With ``--losers KIND ...``: every real answer that junk of those
+kinds outranks, with its length in words, whether it refuses (``vrm_pyro.inspect``'s refusal phrases), the gap and the
+gate's part, the texts cut short.
 
     python benchmarks/gate_anatomy.py --encoder .gpu/minilm --likelihood-model <gguf> --likelihood-response-tokens 256 \
         --contenders vrm_part2+nuis+ord+disc+sord+likfpl+rrm6+both+glr vrm_part2+nuis+ord+disc+sord+likfpl+vg+rrm6+both+glr
 
 writes ``results/coherence_vg256/gate_anatomy.json`` and ``.md`` (``--out`` names the stage directory and file).
+
+    python benchmarks/gate_anatomy.py --encoder .gpu/minilm --contenders vrm_part2+nuis+ord+disc+sord+vgn+rrm6+both+glr \
+        --losers other_prompt refusal scaffold --out coherence_vgi/default_losers
 """
 
 from __future__ import annotations
@@ -29,9 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.inspect import response_properties  # noqa: E402
 
 
-def anatomy(bench: cb.Bench, name: str, seed: int) -> dict:
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = ()) -> dict:
     c = cb.CONTENDERS[name]
     idx, (_, _, te) = cb.split_rows(bench, seed, 0)
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
@@ -45,8 +56,8 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> dict:
     with torch.no_grad():
         gap = (rm.reward(jp, jh).reward - rm.reward(rp, rh).reward).numpy()
         if rm.model.gate is not None:
-            gate = (rm.model.gate_moments(rm.guide, rm.transform.features(jh), 32, seed)[0]
-                    - rm.model.gate_moments(rm.guide, rm.transform.features(rh), 32, seed)[0]).numpy()
+            gate = (rm.model.gate_moments(rm.guide, jp, rm.transform.features(jh), 32, seed)[0]
+                    - rm.model.gate_moments(rm.guide, rp, rm.transform.features(rh), 32, seed)[0]).numpy()
         else:
             gate = np.zeros_like(gap)
     df = pd.DataFrame({"kind": [sk[i] for i in sel], "gap": gap, "gate": gate, "rest": gap - gate})
@@ -56,10 +67,16 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> dict:
     out = {"contender": name, "seed": seed, "kinds": kinds}
     path = rm.model.path if getattr(rm.model, "path", None) is not None else rm.model.head
     mean, _ = path.weight_moments(rm.guide.posterior(path.site))
-    out["path_lm_weights"] = mean.detach().reshape(mean.shape[0], -1).mean(-1)[-6:].tolist()
+    if "likelihood" in c.representation:
+        out["path_lm_weights"] = mean.detach().reshape(mean.shape[0], -1).mean(-1)[-6:].tolist()
     if rm.model.gate is not None:
         out["gate_weights"] = rm.guide.posterior("gate_weight").mean.detach().tolist()
         out["gate_bias"] = float(rm.guide.posterior("gate_bias").mean.detach())
+    lost = [j for j, i in enumerate(sel) if sk[i] in losers and gap[j] >= 0]
+    props = response_properties([sr[sel[j]] for j in lost])
+    out["losers"] = [{"kind": sk[sel[j]], "prompt": sp[sel[j]], "real": sr[sel[j]], "junk": sj[sel[j]],
+                      "words": int(w), "refusal": bool(r), "gap": float(gap[j]), "gate": float(gate[j])}
+                     for j, w, r in zip(lost, props["words"], props["refusal"])]
     return out
 
 
@@ -74,11 +91,22 @@ def render(rows: list[dict]) -> str:
             lines.append(f"| `{name}` | {kind} | {len(mine)} | {vals['wins']:.3f} | {vals['gap']:.2f} | "
                          f"{vals['gate']:.2f} | {vals['rest']:.2f} | {vals['rest_sd']:.2f} | "
                          f"{vals['gate_nearly_zero']:.2f} |")
-    lines += ["", "Path's mean weight on the LM's columns (given prompt, alone, 10th percentile, end; PMI, end), "
-              "mean over seeds:", ""]
-    for name in dict.fromkeys(r["contender"] for r in rows):
+    with_lm = list(dict.fromkeys(r["contender"] for r in rows if "path_lm_weights" in r))
+    if with_lm:
+        lines += ["", "Path's mean weight on the LM's columns (given prompt, alone, 10th percentile, end; PMI, end), "
+                  "mean over seeds:", ""]
+    for name in with_lm:
         w = np.mean([r["path_lm_weights"] for r in rows if r["contender"] == name], axis=0)
         lines.append(f"- `{name}`: " + ", ".join(f"{v:+.3f}" for v in w))
+    lost = [(r["contender"], r["seed"], x) for r in rows for x in r.get("losers", [])]
+    if lost:
+        lines += ["", "Real answers that junk outranks (`--losers`); texts cut short:", "",
+                  "| contender | seed | kind | real: words | real refuses | gap | gate part | instruction | real answer | "
+                  "junk |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, seed, x in sorted(lost, key=lambda t: (t[0], t[2]["kind"], t[2]["words"])):
+            lines.append(f"| `{name}` | {seed} | {x['kind']} | {x['words']} | {'yes' if x['refusal'] else ''} | "
+                         f"{x['gap']:+.2f} | {x['gate']:+.2f} | {_short(x['prompt'], 60)} | {_short(x['real'], 90)} | "
+                         f"{_short(x['junk'], 50)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,10 +118,12 @@ def main(argv=None) -> int:
     ap.add_argument("--contenders", nargs="+", required=True, choices=list(cb.CONTENDERS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default="coherence_vg256/gate_anatomy", help="results/<stage>/<name> (.json and .md)")
+    ap.add_argument("--losers", nargs="*", default=[], choices=list(JUNK_KINDS),
+                    help="List the real answers that junk of these kinds outranks.")
     args = ap.parse_args(argv)
     bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model,
                      likelihood_response_tokens=args.likelihood_response_tokens)
-    rows = [anatomy(bench, name, seed) for name in args.contenders for seed in args.seeds]
+    rows = [anatomy(bench, name, seed, tuple(args.losers)) for name in args.contenders for seed in args.seeds]
     out = cb.RESULTS / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/gate_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -114,7 +114,8 @@ def fixed_rng(seed: int, device: torch.device):
 
 
 #: independent noise streams of the posterior-predictive draws
-STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5, "gate_weight": 6, "gate_bias": 7}
+STREAMS = {"w": 0, "z_a": 1, "z_b": 2, "theta": 3, "gamma": 4, "gamma_prompt": 5, "gate_weight": 6, "gate_bias": 7,
+           "gate_prompt": 8}
 
 
 def standard_normal_noise(num_samples: int, shape, device: torch.device, seed: int = 0, stream: int = 0) -> torch.Tensor:
@@ -204,19 +205,21 @@ class PreferenceModel(nn.Module):
         """The parts of the program that sample global latents (``sample()`` and ``global_sites``)."""
         return [m for m in (self.gate, self.nuisance) if m is not None]
 
-    def gate_difference(self, globals_: dict, response_a: torch.Tensor, response_b: torch.Tensor):
+    def gate_difference(self, globals_: dict, prompt: torch.Tensor, response_a: torch.Tensor,
+                        response_b: torch.Tensor):
         """The validity gate's part of ``r_a - r_b`` (:class:`~vrm_pyro.models.paths.ValidityGate`): ``(B,)`` or
         ``(S, B)`` for draws of the global sites; 0 without a gate."""
         if self.gate is None:
             return 0.0
-        return self.gate.logits(globals_, response_a) - self.gate.logits(globals_, response_b)
+        return self.gate.logits(globals_, response_a, prompt) - self.gate.logits(globals_, response_b, prompt)
 
-    def gate_moments(self, guide, response: torch.Tensor, num_samples: int, seed: int):
-        """Posterior mean and variance of the gate's term of single responses ``(B, F)``, from ``num_samples``
-        seeded draws of its sites (the same draws for every row): ``((B,), (B,))``, or ``(0, 0)`` without a gate."""
+    def gate_moments(self, guide, prompt: torch.Tensor, response: torch.Tensor, num_samples: int, seed: int):
+        """Posterior mean and variance of the gate's term of single responses ``(B, F)`` to prompts ``(B, E)``, from
+        ``num_samples`` seeded draws of its sites (the same draws for every row): ``((B,), (B,))``, or ``(0, 0)``
+        without a gate."""
         if self.gate is None:
             return 0.0, 0.0
-        g = self.gate.logits(guide.global_samples(num_samples, seed), response)
+        g = self.gate.logits(guide.global_samples(num_samples, seed), response, prompt)
         return g.mean(0), g.var(0, unbiased=False)
 
     def global_priors(self) -> dict[str, tuple[tuple[int, ...], float]]:
@@ -249,7 +252,7 @@ class PreferenceModel(nn.Module):
         with pairs_plate(prompt, size, indices):
             authentic = self.authentic_logits(globals_, prompt, response_a, response_b)
             if self.gate is not None:  # the gate's logits once per step, for the label and the validity sites
-                t_a, t_b = (self.gate.validity_logits(globals_, r) for r in (response_a, response_b))
+                t_a, t_b = (self.gate.validity_logits(globals_, r, prompt) for r in (response_a, response_b))
                 if self.gate.in_label:
                     authentic = authentic + F.logsigmoid(t_a) - F.logsigmoid(t_b)
             logits = authentic

@@ -63,15 +63,15 @@ class BradleyTerryModel(PreferenceModel):
     def reward(self, guide, prompt, response, *, num_samples=32, seed=0):
         posterior = guide.posterior(self.head.site) if self.head.global_sites else None
         mean, var = self.head.moments(response, posterior)
-        gate_mean, gate_var = self.gate_moments(guide, response, num_samples, seed)
+        gate_mean, gate_var = self.gate_moments(guide, prompt, response, num_samples, seed)
         epistemic = bool(self.head.global_sites) or self.gate is not None
         return RewardOutput(reward=mean + gate_mean, reward_std=(var + gate_var).sqrt() if epistemic else None)
 
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
                            num_samples=32, seed=0, include_nuisance=True):
         draws = guide.global_samples(num_samples, seed) if self.has_globals else {}
-        d = self.authentic_logits(draws, prompt, response_a, response_b) + self.gate_difference(draws, response_a,
-                                                                                                 response_b)
+        d = (self.authentic_logits(draws, prompt, response_a, response_b)
+             + self.gate_difference(draws, prompt, response_a, response_b))
         if include_nuisance:
             d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
         return d if d.dim() == 2 else d.unsqueeze(0)

@@ -190,6 +190,11 @@ class ValidityGate(_GlobalGaussian):
     linear trade-off in which quality can outbid relevance. ``columns`` (``(F,)`` bool) is saved with the weights.
     ``in_label``: whether the term enters the preference label's logit in training as it enters the reward (True),
     or the gate is taught by the validity observations alone and the quality score by the labels alone (False).
+    ``by_prompt`` (with ``prompt_dim`` E): the weights depend on the prompt, ``v(x) = v + V^T x̂`` (``x̂`` the
+    unit-norm prompt embedding, site ``gate_prompt`` ``(E, G)``, prior std ``prior_scale``, as
+    :class:`NuisanceTerm`'s ``by_prompt``), so what counts as valid can differ by task: copying the prompt is an
+    echo for a question and the answer for "capitalise this sentence"; a repeated line is junk in an essay and a
+    chorus in a song.
     ``pairwise``: junk made from an answer is also observed to be *less* valid than that answer,
     ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs: the comparison a shuffle (only worse than
     its own original) would need; with the text statistics and LM columns measured so far it changed nothing
@@ -197,27 +202,38 @@ class ValidityGate(_GlobalGaussian):
     """
 
     def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,
-                 pairwise: bool = False):
+                 pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False):
         super().__init__()
-        self.in_label, self.pairwise = in_label, pairwise
+        self.in_label, self.pairwise, self.by_prompt = in_label, pairwise, by_prompt
         columns = torch.as_tensor(columns, dtype=torch.bool)
         width = int(columns.sum())
         if columns.dim() != 1 or width < 1:
             raise ValueError("ValidityGate: columns must be an (F,) bool mask with at least one column (see "
                              "vrm_pyro.representations.part_columns)")
         self.priors = {"gate_weight": ((width,), prior_scale), "gate_bias": ((1,), bias_scale)}
+        if by_prompt:
+            if not prompt_dim:
+                raise ValueError("ValidityGate(by_prompt=True) needs prompt_dim, the prompt embedding's width E")
+            self.priors["gate_prompt"] = ((prompt_dim, width), prior_scale)
         self.register_buffer("columns", columns)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def validity_logits(self, globals_: dict, h: torch.Tensor) -> torch.Tensor:
-        """``v . h_G + c``: ``h (B, F)`` -> ``(B,)``, or ``(S, B)`` for ``S`` draws of the sites."""
-        t = linear_scores(h[:, self.columns], globals_["gate_weight"], 1)
+    def validity_logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """``v(x) . h_G + c``: ``h (B, F)`` (and ``prompt (B, E)`` with ``by_prompt``) -> ``(B,)``, or ``(S, B)``
+        for ``S`` draws of the sites."""
+        h_g = h[:, self.columns]
+        t = linear_scores(h_g, globals_["gate_weight"], 1)
+        if self.by_prompt:
+            if prompt is None:
+                raise ValueError("ValidityGate(by_prompt=True): pass the prompts' embeddings")
+            per_prompt = linear_scores(F.normalize(prompt, dim=-1), globals_["gate_prompt"], 2)  # (B, G) / (S, B, G)
+            t = t + (per_prompt * h_g).sum(-1)
         bias = globals_["gate_bias"]
         return t + (bias.reshape(-1, 1) if t.dim() > 1 else bias)
 
-    def logits(self, globals_: dict, h: torch.Tensor) -> torch.Tensor:
-        """The reward's term ``log sigma(v . h_G + c)``: ``(B,)`` or ``(S, B)``."""
-        return F.logsigmoid(self.validity_logits(globals_, h))
+    def logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """The reward's term ``log sigma(v(x) . h_G + c)``: ``(B,)`` or ``(S, B)``."""
+        return F.logsigmoid(self.validity_logits(globals_, h, prompt))
 
     def observe(self, t_a: torch.Tensor, t_b: torch.Tensor, junk: torch.Tensor) -> None:
         """Inside the pair plate, given the validity logits ``t_a``, ``t_b`` (:meth:`validity_logits`): what is known

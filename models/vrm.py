@@ -142,7 +142,7 @@ class VariationalRewardModel(PreferenceModel):
         mean = (w_mean * u_mean).sum(-1)
         total = ((w_second * u_second).sum((-2, -1)) - mean.square()).clamp_min(0.0)
         epistemic = (w_mean.square() * p_var).sum(-1)
-        gate_mean, gate_var = self.gate_moments(guide, response, num_samples, seed)
+        gate_mean, gate_var = self.gate_moments(guide, prompt, response, num_samples, seed)
         mean, total, epistemic = mean + gate_mean, total + gate_var, epistemic + gate_var
         has_globals = (self.path is not None and bool(self.path.global_sites)) or self.gate is not None
         return RewardOutput(reward=mean, reward_std=epistemic.sqrt() if has_globals else None,
@@ -157,7 +157,7 @@ class VariationalRewardModel(PreferenceModel):
         p_mean, _ = self.path_moments(guide, response)
         routes = {"latent": (w_mean * self.decoder(z).mean(0)).sum(-1), "path": (w_mean * p_mean).sum(-1)}
         if self.gate is not None:
-            routes["gate"] = self.gate_moments(guide, response, num_samples, seed)[0]
+            routes["gate"] = self.gate_moments(guide, prompt, response, num_samples, seed)[0]
         return routes
 
     def difference_samples(self, guide, prompt, response_a, response_b, nuisance_a=None, nuisance_b=None, *,
@@ -170,7 +170,7 @@ class VariationalRewardModel(PreferenceModel):
         u_diff = self.decoder(z_a) - self.decoder(z_b)
         if self.path is not None:
             u_diff = u_diff + self.path.scores(response_a, draws) - self.path.scores(response_b, draws)
-        d = (w * u_diff).sum(-1) + self.gate_difference(draws, response_a, response_b)
+        d = (w * u_diff).sum(-1) + self.gate_difference(draws, prompt, response_a, response_b)
         if include_nuisance:
             d = d + self._nuisance_draws(guide, prompt, nuisance_a, nuisance_b, num_samples, seed)
         return d

@@ -77,8 +77,9 @@ def test_the_gate_sinks_junk_that_the_linear_reward_trades_off(model, tmp_path):
     assert gate_acc >= plain_acc - 0.03, results
     # real answers sit where the gate has saturated: its term moves them little, junk a lot
     with torch.no_grad():
-        g = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_a), 32, 0)[0]
-        g_junk = rm.model.gate_moments(rm.guide, rm.transform.features(test.response_b[junk]), 32, 0)[0]
+        g = rm.model.gate_moments(rm.guide, test.prompt, rm.transform.features(test.response_a), 32, 0)[0]
+        g_junk = rm.model.gate_moments(rm.guide, test.prompt[junk], rm.transform.features(test.response_b[junk]), 32,
+                                       0)[0]
     assert float(g.mean()) > -0.5 and float(g_junk.mean()) < float(g.mean()) - 2.0, (float(g.mean()), float(g_junk.mean()))
     for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP)), ("without", None)):
         loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
@@ -148,3 +149,49 @@ def test_the_pairwise_validity_observation_sees_only_junk_pairs_and_prefers_the_
     assert "valid_order" not in poutine.trace(build_reward_model(
         ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics"), emb_dim=E, response_dim=F,
         representation=REP, seed=0).model).get_trace(*data.batch(slice(None))).nodes
+
+
+def _task_pairs(n: int, seed: int) -> PairEmbeddings:
+    """Two tasks, told apart by the prompt's first coordinate (±3): for task +1 ("rewrite this") a real answer copies
+    the prompt, its validity column in [1, 3], and junk does not, [-3, -1]; for task -1 ("answer this") the other way
+    round. Real pairs are labelled by quality (column 0); a third of the pairs are a real answer against junk."""
+    g = torch.Generator().manual_seed(seed)
+    task = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0)
+    prompt = torch.randn(n, E, generator=g)
+    prompt[:, 0] = 3.0 * task
+    a, b = torch.randn(n, F, generator=g), torch.randn(n, F, generator=g)
+    a[:, VALID], b[:, VALID] = task * (1 + 2 * torch.rand(n, generator=g)), task * (1 + 2 * torch.rand(n, generator=g))
+    label = torch.bernoulli(torch.sigmoid(3.0 * (a[:, 0] - b[:, 0])), generator=g)
+    junk = torch.rand(n, generator=g) < 1 / 3
+    b[junk, VALID] = -task[junk] * (1 + 2 * torch.rand(int(junk.sum()), generator=g))
+    label[junk] = 1.0
+    return PairEmbeddings(prompt, a, b, label, junk=junk)
+
+
+@pytest.mark.parametrize("model", ["vrm", "bt"])
+def test_a_gate_by_prompt_learns_what_is_valid_for_each_task(model, tmp_path):
+    """When the validity column means opposite things for two tasks, a gate with one weight per column can only
+    reject one task's real answers or let the other's junk through; ``gate_by_prompt`` (``v(x) = v + V^T x̂``) keeps
+    real answers of both tasks near ``log σ = 0`` and sinks the junk of both, and a checkpoint scores the same."""
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    train, val, test = _task_pairs(900, 11), _task_pairs(150, 12), _task_pairs(300, 13)
+    junk = test.junk
+    terms = {}
+    for by_prompt in (False, True):
+        cfg = ModelConfig(model=model, bt_head="bayesian_linear", hidden_dim=16, num_objectives=2, feature_dim=2,
+                          gate="statistics", gate_by_prompt=by_prompt)
+        rm = build_reward_model(cfg, emb_dim=E, response_dim=F, representation=REP, seed=0)
+        fit(rm, train, val, TrainConfig(epochs=25, lr=2e-2, patience=25, progress=False, gate_lr=0.2))
+        with torch.no_grad():
+            real = rm.model.gate_moments(rm.guide, test.prompt, rm.transform.features(test.response_a), 32, 0)[0]
+            bad = rm.model.gate_moments(rm.guide, test.prompt[junk], rm.transform.features(test.response_b[junk]),
+                                        32, 0)[0]
+        terms[by_prompt] = (float((real < -1).float().mean()), float((bad > -1).float().mean()))
+    (plain_rejects, plain_passes), (task_rejects, task_passes) = terms[False], terms[True]
+    assert plain_rejects + plain_passes > 0.3, terms  # one weight per column cannot serve both tasks
+    assert task_rejects < 0.05 and task_passes < 0.2 and task_passes < (plain_rejects + plain_passes) / 4, terms
+    assert "gate_prompt" in rm.model.global_sites()
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "gate", rm, encoder=EncoderConfig(name="tiny", representation=REP)))
+    torch.testing.assert_close(loaded.reward_model.reward(test.prompt, test.response_b).reward,
+                               rm.reward(test.prompt, test.response_b).reward)

@@ -219,6 +219,9 @@ class ModelConfig(_Config):
                        "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
+    gate_by_prompt: bool = _field(False, "Let the validity gate's weights depend on the prompt linearly, v(x) = v + "
+                                  "V^T e_x (site gate_prompt), so what counts as valid can differ by task (copying the "
+                                  "prompt is the answer to 'capitalise this sentence').")
     gate_pairwise: bool = _field(False, "Also observe that junk made from an answer is less valid than that answer "
                                  "(valid_order ~ Bernoulli(sigma(t_a - t_b)) = 1 on the augmented pairs): the comparison a "
                                  "shuffle would need, being only worse than its own original (measured: no change with "

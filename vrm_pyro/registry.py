@@ -105,7 +105,7 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
     gate = None
     if cfg.gate_parts and gate_columns is not None:
         gate = ValidityGate(gate_columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label,
-                            pairwise=cfg.gate_pairwise)
+                            pairwise=cfg.gate_pairwise, prompt_dim=E, by_prompt=cfg.gate_by_prompt)
     elif cfg.gate_parts:
         if representation is None:
             raise ConfigError(f"ModelConfig.gate (--gate {cfg.gate}) reads named parts of the representation: pass "
@@ -115,7 +115,8 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
             raise ConfigError(f"representation {representation!r} gives features of width {columns.shape[0]} for an "
                               f"encoder of width {E}, but response_dim is {F}: pass the representation the features "
                               "were computed with")
-        gate = ValidityGate(columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label, pairwise=cfg.gate_pairwise)
+        gate = ValidityGate(columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label, pairwise=cfg.gate_pairwise,
+                            prompt_dim=E, by_prompt=cfg.gate_by_prompt)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
         model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups,
