@@ -343,6 +343,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+vgnp": the order-blind gate with weights that depend on the prompt (gate_by_prompt: v(x) = v + V^T x̂), so
     # copying the prompt or repeating a line can be valid for one task and junk for another
     _gated(base, named("+vgnp"), gate="cosine,statistics", gate_by_prompt=True)
+    # "+vgx": the order-blind gate without the two statistics that reject real answers (gate_anatomy.py --losers: a
+    # rewrite that copies its prompt, a song with a chorus), prompt_echo and repeated_4grams; echoes and repeats are
+    # left to the path, which sank them before the gate (echo 0.012, repeated 0.000)
+    _gated(base, named("+vgx"), gate="cosine,distinct_words,compression_ratio,prompt_coverage,clean_ending,"
+                                     "log2_words_per_sentence")
     _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")

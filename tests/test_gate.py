@@ -20,6 +20,14 @@ def test_part_columns_name_parts_and_the_cosine():
     assert cols.shape == (F,) and cols.dtype == torch.bool
     assert [i for i, v in enumerate(cols.tolist()) if v] == [COSINE, *range(F)[STATS]]
     assert part_columns(REP, E, ["response"]).nonzero().flatten().tolist() == list(range(E))
+    # single statistics by name (vrm_pyro.representations.NAMED_COLUMNS), and a whole part wins over its columns
+    from vrm_pyro.covariates import COHERENCE_STATISTICS
+
+    one = part_columns(REP, E, ["cosine", "clean_ending", "prompt_echo"]).nonzero().flatten().tolist()
+    assert one == [COSINE] + sorted(STATS.start + COHERENCE_STATISTICS.index(n) for n in ("clean_ending", "prompt_echo"))
+    assert torch.equal(part_columns(REP, E, ["clean_ending", "statistics"]), part_columns(REP, E, ["statistics"]))
+    with pytest.raises(ConfigError, match=r"'common_bigrams' needs the representation part 'order'"):
+        part_columns(REP, E, ["common_bigrams"])
     with pytest.raises(ConfigError, match=r"add \+order, or drop the gate \(--gate ''"):
         part_columns(REP, E, ["order"])
     with pytest.raises(ConfigError, match="unknown part 'fluency'"):

@@ -213,7 +213,8 @@ class ModelConfig(_Config):
                                  "the block's prior std sigma: the feature is believed to matter); one for every "
                                  "name of --monotone, or a comma-separated list with one per name.")
     gate: str = _field("", "Comma-separated representation parts (or 'cosine', the prompt-response cosine of "
-                       "'interaction') whose columns feed a validity gate log sigmoid(v . h_G + c) added to the "
+                       "'interaction', or single statistics by name, e.g. clean_ending: "
+                       "vrm_pyro.representations.NAMED_COLUMNS) whose columns feed a validity gate log sigmoid(v . h_G + c) added to the "
                        "reward, VRM and BT alike (models.paths.ValidityGate): junk that the gate rejects loses "
                        "|v . h_G + c| while real answers sit where it has saturated; '' for none. Low-dimensional "
                        "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")

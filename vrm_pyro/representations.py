@@ -182,30 +182,43 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
     return tuple(out)
 
 
+#: the named columns of the statistics parts: ``--gate`` may pick single ones (``clean_ending``, ...)
+NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
+                 "likelihood": LIKELIHOOD_STATISTICS}
+
+
 def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
     """``(F,)`` bool: the columns of ``h(x, y)`` that belong to the parts ``names`` of the representation ``spec``
-    (``"cosine"``: the last column of ``interaction``, the prompt-response cosine). What
-    ``ModelConfig.gate`` feeds the validity gate."""
+    (``"cosine"``: the last column of ``interaction``, the prompt-response cosine; a statistic's name, e.g.
+    ``"clean_ending"``: that one column of its part, :data:`NAMED_COLUMNS`). What ``ModelConfig.gate`` feeds the
+    validity gate."""
     parts = parse_representation(spec)
-    names = list(names)
+    column_part = {col: part for part, cols in NAMED_COLUMNS.items() for col in cols}
+    wanted: dict[str, set[int] | None] = {}  # part -> the column indices within it (None: every column)
     for name in names:
-        part = "interaction" if name == "cosine" else name
-        if part not in PARTS:
+        if name == "cosine":
+            part, index = "interaction", sum(feature_groups("interaction", emb_dim)) - 1
+        elif name in column_part:
+            part, index = column_part[name], NAMED_COLUMNS[column_part[name]].index(name)
+        elif name in PARTS:
+            part, index = name, None
+        else:
             raise ConfigError(f"ModelConfig.gate (--gate): unknown part {name!r}; name parts of the representation "
-                              f"({'+'.join(parts)}) or 'cosine'")
+                              f"({'+'.join(parts)}), 'cosine' or a column of {', '.join(NAMED_COLUMNS)} "
+                              "(vrm_pyro.representations.NAMED_COLUMNS)")
         if part not in parts:
             raise ConfigError(f"ModelConfig.gate (--gate): {name!r} needs the representation part {part!r}, which "
                               f"{spec!r} (EncoderConfig.representation) does not have: add +{part}, or drop the gate "
                               f"(--gate '', ModelConfig(gate=''))")
+        if index is None or wanted.get(part, set()) is None:
+            wanted[part] = None
+        else:
+            wanted.setdefault(part, set()).add(index)
     out: list[bool] = []
     for part in parts:
         width = sum(feature_groups(part, emb_dim))
-        if part in names:
-            out += [True] * width
-        elif part == "interaction" and "cosine" in names:
-            out += [False] * (width - 1) + [True]
-        else:
-            out += [False] * width
+        chosen = wanted.get(part, set())
+        out += [chosen is None or i in chosen for i in range(width)]
     return torch.tensor(out, dtype=torch.bool)
 
 
@@ -302,5 +315,5 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
-__all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "ORIENTED_FEATURES", "PARTS", "feature_groups", "feature_orientation", "parse_representation",
-           "part_columns", "representation_dim", "response_features", "sentence_order", "sentences"]
+__all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
+           "feature_groups", "feature_orientation", "parse_representation", "part_columns", "representation_dim", "response_features", "sentence_order", "sentences"]
