@@ -203,3 +203,18 @@ def test_a_gate_by_prompt_learns_what_is_valid_for_each_task(model, tmp_path):
     loaded = load_checkpoint(save_checkpoint(tmp_path / "gate", rm, encoder=EncoderConfig(name="tiny", representation=REP)))
     torch.testing.assert_close(loaded.reward_model.reward(test.prompt, test.response_b).reward,
                                rm.reward(test.prompt, test.response_b).reward)
+
+
+def test_gate_lr_covers_every_site_of_the_gate():
+    """``gate_lr`` gives every global site of the gate its own AdamW group, the prompt-dependent ``gate_prompt``
+    included (the site sets are read off the modules, as for ``nuisance_lr``); nothing else moves at that rate."""
+    from vrm_pyro.train import Trainer
+
+    data = _pairs(64, 7)
+    cfg = ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_by_prompt=True)
+    rm = build_reward_model(cfg, emb_dim=E, response_dim=F, representation=REP, seed=0)
+    trainer = Trainer(rm, data, None, TrainConfig(epochs=1, lr=1e-3, gate_lr=0.1, progress=False))
+    groups = {g["lr"]: {id(p) for p in g["params"]} for g in trainer.optim.param_groups}
+    names = {id(p): n.rsplit(".", 1)[-1] for n, p in rm.named_parameters()}
+    assert sorted(names[i] for i in groups[0.1]) == sorted(2 * ["gate_bias", "gate_prompt", "gate_weight"])
+    assert "gate_prompt" not in {names[i] for i in groups[1e-3]}

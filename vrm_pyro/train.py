@@ -44,10 +44,6 @@ from vrm_pyro.snapshots import TrainingSnapshots, optimizer_from_tensors, set_rn
 if TYPE_CHECKING:
     from vrm_pyro.encoders import TokenizedPairs
 
-#: the global sites of the judge's nuisance term (:class:`~vrm_pyro.models.paths.NuisanceTerm`): their
-#: variational parameters are named ``...loc.<site>`` / ``...raw_scale.<site>``
-NUISANCE_SITES = ("gamma", "gamma_prompt")
-GATE_SITES = ("gate_weight", "gate_bias")
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +242,16 @@ class Trainer:
         self.n = len(self.train_data)
         elbo = (FreeBitsLoss(rm.model, rm.guide, cfg.free_bits) if cfg.free_bits > 0
                 else rm.elbo(cfg.elbo, num_particles=cfg.num_particles))
-        # gamma's and the validity gate's variational parameters, when they get their own rates
+        # gamma's and the validity gate's variational parameters (named ``...loc.<site>`` / ``...raw_scale.<site>``),
+        # when they get their own rates: every global site of the nuisance term and of the gate, read off the modules
+        nuisance_sites, gate_sites = (set(m.priors) if m is not None else set()
+                                      for m in (getattr(rm.model, "nuisance", None), getattr(rm.model, "gate", None)))
         head, nuisance, gate = [], [], []
         for name, p in rm.named_parameters():
             if p.requires_grad:
                 site = name.rsplit(".", 1)[-1]
-                (nuisance if cfg.nuisance_lr and site in NUISANCE_SITES
-                 else gate if cfg.gate_lr and site in GATE_SITES else head).append(p)
+                (nuisance if cfg.nuisance_lr and site in nuisance_sites
+                 else gate if cfg.gate_lr and site in gate_sites else head).append(p)
         if self.encoder is not None:
             head += self.encoder.trainable_parameters()
         groups = ([{"params": head}] + ([{"params": nuisance, "lr": cfg.nuisance_lr}] if nuisance else [])
