@@ -16,7 +16,8 @@ gate's part, the texts cut short.
 writes ``results/coherence_vg256/gate_anatomy.json`` and ``.md`` (``--out`` names the stage directory and file).
 
     python benchmarks/gate_anatomy.py --encoder .gpu/minilm --contenders vrm_part2+nuis+ord+disc+sord+vgn+rrm6+both+glr \
-        --losers other_prompt refusal scaffold --out coherence_vgi/default_losers
+        bt_bayesian_linear_part1+nuis+ord+disc+sord+vgn+rrm6+both+glr --losers other_prompt refusal scaffold template \
+        --out coherence_vgi/default_losers
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = ())
     jp, jh, _ = bench.texts(f"gate:junk:{seed}", [sp[i] for i in sel], [sj[i] for i in sel], c.representation, "")
     rp, rh, _ = bench.texts(f"gate:real:{seed}", [sp[i] for i in sel], [sr[i] for i in sel], c.representation, "")
     with torch.no_grad():
-        gap = (rm.reward(jp, jh).reward - rm.reward(rp, rh).reward).numpy()
+        gap = (rm.reward(jp, jh, seed=seed).reward - rm.reward(rp, rh, seed=seed).reward).numpy()
         if rm.model.gate is not None:
             gate = (rm.model.gate_moments(rm.guide, jp, rm.transform.features(jh), 32, seed)[0]
                     - rm.model.gate_moments(rm.guide, rp, rm.transform.features(rh), 32, seed)[0]).numpy()

@@ -34,6 +34,8 @@ def test_part_columns_name_parts_and_the_cosine():
         part_columns(REP, E, ["fluency"])
     with pytest.raises(ConfigError, match="whiten"):
         ModelConfig(gate="statistics", feature_transform="whiten")
+    with pytest.raises(ConfigError, match="there is no gate"):
+        ModelConfig(gate_by_prompt=True)
     with pytest.raises(ConfigError, match="representation="):
         build_reward_model(ModelConfig(gate="statistics"), emb_dim=E, response_dim=F)
 

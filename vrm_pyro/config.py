@@ -279,6 +279,9 @@ class ModelConfig(_Config):
         if self.monotone_features and not self.path_uses_prior:
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
                               "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT)")
+        if self.gate_by_prompt and not self.gate_parts:
+            raise ConfigError("ModelConfig.gate_by_prompt (--gate-by-prompt) conditions the validity gate on the prompt, "
+                              "but there is no gate: name its columns with --gate (e.g. --gate cosine,statistics)")
         if self.gate_parts and self.feature_transform == "whiten":
             raise ConfigError(f"ModelConfig.gate (--gate {self.gate}) reads named columns of the features, which "
                               "whitening mixes into principal components; use --feature-transform standardize (the "
