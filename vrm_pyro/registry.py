@@ -103,18 +103,17 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
     nuisance = (NuisanceTerm(C, E, prior_scale=cfg.nuisance_prior_scale, by_prompt=cfg.nuisance_by_prompt)
                 if C and cfg.nuisance_term else None)
     gate = None
-    if cfg.gate_parts and gate_columns is not None:
-        gate = ValidityGate(gate_columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label,
-                            pairwise=cfg.gate_pairwise, prompt_dim=E, by_prompt=cfg.gate_by_prompt)
-    elif cfg.gate_parts:
-        if representation is None:
-            raise ConfigError(f"ModelConfig.gate (--gate {cfg.gate}) reads named parts of the representation: pass "
-                              "representation=<EncoderConfig.representation> to build_reward_model")
-        columns = part_columns(representation, E, cfg.gate_parts)
-        if columns.shape[0] != F:
-            raise ConfigError(f"representation {representation!r} gives features of width {columns.shape[0]} for an "
-                              f"encoder of width {E}, but response_dim is {F}: pass the representation the features "
-                              "were computed with")
+    if cfg.gate_parts:
+        columns = gate_columns
+        if columns is None:  # read off the representation's named parts (a checkpoint passes the saved columns)
+            if representation is None:
+                raise ConfigError(f"ModelConfig.gate (--gate {cfg.gate}) reads named parts of the representation: "
+                                  "pass representation=<EncoderConfig.representation> to build_reward_model")
+            columns = part_columns(representation, E, cfg.gate_parts)
+            if columns.shape[0] != F:
+                raise ConfigError(f"representation {representation!r} gives features of width {columns.shape[0]} for "
+                                  f"an encoder of width {E}, but response_dim is {F}: pass the representation the "
+                                  "features were computed with")
         gate = ValidityGate(columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label, pairwise=cfg.gate_pairwise,
                             prompt_dim=E, by_prompt=cfg.gate_by_prompt)
     weight_guide = feature_guide = None
