@@ -35,8 +35,8 @@ from vrm_pyro.covariates import (  # noqa: E402
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
-    SENTENCE_SPLIT,
     discourse_statistics,
+    sentences,
 )
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS  # noqa: E402
@@ -107,7 +107,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
         elif b == "cosine":
             weights["cosine"] = float(mean_weight[s])
     shuffled = [j for j, i in enumerate(keep) if sk[i] == "shuffled_sentences"]
-    by_length = [{"contender": name, "seed": seed, "sentences": len([s for s in SENTENCE_SPLIT.split(sr[keep[j]]) if s.strip()]),
+    by_length = [{"contender": name, "seed": seed, "sentences": len(sentences(sr[keep[j]])),
                   "win": bool(gap[j] >= 0)} for j in shuffled]
     return rows, weights, by_length
 

@@ -190,3 +190,18 @@ def test_a_corruption_that_only_moves_whitespace_is_not_junk():
         for answer in ("Paris", "Yes.\n\nYes.", "ok ok"):
             junk = make_junk(kind, "Write it", answer, [])
             assert junk.split() != answer.split() and junk == TEMPLATE_ANSWER, (kind, answer, junk)
+
+
+def test_shuffled_sentences_keep_the_answers_layout_and_list_enumerators():
+    # the junk moves sentences only: line breaks stay where they were and "2." stays with its item (it used to
+    # join every piece with a space, and to split "1." from its item, so the junk's layout gave it away)
+    from vrm_pyro.covariates import sentences
+
+    answer = "Here is how:\n\n1. Mix the flour. Add the water.\n2. Knead it well.\n3. Bake for an hour.\n\nEnjoy!"
+    layout = lambda t: [line == "" for line in t.split("\n")]  # noqa: E731  (lines, and which are blank)
+    for seed in range(5):
+        junk = make_junk("shuffled_sentences", "How do I bake bread?", answer, [], seed=seed)
+        assert junk != answer and layout(junk) == layout(answer)
+        assert len(junk) == len(answer) and all(s in junk for s in sentences(answer))  # items whole, enumerators on
+    assert sentences(answer) == ["Here is how:", "1. Mix the flour.", "Add the water.", "2. Knead it well.",
+                                 "3. Bake for an hour.", "Enjoy!"]

@@ -160,10 +160,54 @@ CONNECTIVES = frozenset((
     "so", "in", "as"))
 NUMBERED = re.compile(r"(?:^|\n|(?<=[.!?:]\s))\s*(\d{1,2})[.)]\s")
 LIST_MARKER = re.compile(r"(?:(?<=\s)|^)(?:[-*•]|\d{1,2}[.)])\s+(?=[A-Z*_`\[(\"])")
-SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+#: a seam between sentences: a line break (with the white space around it) or the spaces after ``.!?``
+SENTENCE_SEAM = re.compile(r"(\s*\n\s*|(?<=[.!?])[ \t]+)")
+ENUMERATOR = re.compile(r"\d{1,2}\.")
+
+
+def sentence_pieces(text: str) -> list[str]:
+    """``text`` cut at :data:`SENTENCE_SEAM` into sentence, seam, sentence, ..., sentence (joined, they give the
+    text back), except after a list's enumerator: ``2.`` at a line's start stays with its item."""
+    pieces = SENTENCE_SEAM.split(text)
+    i = 0
+    while i + 2 < len(pieces):
+        if ENUMERATOR.fullmatch(pieces[i]) and (i == 0 or "\n" in pieces[i - 1]):
+            pieces[i:i + 3] = ["".join(pieces[i:i + 3])]
+        else:
+            i += 2
+    return pieces
+
+
 def sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (split after ``.!?`` and at line breaks; pieces without a word dropped)."""
-    return [s.strip() for s in SENTENCE_SPLIT.split(text.strip()) if WORD.search(s)]
+    """The sentences of ``text`` (:func:`sentence_pieces`: split after ``.!?`` and at line breaks, a list item
+    kept with its enumerator); pieces without a word dropped.
+
+    >>> sentences("Steps:\\n1. Mix. Add water.\\n2. Bake at 200. Serve.")
+    ['Steps:', '1. Mix.', 'Add water.', '2. Bake at 200.', 'Serve.']
+    """
+    return [s.strip() for s in sentence_pieces(text.strip())[0::2] if WORD.search(s)]
+
+
+def reorder_sentences(text: str, shuffle: Callable[[list[int]], None]) -> str:
+    """``text`` with its sentences in the order ``shuffle`` (an in-place shuffle of a list of indices, e.g.
+    ``random.Random(0).shuffle``) gives: the seams (spaces, line breaks) and the text's leading and trailing
+    white space stay where they were, and a list item keeps its enumerator, so only the order changes. Never the
+    original text when another order exists: the order is rotated until some sentence lands where a different
+    one stood. Unchanged when the text has fewer than two distinct sentences."""
+    body = text.strip()
+    if not body:
+        return text
+    lead, tail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    pieces = sentence_pieces(body)  # sentence, seam, sentence, ..., sentence
+    parts = pieces[0::2]
+    if len(set(parts)) < 2:
+        return text
+    order = list(range(len(parts)))
+    shuffle(order)
+    while [parts[i] for i in order] == parts:
+        order = order[1:] + order[:1]
+    pieces[0::2] = [parts[i] for i in order]
+    return lead + "".join(pieces) + tail
 
 
 STOPWORDS = frozenset("the a an of to in on for and or is are was be it this that with as by at from can you your "
@@ -230,7 +274,7 @@ LABEL_NUMBER = re.compile(r"\b(?:verse|step|part|day|chapter|stanza|round|phase|
 
 
 def _discourse_row(response: str) -> list[float]:
-    sentences = [s.strip(" \t*#>-") for s in SENTENCE_SPLIT.split(response.strip()) if WORD.search(s)]
+    sentences = [s.strip(" \t*#>-") for s in sentence_pieces(response.strip())[0::2] if WORD.search(s)]
     n = len(sentences)
     opens = [bool(OPENERS.match(s)) for s in sentences]
     closes = [bool(CLOSERS.match(s)) for s in sentences]

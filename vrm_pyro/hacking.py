@@ -25,11 +25,11 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from vrm_pyro.covariates import reorder_sentences
 from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import DataError
 from vrm_pyro.evaluate import spearman
@@ -265,13 +265,10 @@ def _words_shuffled(text: str, rng) -> str:
 
 
 def _sentences_shuffled(text: str, rng) -> str:
-    parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if p.strip()]
-    if len(parts) < 2:
-        return _words_shuffled(text, rng)
-    order = rng.permutation(len(parts))
-    if (order == np.arange(len(parts))).all():
-        order = np.roll(order, 1)
-    return " ".join(parts[i] for i in order)
+    """The answer's sentences in another order, its layout kept (:func:`vrm_pyro.covariates.reorder_sentences`:
+    line breaks and list enumerators stay where they were); its words shuffled when it has one sentence."""
+    out = reorder_sentences(text, np.random.default_rng(rng.integers(2**32)).shuffle)
+    return _words_shuffled(text, rng) if out == text else out
 
 
 def _truncated(text: str) -> str:

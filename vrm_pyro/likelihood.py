@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 
 from vrm_pyro.cache import EmbeddingCache, model_fingerprint, text_key
+from vrm_pyro.covariates import reorder_sentences
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.progress import progress as progress_bar
 
@@ -237,37 +237,15 @@ class LikelihoodScorer:
         return torch.stack([found[k] for k in keys]).float()
 
 
-#: a sentence's end (after ``.!?`` and white space, not after a list's enumerator such as ``2.``) or a line break:
-#: the seams :func:`permute_sentences` keeps in place
-_SEAM = re.compile(r"(\s*\n\s*|(?<=[.!?])(?<!^\d\.)(?<!\s\d\.)(?<!^\d\d\.)(?<!\s\d\d\.)[ \t]+)")
-
-
 def permute_sentences(text: str) -> str:
-    """``text`` with its sentences in another order, the same for the same text (seeded by its CRC-32): the
-    seams between sentences (spaces, line breaks) and the text's leading and trailing white space stay where
-    they were, and a list item keeps its enumerator (``2. Add water.`` moves as one piece), so only the order
-    changes. The text comes back unchanged when it has fewer than two distinct sentences.
+    """``text`` with its sentences in another order, the same for the same text (seeded by its CRC-32; see
+    :func:`vrm_pyro.covariates.reorder_sentences`: seams, white space and list enumerators stay, only the order
+    changes). The text comes back unchanged when it has fewer than two distinct sentences.
 
     >>> permute_sentences("First, mix. Then bake.\\nServe.")
     'Serve. Then bake.\\nFirst, mix.'
     """
-    body = text.strip()
-    if not body:
-        return text
-    lead, tail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
-    pieces = _SEAM.split(body)  # sentence, seam, sentence, ..., sentence
-    sentences = pieces[0::2]
-    if len(set(sentences)) < 2:
-        return text
-    rng = random.Random(zlib.crc32(text.encode("utf-8")))
-    order = list(range(len(sentences)))
-    rng.shuffle(order)
-    # never the original text: rotate until some sentence lands where a different one stood
-    while [sentences[i] for i in order] == sentences:
-        order = order[1:] + order[:1]
-    out = list(pieces)
-    out[0::2] = [sentences[i] for i in order]
-    return lead + "".join(out) + tail
+    return reorder_sentences(text, random.Random(zlib.crc32(text.encode("utf-8"))).shuffle)
 
 
 def bundled_smollm2() -> str | None:
