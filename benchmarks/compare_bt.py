@@ -32,6 +32,7 @@ HH-RLHF: 70/10/20 split by prompt, seed = split seed. Stages write ``benchmarks/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -349,6 +350,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     _gated(base, named("+vgx"), gate="cosine,distinct_words,compression_ratio,prompt_coverage,clean_ending,"
                                      "log2_words_per_sentence")
     _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
+    # "+sflow" (round 11): the default (+vgn) with the representation part `sentence_flow`, four columns from the
+    # sentence embeddings `sentence_order` already has (adjacent similarity, the opening's relevance and centrality,
+    # relevance late minus early): what a reordering moves; one more block of the block prior, left out of the gate
+    vgn = CONTENDERS[named("+vgn")]
+    register(named("+vgn").replace("+sord", "+sord+sflow"), dataclasses.replace(
+        vgn, representation=vgn.representation + "+sentence_flow"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

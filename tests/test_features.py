@@ -20,6 +20,7 @@ from vrm_pyro.representations import (
     parse_representation,
     representation_dim,
     response_features,
+    sentence_flow,
     sentence_order,
     sentences,
 )
@@ -153,6 +154,44 @@ def test_sentence_order_is_the_position_weighted_mean_of_the_sentence_embeddings
     assert torch.allclose(sentence_order(enc, [" ".join(many)])[0], expected / len(keep), atol=1e-6)
     h = response_features(enc, ["p"], [three], spec="response+sentence_order")
     assert h.shape == (1, 8) and torch.allclose(h[0, 4:], o[0])
+
+
+class TableEncoder(HashEncoder):
+    """Each text's vector from a table: the geometry of the sentences is set by hand."""
+
+    dim = 3
+    table = {"Bread needs flour.": (1.0, 0.0, 0.0), "Flour is milled wheat.": (1.0, 1.0, 0.0),
+             "Wheat needs rain.": (0.0, 1.0, 1.0), "Rain falls in spring.": (0.0, 0.0, 1.0),
+             "How is bread made?": (1.0, 0.0, 0.0)}
+
+    def vec(self, text):
+        return torch.tensor(self.table[text])
+
+
+def test_sentence_flow_sees_adjacent_sentences_and_an_opening_on_the_question():
+    enc = TableEncoder()
+    prompt, real = "How is bread made?", "Bread needs flour. Flour is milled wheat. Wheat needs rain. Rain falls in spring."
+    shuffled = "Wheat needs rain. Bread needs flour. Rain falls in spring. Flour is milled wheat."
+    x = enc.encode([prompt] * 3)
+    flow = sentence_flow(enc, [real, shuffled, "Bread needs flour."], prompt_emb=x)
+    # by hand: e = the table's rows, normalised; x̂ = e_1
+    e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in sentences(real)]), dim=-1)
+    sim = e @ e.T
+    adjacent = sim.diagonal(1).mean() - sim.triu(1).sum() / 6
+    rel = e[:, 0]
+    c = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
+    centre = e @ torch.nn.functional.normalize(e.mean(0), dim=0)
+    expected = torch.stack([adjacent, rel[0] - rel.mean(), (c * rel).mean(), centre[0] - centre.mean()])
+    assert torch.allclose(flow[0], expected, atol=1e-6)
+    assert flow[0, 0] > 0.3 and flow[0, 1] > 0.5 and flow[0, 2] < -0.3  # a chain, opening on the question
+    assert flow[1, 0] < flow[0, 0] and flow[1, 1] < 0 < flow[1, 2]  # shuffled: the chain broken, the lead late
+    assert torch.equal(flow[2], torch.zeros(4))  # one sentence: no order
+    # beside sentence_order, the sentences are encoded once
+    enc.calls.clear()
+    h = response_features(enc, [prompt], [real], spec="sentence_order+sentence_flow", prompt_emb=x[:1])
+    assert enc.calls == [(False, "all")] and torch.allclose(h[0, 3:], flow[0], atol=1e-6)
+    assert torch.allclose(h[0, :3], sentence_order(enc, [real])[0])
+    assert representation_dim("sentence_order+sentence_flow", 384) == 388
 
 
 class BagOfWordsEncoder(HashEncoder):

@@ -116,7 +116,7 @@ class EncoderConfig(_Config):
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
                                  "response_tokens, response, interaction, statistics, order, discourse, "
-                                 "sentence_order, likelihood, likelihood_contrast, likelihood_gate, likelihood_fluency, "
+                                 "sentence_order, sentence_flow, likelihood, likelihood_contrast, likelihood_gate, likelihood_fluency, "
                                  "likelihood_order (see "
                                  "vrm_pyro.representations).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")

@@ -27,6 +27,11 @@ part                dimension   what
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
+``sentence_flow``   4           from the same sentence embeddings (:func:`sentence_flow`): how
+                                much more alike adjacent sentences are than any two, how much
+                                more the first sentence is about the prompt than the rest,
+                                relevance late minus early, and how central the first
+                                sentence is: what a reordering moves, beside a bag of them
 ``likelihood``      4           :mod:`vrm_pyro.likelihood`: a small causal LM's mean token
                                 log-probability of the response given the prompt and alone,
                                 its 10th percentile given the prompt, and log p(end of turn):
@@ -94,7 +99,9 @@ from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
-         *LIKELIHOOD_PARTS)
+         "sentence_flow", *LIKELIHOOD_PARTS)
+#: the columns of ``sentence_flow`` (:func:`sentence_flow`)
+SENTENCE_FLOW = ("adjacent_similarity", "lead_relevance", "relevance_slope", "lead_centrality")
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
 MAX_SENTENCES = 64
 DEFAULT_REPRESENTATION = "joint"
@@ -119,7 +126,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "sentence_order": (emb_dim,), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
+             "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
              "likelihood_order": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
@@ -227,27 +234,81 @@ def representation_dim(spec: str, emb_dim: int) -> int:
     return sum(feature_groups(spec, emb_dim))
 
 
-def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses"
-                   ) -> torch.Tensor:
-    """``o(y)``: ``(N, E)`` float32, the position-weighted mean of the normalised embeddings of each
-    response's sentences, ``(1/n) sum_i c_i ê(s_i)`` with ``c_i`` from -1 (first) to 1 (last); zeros for a
-    response of one sentence. A response of more than :data:`MAX_SENTENCES` sentences keeps its first and
-    last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``."""
-    split = [sentences(r) for r in responses]
-    flat, weights, rows = [], [], []
-    for row, parts in enumerate(split):
+def _kept_sentences(responses: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Each response's sentences (at most :data:`MAX_SENTENCES`: the first and last half), flattened:
+    ``(sentences, the row of each)``; responses of one sentence contribute none."""
+    flat, rows = [], []
+    for row, parts in enumerate(sentences(r) for r in responses):
         n = len(parts)
         if n < 2:
             continue
         keep = range(n) if n <= MAX_SENTENCES else [*range(MAX_SENTENCES // 2), *range(n - MAX_SENTENCES // 2, n)]
-        for i in keep:
-            flat.append(parts[i])
-            weights.append((2.0 * i / (n - 1) - 1.0) / len(keep))
-            rows.append(row)
-    out = torch.zeros(len(split), encoder.dim)
+        flat += [parts[i] for i in keep]
+        rows += [row] * len(keep)
+    return flat, rows
+
+
+def _sentence_embeddings(encoder, responses: Sequence[str], progress: bool, desc: str) -> list[torch.Tensor]:
+    """Per response, ``(n_kept, E)`` normalised embeddings of its kept sentences in order (``(0, E)`` for a
+    response of one sentence); one encoder call, cached by the encoder."""
+    flat, rows = _kept_sentences(responses)
+    out = [torch.zeros(0, encoder.dim) for _ in responses]
     if flat:
         emb = F.normalize(encoder.encode(flat, progress=progress, desc=f"encode {desc}: sentences"), dim=-1)
-        out.index_add_(0, torch.from_numpy(np.asarray(rows)), emb * torch.tensor(weights)[:, None])
+        for row, start, count in zip(*np.unique(rows, return_index=True, return_counts=True)):
+            out[row] = emb[start:start + count]
+    return out
+
+
+def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses",
+                   embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``o(y)``: ``(N, E)`` float32, the position-weighted mean of the normalised embeddings of each
+    response's sentences, ``(1/n) sum_i c_i ê(s_i)`` with ``c_i`` from -1 (first) to 1 (last); zeros for a
+    response of one sentence. A response of more than :data:`MAX_SENTENCES` sentences keeps its first and
+    last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``."""
+    if embeddings is None:
+        embeddings = _sentence_embeddings(encoder, responses, progress, desc)
+    out = torch.zeros(len(embeddings), encoder.dim)
+    for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
+        if len(emb):
+            out[row] = (_positions(len(parts), len(emb))[:, None] * emb).sum(0) / len(emb)
+    return out
+
+
+def _positions(n: int, kept: int) -> torch.Tensor:
+    """``c_i`` of the kept sentences of a response of ``n``: from -1 (first) to 1 (last) at their own places."""
+    keep = range(n) if kept == n else [*range(kept // 2), *range(n - kept // 2, n)]
+    return torch.tensor([2.0 * i / (n - 1) - 1.0 for i in keep])
+
+
+def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor,
+                  progress: bool = False, desc: str = "responses",
+                  embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``(N, 4)`` float32, columns :data:`SENTENCE_FLOW`, from the normalised sentence embeddings ``ê_i`` of a
+    response (the ones :func:`sentence_order` uses) and its prompt's ``x̂``; zeros for one sentence:
+
+    - ``adjacent_similarity``: mean ``cos(ê_i, ê_{i+1})`` minus mean ``cos(ê_i, ê_j)`` over every pair (3+
+      sentences): a writer puts related sentences together, a shuffle scatters them;
+    - ``lead_relevance``: ``cos(x̂, ê_1)`` minus mean ``cos(x̂, ê_i)``: an answer opens on the question;
+    - ``relevance_slope``: ``(1/n) sum_i c_i cos(x̂, ê_i)``: relevance late minus early;
+    - ``lead_centrality``: ``cos(ê_1, m̂)`` minus mean ``cos(ê_i, m̂)``, ``m`` the mean sentence: the opening
+      states the gist.
+
+    The bag of sentences is the same for an answer and its shuffle; these four are what the order changes."""
+    if embeddings is None:
+        embeddings = _sentence_embeddings(encoder, responses, progress, desc)
+    x = F.normalize(prompt_emb, dim=-1)
+    out = torch.zeros(len(embeddings), len(SENTENCE_FLOW))
+    for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
+        k = len(emb)
+        if k < 2:
+            continue
+        sim = emb @ emb.T
+        adjacent = sim.diagonal(1).mean() - sim.triu(1).sum() / (k * (k - 1) / 2) if k >= 3 else torch.tensor(0.0)
+        rel = emb @ x[row]
+        centre = emb @ F.normalize(emb.mean(0), dim=-1)
+        out[row] = torch.stack([adjacent, rel[0] - rel.mean(), (_positions(len(parts), k) * rel).mean(),
+                                centre[0] - centre.mean()])
     return out
 
 
@@ -274,7 +335,7 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
     ``prompt_emb`` ``(N, E)``: the prompts' own embeddings, if already computed (``interaction``)."""
     parts = parse_representation(spec)
     prompts, responses = list(prompts), list(responses)
-    out, alone, lm = [], None, None
+    out, alone, lm, sent = [], None, None, None
     for part in parts:
         if part in ("joint", "response_tokens"):
             span = "all" if part == "joint" else "response"
@@ -310,10 +371,18 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.stack([lm[:, 0], pmi, lm[:, 3]], dim=-1))
             else:  # likelihood_order
                 out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
-        else:  # sentence_order
-            out.append(sentence_order(encoder, responses, progress=progress, desc=desc))
+        else:  # sentence_order, sentence_flow: one encoding of the sentences
+            if sent is None:
+                sent = _sentence_embeddings(encoder, responses, progress, desc)
+            if part == "sentence_order":
+                out.append(sentence_order(encoder, responses, embeddings=sent))
+            else:
+                if prompt_emb is None:
+                    prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
+                out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, embeddings=sent))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
-           "feature_groups", "feature_orientation", "parse_representation", "part_columns", "representation_dim", "response_features", "sentence_order", "sentences"]
+           "SENTENCE_FLOW", "feature_groups", "feature_orientation", "parse_representation", "part_columns",
+           "representation_dim", "response_features", "sentence_flow", "sentence_order", "sentences"]
