@@ -99,6 +99,7 @@ class Contender:
     train: dict = field(default_factory=dict)
     judged_augment: bool = False  # the judge's nuisance term applies to augmented pairs too (version 0.2)
     augment_from: str = "preferred"  # DataConfig.augment_from: which answers of a prompt beat the junk
+    augment_valid: tuple = ()  # DataConfig.augment_valid: junk kinds the validity gate is told are valid
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -354,6 +355,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # sentence embeddings `sentence_order` already has (adjacent similarity, the opening's relevance and centrality,
     # relevance late minus early): what a reordering moves; one more block of the block prior, left out of the gate
     vgn = CONTENDERS[named("+vgn")]
+    # "+vgo" (round 11): the default with its order-blind gate told that a sentence shuffle is a valid answer
+    # (DataConfig.augment_valid): the gate cannot see a reordering, so the shuffled pairs teach the path alone
+    register(named("+vgo"), dataclasses.replace(vgn, augment_valid=("shuffled_sentences",)))
     register(named("+vgn").replace("+sord", "+sord+sflow"), dataclasses.replace(
         vgn, representation=vgn.representation + "+sentence_flow"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
@@ -424,7 +428,7 @@ class Bench:
 
     def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
         return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0,
-                             source=contender.augment_from)
+                             source=contender.augment_from, valid=contender.augment_valid)
 
     def augmented(self, train: PairEmbeddings, train_pairs: PreferencePairs, contender: Contender) -> PairEmbeddings:
         """``train`` followed by the contender's augmented pairs, embedded."""

@@ -205,3 +205,28 @@ def test_shuffled_sentences_keep_the_answers_layout_and_list_enumerators():
         assert len(junk) == len(answer) and all(s in junk for s in sentences(answer))  # items whole, enumerators on
     assert sentences(answer) == ["Here is how:", "1. Mix the flour.", "Add the water.", "2. Knead it well.",
                                  "3. Bake for an hour.", "Enjoy!"]
+
+
+def test_junk_marked_valid_teaches_the_label_but_not_the_gate():
+    """DataConfig.augment_valid: the shuffled pairs still say the answer beats its junk (label 1, not judged), but
+    the validity gate is told the junk is valid (junk flag False), so an order-blind gate is not fitted to it."""
+    from vrm_pyro import DataConfig
+    from vrm_pyro.encoders import embed_pairs
+    from vrm_pyro.errors import ConfigError
+
+    real = PreferencePairs(PROMPTS, ANSWERS, ["no."] * len(ANSWERS), np.ones(len(ANSWERS)))
+    kinds = ["truncated", "shuffled_sentences"]
+    plain = augment_pairs(real, kinds, rate=2.0, seed=0)
+    marked = augment_pairs(real, kinds, rate=2.0, seed=0, valid=["shuffled_sentences"])
+    assert marked.response_b == plain.response_b and marked.label.tolist() == plain.label.tolist()  # same pairs
+    shuffled = np.array([m["augmented"] == "shuffled_sentences" for m in marked.meta])
+    assert shuffled.any() and not shuffled.all()
+    both = real.concat(marked)
+    assert both.judged.tolist() == [True] * len(real) + [False] * len(marked)
+    assert both.invalid.tolist() == [False] * len(real) + (~shuffled).tolist()
+    assert plain.invalid.all()
+    emb = embed_pairs(both, LengthEncoder())
+    assert emb.junk.tolist() == both.invalid.tolist()  # what the gate observes as invalid
+    with pytest.raises(ConfigError, match=r"augment_valid.*\['shuffled_words'\] not made by --augment 'truncated'"):
+        DataConfig(augment="truncated", augment_valid="shuffled_words")
+    assert DataConfig(augment="rrm", augment_valid="shuffled_sentences").augment_valid == "shuffled_sentences"

@@ -74,6 +74,11 @@ class DataConfig(_Config):
                                "(the prompt's answers, preferred or not, in turn from the most preferred, as RRM "
                                "does: a weaker answer still beats another prompt's; with one pair per prompt the "
                                "same as 'preferred').")
+    augment_valid: str = _field("", "Junk kinds of --augment that the validity gate (ModelConfig.gate) is told are "
+                                "valid answers, comma-separated (e.g. shuffled_sentences): their pairs still teach the "
+                                "quality score that the answer beats its junk, but not the gate, so an order-blind "
+                                "gate is not bent to reject a reordering it cannot see. '' (default): all junk is "
+                                "invalid.")
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -94,6 +99,18 @@ class DataConfig(_Config):
                 junk_kinds(self.augment)
             except Exception as exc:
                 raise ConfigError(f"DataConfig.augment (--augment): {exc}") from None
+        if self.augment_valid:
+            from vrm_pyro.hacking import junk_kinds
+
+            try:
+                valid = junk_kinds(self.augment_valid)
+            except Exception as exc:
+                raise ConfigError(f"DataConfig.augment_valid (--augment-valid): {exc}") from None
+            made = set(junk_kinds(self.augment))
+            if not set(valid) <= made:
+                raise ConfigError(f"DataConfig.augment_valid (--augment-valid {self.augment_valid}): "
+                                  f"{sorted(set(valid) - made)} not made by --augment {self.augment!r}; name kinds "
+                                  f"it makes ({', '.join(sorted(made)) or 'none: augmentation is off'})")
 
 
 @dataclass

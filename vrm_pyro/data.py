@@ -56,6 +56,12 @@ class PreferencePairs:
         (``meta["augmented"]``, :func:`vrm_pyro.hacking.augment_pairs`)."""
         return np.array([not m.get("augmented") for m in self.meta], dtype=bool)
 
+    @property
+    def invalid(self) -> np.ndarray:
+        """``(N,)`` bool: pairs whose ``response_b`` is junk the validity gate is told is invalid: made by
+        construction (not :attr:`judged`) and not marked ``meta["valid"]`` (``DataConfig.augment_valid``)."""
+        return np.array([bool(m.get("augmented")) and not m.get("valid") for m in self.meta], dtype=bool)
+
     def __repr__(self) -> str:
         return (f"PreferencePairs(n={len(self)}, prompts={len(set(self.prompt))}, "
                 f"mean_label={float(self.label.mean()) if len(self) else float('nan'):.3f}, source={self.source!r})")

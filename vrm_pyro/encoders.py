@@ -426,7 +426,7 @@ class TokenizedPairs:
         self.nuisance_a, self.nuisance_b = judged_covariates(
             torch.as_tensor(nuisance_covariates(pairs.response_a, nuisance)),
             torch.as_tensor(nuisance_covariates(pairs.response_b, nuisance)), pairs.judged)
-        self.junk = torch.as_tensor(~pairs.judged)
+        self.junk = torch.as_tensor(pairs.invalid)
         count: dict[str, int] = {}
         for p in pairs.prompt:
             count[p] = count.get(p, 0) + 1
@@ -504,4 +504,4 @@ def embed_pairs(pairs: PreferencePairs, encoder: TextEncoder, *, representation:
                                             desc=desc)
     phi_a, phi_b = judged_covariates(phi[:n], phi[n:], pairs.judged)
     return PairEmbeddings(prompt_emb[:n], features[:n], features[n:], pairs.label, phi_a, phi_b,
-                          torch.as_tensor(~pairs.judged))
+                          torch.as_tensor(pairs.invalid))

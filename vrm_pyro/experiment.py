@@ -65,7 +65,8 @@ def load_splits(data_cfg: DataConfig):
     splits = pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
     if data_cfg.augment:
         extra = augment_pairs(splits["train"], junk_kinds(data_cfg.augment), data_cfg.augment_rate,
-                              seed=data_cfg.split_seed, source=data_cfg.augment_from)
+                              seed=data_cfg.split_seed, source=data_cfg.augment_from,
+                              valid=junk_kinds(data_cfg.augment_valid))
         splits["train"] = splits["train"].concat(extra)
         splits["train_augmented"] = extra
     return pairs, splits

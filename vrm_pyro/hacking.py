@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -346,7 +347,7 @@ AUGMENT_FROM = ("preferred", "both")
 
 
 def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0,
-                  source: str = "preferred") -> PreferencePairs:
+                  source: str = "preferred", valid: Sequence[str] = ()) -> PreferencePairs:
     """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): a prompt with ``m`` pairs gets
     about ``rate * m`` of them (the fraction drawn per prompt), each "an answer of this prompt beats a junk
     answer made from it or from another prompt's answer", the kinds in turn; label 1, ``meta["augmented"]`` the
@@ -357,7 +358,9 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     augmented pairs than answers gets its most preferred ones (AlpacaEval, 10 pairs per prompt, rate 0.6: the
     top 6 of ~10), and with one pair per prompt (HH-RLHF) ``"both"`` is ``"preferred"``. Other prompts' answers are borrowed from their
     most confident preferred answer. Built from ``pairs`` alone, so augmented pairs never cross a
-    train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only."""
+    train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only. Junk of the kinds in
+    ``valid`` is marked ``meta["valid"]``: the validity gate is told it is a valid answer
+    (:attr:`~vrm_pyro.data.PreferencePairs.invalid`), the label still that the real answer beats it."""
     if source not in AUGMENT_FROM:
         raise DataError(f"unknown augmentation source {source!r}; choose one of {', '.join(AUGMENT_FROM)}",
                         field="augment_from")
@@ -387,7 +390,7 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
             prompts.append(p)
             real.append(response)
             junk.append(make_junk(kind, p, response, others, seed))
-            meta.append({"augmented": kind})
+            meta.append({"augmented": kind, "valid": True} if kind in valid else {"augmented": kind})
     if not prompts:
         return empty
     return PreferencePairs(prompts, real, junk, np.ones(len(prompts), np.float32), meta, source=pairs.source)

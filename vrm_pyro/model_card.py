@@ -32,6 +32,8 @@ def model_card(rm, config: dict) -> str:
                                   "split sizes": json.dumps(meta.get("split_sizes", {})),
                                   "augmentation": (f"{data['augment']} at rate {data.get('augment_rate')}, from "
                                                    f"{data.get('augment_from', 'preferred')} answers"
+                                                   + (f"; told valid to the gate: {data['augment_valid']}"
+                                                      if data.get("augment_valid") else "")
                                                    if data.get("augment") else "none")}), ""]
     md += ["## Encoder", "", _table({"name": encoder.get("name"), "representation": encoder.get("representation"),
                                      "max length": encoder.get("max_length"),
