@@ -310,8 +310,7 @@ def _gated(source: str, name: str, **model) -> None:
     """Register ``name``: the contender ``source`` with the model options ``model`` (a gate), the gate at gamma's
     learning rate."""
     c = CONTENDERS[source]
-    register(name, Contender({**c.model, **model}, c.representation, c.augment, c.augment_rate,
-                             {**c.train, "gate_lr": 1e-2}, augment_from=c.augment_from))
+    register(name, dataclasses.replace(c, model={**c.model, **model}, train={**c.train, "gate_lr": 1e-2}))
 
 
 for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_part1+nuis+ord+disc+sord+rrm6+both+glr"):
@@ -351,15 +350,15 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     _gated(base, named("+vgx"), gate="cosine,distinct_words,compression_ratio,prompt_coverage,clean_ending,"
                                      "log2_words_per_sentence")
     _gated(named("+likfpl"), named("+likfpl+vgn"), gate="cosine,statistics,likelihood_contrast")
+    vgn = CONTENDERS[named("+vgn")]
     # "+sflow" (round 11): the default (+vgn) with the representation part `sentence_flow`, four columns from the
     # sentence embeddings `sentence_order` already has (adjacent similarity, the opening's relevance and centrality,
     # relevance late minus early): what a reordering moves; one more block of the block prior, left out of the gate
-    vgn = CONTENDERS[named("+vgn")]
+    register(named("+vgn").replace("+sord", "+sord+sflow"), dataclasses.replace(
+        vgn, representation=vgn.representation + "+sentence_flow"))
     # "+vgo" (round 11): the default with its order-blind gate told that a sentence shuffle is a valid answer
     # (DataConfig.augment_valid): the gate cannot see a reordering, so the shuffled pairs teach the path alone
     register(named("+vgo"), dataclasses.replace(vgn, augment_valid=("shuffled_sentences",)))
-    register(named("+vgn").replace("+sord", "+sord+sflow"), dataclasses.replace(
-        vgn, representation=vgn.representation + "+sentence_flow"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

@@ -86,6 +86,9 @@ def test_discourse_statistics_see_formulas_and_sequences_out_of_place():
     assert d["opener_not_first"][1] == 1 and d["closer_in_first_half"][1] == 1
     assert d["sequence_words_backwards"][1] == pytest.approx(0.5) and d["numbered_labels_backwards"][1] == 1
     assert [d[k][2] for k in DISCOURSE_STATISTICS] == [0, 0, 0, 0]
+    # in a numbered list the formulas and sequence words follow the item's enumerator
+    listed = "Here is the plan:\n1. Finally, serve it.\n2. Then bake it.\n3. First, mix the flour.\n4. In conclusion, enjoy."
+    assert discourse_statistics(["p"], [listed]).tolist() == [[0.0, 0.0, 1.0, 0.0]]
 
 
 def test_representation_parts_and_dimensions():
@@ -265,8 +268,15 @@ def test_leace_erasure_leaves_no_linearly_decodable_covariate():
 
 
 def test_sentences_keep_a_list_item_with_its_enumerator_and_split_after_numbers_in_running_text():
-    from vrm_pyro.covariates import sentence_pieces, sentences
+    from vrm_pyro.covariates import reorder_sentences, sentence_pieces, sentences
 
-    text = "Steps:\n1. Mix. Add water.\n 2. Bake at 200. Serve in item 3. Eat."
-    assert sentences(text) == ["Steps:", "1. Mix.", "Add water.", "2. Bake at 200.", "Serve in item 3.", "Eat."]
+    text = "Steps:\n1. Mix. Add water.\n 2. Bake at 200. Serve in item 3. Eat.\u00a0Done.\r\nEnd"
+    assert sentences(text) == ["Steps:", "1. Mix.", "Add water.", "2. Bake at 200.", "Serve in item 3.", "Eat.",
+                               "Done.", "End"]
     assert "".join(sentence_pieces(text)) == text  # pieces and seams give the text back
+    assert sentences("1.\nMix the flour.") == ["1.", "Mix the flour."]  # an enumerator keeps only its own line
+    # another order whenever one exists; unchanged where every order gives the same text ("3.  3." is one item)
+    for t in ("1. A. B.", "A. B.", "---\nA.", "1.\n1.\n2."):
+        assert reorder_sentences(t, lambda order: None) != t
+    assert reorder_sentences("Yes. Yes.", lambda order: None) == "Yes. Yes."
+    assert reorder_sentences("3.  3.  3.", lambda order: None) == "3.  3.  3."

@@ -105,7 +105,7 @@ class DataConfig(_Config):
             try:
                 valid = junk_kinds(self.augment_valid)
             except Exception as exc:
-                raise ConfigError(f"DataConfig.augment_valid (--augment-valid): {exc}") from None
+                raise ConfigError(f"DataConfig.augment_valid (--augment-valid): {getattr(exc, 'reason', exc)}") from None
             made = set(junk_kinds(self.augment))
             if not set(valid) <= made:
                 raise ConfigError(f"DataConfig.augment_valid (--augment-valid {self.augment_valid}): "

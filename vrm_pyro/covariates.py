@@ -160,18 +160,20 @@ CONNECTIVES = frozenset((
     "so", "in", "as"))
 NUMBERED = re.compile(r"(?:^|\n|(?<=[.!?:]\s))\s*(\d{1,2})[.)]\s")
 LIST_MARKER = re.compile(r"(?:(?<=\s)|^)(?:[-*•]|\d{1,2}[.)])\s+(?=[A-Z*_`\[(\"])")
-#: a seam between sentences: a line break (with the white space around it) or the spaces after ``.!?``
-SENTENCE_SEAM = re.compile(r"(\s*\n\s*|(?<=[.!?])[ \t]+)")
+#: a seam between sentences: a line break (with the white space around it) or the white space after ``.!?``
+SENTENCE_SEAM = re.compile(r"(\s*\n\s*|(?<=[.!?])[^\S\n]+)")
 ENUMERATOR = re.compile(r"\d{1,2}\.")
+#: a list's enumerator at the start of a sentence (``2. Then bake.``)
+LEADING_ENUMERATOR = re.compile(r"^\d{1,2}[.)]\s+")
 
 
 def sentence_pieces(text: str) -> list[str]:
     """``text`` cut at :data:`SENTENCE_SEAM` into sentence, seam, sentence, ..., sentence (joined, they give the
-    text back), except after a list's enumerator: ``2.`` at a line's start stays with its item."""
+    text back), except after a list's enumerator: ``2.`` at a line's start stays with the item on its line."""
     pieces = SENTENCE_SEAM.split(text)
     i = 0
     while i + 2 < len(pieces):
-        if ENUMERATOR.fullmatch(pieces[i]) and (i == 0 or "\n" in pieces[i - 1]):
+        if ENUMERATOR.fullmatch(pieces[i]) and (i == 0 or "\n" in pieces[i - 1]) and "\n" not in pieces[i + 1]:
             pieces[i:i + 3] = ["".join(pieces[i:i + 3])]
         else:
             i += 2
@@ -192,8 +194,8 @@ def reorder_sentences(text: str, shuffle: Callable[[list[int]], None]) -> str:
     """``text`` with its sentences in the order ``shuffle`` (an in-place shuffle of a list of indices, e.g.
     ``random.Random(0).shuffle``) gives: the seams (spaces, line breaks) and the text's leading and trailing
     white space stay where they were, and a list item keeps its enumerator, so only the order changes. Never the
-    original text when another order exists: the order is rotated until some sentence lands where a different
-    one stood. Unchanged when the text has fewer than two distinct sentences."""
+    original text when another order exists: the order is rotated until the text differs. Unchanged when no
+    rotation changes it (fewer than two distinct pieces, counting pieces without a word such as ``---``)."""
     body = text.strip()
     if not body:
         return text
@@ -204,10 +206,12 @@ def reorder_sentences(text: str, shuffle: Callable[[list[int]], None]) -> str:
         return text
     order = list(range(len(parts)))
     shuffle(order)
-    while [parts[i] for i in order] == parts:
+    for _ in range(len(order)):
+        pieces[0::2] = [parts[i] for i in order]
+        if "".join(pieces) != body:
+            return lead + "".join(pieces) + tail
         order = order[1:] + order[:1]
-    pieces[0::2] = [parts[i] for i in order]
-    return lead + "".join(pieces) + tail
+    return text
 
 
 STOPWORDS = frozenset("the a an of to in on for and or is are was be it this that with as by at from can you your "
@@ -274,14 +278,14 @@ LABEL_NUMBER = re.compile(r"\b(?:verse|step|part|day|chapter|stanza|round|phase|
 
 
 def _discourse_row(response: str) -> list[float]:
-    sentences = [s.strip(" \t*#>-") for s in sentence_pieces(response.strip())[0::2] if WORD.search(s)]
-    n = len(sentences)
-    opens = [bool(OPENERS.match(s)) for s in sentences]
-    closes = [bool(CLOSERS.match(s)) for s in sentences]
+    parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
+    n = len(parts)
+    opens = [bool(OPENERS.match(s)) for s in parts]
+    closes = [bool(CLOSERS.match(s)) for s in parts]
     body = opens.index(False) if False in opens else n  # the answer's opening formulas come first...
     opener_late = float(any(opens[body:]))
     closer_early = float(any(closes[:n // 2]))  # ...and its closing ones in the second half
-    ranks = [SEQUENCE_WORDS[m.group(1).lower()] for s in sentences if (m := SEQUENCE.match(s))]
+    ranks = [SEQUENCE_WORDS[m.group(1).lower()] for s in parts if (m := SEQUENCE.match(s))]
     steps = list(zip(ranks, ranks[1:]))
     sequence_back = sum(b < a for a, b in steps) / len(steps) if steps else 0.0
     labels = [int(x) for x in LABEL_NUMBER.findall(response)]
@@ -309,4 +313,5 @@ def coherence_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
 
 
 __all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
-           "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names"]
+           "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
+           "reorder_sentences", "sentence_pieces", "sentences"]

@@ -191,7 +191,7 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
 
 #: the named columns of the statistics parts: ``--gate`` may pick single ones (``clean_ending``, ...)
 NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
-                 "likelihood": LIKELIHOOD_STATISTICS}
+                 "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS}
 
 
 def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
@@ -268,11 +268,18 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
     last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``."""
     if embeddings is None:
         embeddings = _sentence_embeddings(encoder, responses, progress, desc)
+    _check_rows(embeddings, responses)
     out = torch.zeros(len(embeddings), encoder.dim)
     for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
         if len(emb):
             out[row] = (_positions(len(parts), len(emb))[:, None] * emb).sum(0) / len(emb)
     return out
+
+
+def _check_rows(embeddings: list[torch.Tensor], responses: Sequence[str]) -> None:
+    if len(embeddings) != len(responses):
+        raise ValueError(f"sentence embeddings for {len(embeddings)} responses, given {len(responses)}: pass the "
+                         "output of _sentence_embeddings for the same responses")
 
 
 def _positions(n: int, kept: int) -> torch.Tensor:
@@ -297,6 +304,7 @@ def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor
     The bag of sentences is the same for an answer and its shuffle; these four are what the order changes."""
     if embeddings is None:
         embeddings = _sentence_embeddings(encoder, responses, progress, desc)
+    _check_rows(embeddings, responses)
     x = F.normalize(prompt_emb, dim=-1)
     out = torch.zeros(len(embeddings), len(SENTENCE_FLOW))
     for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
@@ -304,7 +312,10 @@ def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor
         if k < 2:
             continue
         sim = emb @ emb.T
-        adjacent = sim.diagonal(1).mean() - sim.triu(1).sum() / (k * (k - 1) / 2) if k >= 3 else torch.tensor(0.0)
+        neighbours = sim.diagonal(1)
+        if len(parts) > k:  # a long answer's kept head and tail: their seam joins no adjacent sentences
+            neighbours = torch.cat([neighbours[:k // 2 - 1], neighbours[k // 2:]])
+        adjacent = neighbours.mean() - sim.triu(1).sum() / (k * (k - 1) / 2) if k >= 3 else torch.tensor(0.0)
         rel = emb @ x[row]
         centre = emb @ F.normalize(emb.mean(0), dim=-1)
         out[row] = torch.stack([adjacent, rel[0] - rel.mean(), (_positions(len(parts), k) * rel).mean(),
@@ -332,7 +343,8 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                       desc: str = "responses") -> torch.Tensor:
     """``h(x, y)`` for ``N`` (prompt, response) texts: ``(N, F)`` float32 on CPU.
 
-    ``prompt_emb`` ``(N, E)``: the prompts' own embeddings, if already computed (``interaction``)."""
+    ``prompt_emb`` ``(N, E)``: the prompts' own embeddings, if already computed (``interaction``,
+    ``sentence_flow``)."""
     parts = parse_representation(spec)
     prompts, responses = list(prompts), list(responses)
     out, alone, lm, sent = [], None, None, None
