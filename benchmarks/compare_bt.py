@@ -673,6 +673,14 @@ def prepare(bench: Bench, seeds: list[int], representation: str = RICH) -> None:
         embed_pairs(bench.hh, bench.encoder, representation=representation, desc="hh", progress=True)
 
 
+def write_result(stage: str, name: str, out: dict) -> None:
+    """``out`` to ``results/<stage>/<name>.json`` (the folder made if needed), and printed."""
+    path = RESULTS / stage / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
 def write_probe(name: str, rows: list[dict], mean: dict, argv: list[str] | None) -> None:
     """A probe's rows per seed and their means, with the command that wrote them, to
     ``results/coherence/<name>.json``; the means are printed."""

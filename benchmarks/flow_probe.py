@@ -17,7 +17,6 @@ writes ``results/coherence_r11/flow_probe.json`` (the embedding cache makes it c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -56,10 +55,7 @@ def main(argv=None) -> int:
     out["junk_wins"]["sentence_order (mean-difference direction, in-sample)"] = {
         "all": round(float((gap <= 0).float().mean()), 3),
         "three_or_more_sentences": round(float((gap[several] <= 0).float().mean()), 3)}
-    path = cb.RESULTS / "coherence_r11" / "flow_probe.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    cb.write_result("coherence_r11", "flow_probe", out)
     return 0
 
 

@@ -11,7 +11,6 @@ instruction); writes ``results/coherence_r11/stress_layout.json``::
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -56,10 +55,7 @@ def main() -> int:
         "junk_same_length_as_real": {"before_fix": sum(len(j) == len(r) for j, r in zip(before, real)),
                                      "after_fix": sum(len(j) == len(r) for j, r in zip(after, real))},
     }
-    path = cb.RESULTS / "coherence_r11" / "stress_layout.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    cb.write_result("coherence_r11", "stress_layout", out)
     return 0
 
 

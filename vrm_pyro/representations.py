@@ -79,8 +79,8 @@ averaged over those.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -234,63 +234,50 @@ def representation_dim(spec: str, emb_dim: int) -> int:
     return sum(feature_groups(spec, emb_dim))
 
 
-def _kept_sentences(responses: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Each response's sentences (at most :data:`MAX_SENTENCES`: the first and last half), flattened:
-    ``(sentences, the row of each)``; responses of one sentence contribute none."""
-    flat, rows = [], []
-    for row, parts in enumerate(sentences(r) for r in responses):
+class SentenceView(NamedTuple):
+    """One response's kept sentences (at most :data:`MAX_SENTENCES`: the first and last half): ``positions``
+    ``(k,)`` their ``c_i`` from -1 (first) to 1 (last) at their own places, ``embeddings`` ``(k, E)`` normalised,
+    ``truncated`` whether sentences in the middle were dropped. ``k = 0`` for a response of one sentence."""
+
+    positions: torch.Tensor
+    embeddings: torch.Tensor
+    truncated: bool
+
+
+def sentence_views(encoder, responses: Sequence[str], *, progress: bool = False,
+                   desc: str = "responses") -> list[SentenceView]:
+    """Each response's :class:`SentenceView`; one encoder call over every kept sentence (cached by the encoder)."""
+    flat, spans = [], []
+    for parts in map(sentences, responses):
         n = len(parts)
-        if n < 2:
-            continue
-        keep = range(n) if n <= MAX_SENTENCES else [*range(MAX_SENTENCES // 2), *range(n - MAX_SENTENCES // 2, n)]
+        keep = [] if n < 2 else list(range(n)) if n <= MAX_SENTENCES else [
+            *range(MAX_SENTENCES // 2), *range(n - MAX_SENTENCES // 2, n)]
+        spans.append((len(flat), keep, n))
         flat += [parts[i] for i in keep]
-        rows += [row] * len(keep)
-    return flat, rows
-
-
-def _sentence_embeddings(encoder, responses: Sequence[str], progress: bool, desc: str) -> list[torch.Tensor]:
-    """Per response, ``(n_kept, E)`` normalised embeddings of its kept sentences in order (``(0, E)`` for a
-    response of one sentence); one encoder call, cached by the encoder."""
-    flat, rows = _kept_sentences(responses)
-    out = [torch.zeros(0, encoder.dim) for _ in responses]
-    if flat:
-        emb = F.normalize(encoder.encode(flat, progress=progress, desc=f"encode {desc}: sentences"), dim=-1)
-        for row, start, count in zip(*np.unique(rows, return_index=True, return_counts=True)):
-            out[row] = emb[start:start + count]
-    return out
+    emb = (F.normalize(encoder.encode(flat, progress=progress, desc=f"encode {desc}: sentences"), dim=-1)
+           if flat else torch.zeros(0, encoder.dim))
+    return [SentenceView(torch.tensor([2.0 * i / (n - 1) - 1.0 for i in keep]), emb[start:start + len(keep)],
+                         len(keep) < n and n >= 2) for start, keep, n in spans]
 
 
 def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses",
-                   embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+                   views: list[SentenceView] | None = None) -> torch.Tensor:
     """``o(y)``: ``(N, E)`` float32, the position-weighted mean of the normalised embeddings of each
     response's sentences, ``(1/n) sum_i c_i ê(s_i)`` with ``c_i`` from -1 (first) to 1 (last); zeros for a
     response of one sentence. A response of more than :data:`MAX_SENTENCES` sentences keeps its first and
-    last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``."""
-    if embeddings is None:
-        embeddings = _sentence_embeddings(encoder, responses, progress, desc)
-    _check_rows(embeddings, responses)
-    out = torch.zeros(len(embeddings), encoder.dim)
-    for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
-        if len(emb):
-            out[row] = (_positions(len(parts), len(emb))[:, None] * emb).sum(0) / len(emb)
+    last ``MAX_SENTENCES // 2`` (at their own positions ``c_i``) and averages over those, ``1/MAX_SENTENCES``.
+    ``views``: the responses' :func:`sentence_views`, if already computed."""
+    views = sentence_views(encoder, responses, progress=progress, desc=desc) if views is None else views
+    out = torch.zeros(len(views), encoder.dim)
+    for row, v in enumerate(views):
+        if len(v.embeddings):
+            out[row] = (v.positions[:, None] * v.embeddings).mean(0)
     return out
-
-
-def _check_rows(embeddings: list[torch.Tensor], responses: Sequence[str]) -> None:
-    if len(embeddings) != len(responses):
-        raise ValueError(f"sentence embeddings for {len(embeddings)} responses, given {len(responses)}: pass the "
-                         "output of _sentence_embeddings for the same responses")
-
-
-def _positions(n: int, kept: int) -> torch.Tensor:
-    """``c_i`` of the kept sentences of a response of ``n``: from -1 (first) to 1 (last) at their own places."""
-    keep = range(n) if kept == n else [*range(kept // 2), *range(n - kept // 2, n)]
-    return torch.tensor([2.0 * i / (n - 1) - 1.0 for i in keep])
 
 
 def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor,
                   progress: bool = False, desc: str = "responses",
-                  embeddings: list[torch.Tensor] | None = None) -> torch.Tensor:
+                  views: list[SentenceView] | None = None) -> torch.Tensor:
     """``(N, 4)`` float32, columns :data:`SENTENCE_FLOW`, from the normalised sentence embeddings ``ê_i`` of a
     response (the ones :func:`sentence_order` uses) and its prompt's ``x̂``; zeros for one sentence:
 
@@ -301,25 +288,23 @@ def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor
     - ``lead_centrality``: ``cos(ê_1, m̂)`` minus mean ``cos(ê_i, m̂)``, ``m`` the mean sentence: the opening
       states the gist.
 
-    The bag of sentences is the same for an answer and its shuffle; these four are what the order changes."""
-    if embeddings is None:
-        embeddings = _sentence_embeddings(encoder, responses, progress, desc)
-    _check_rows(embeddings, responses)
+    The bag of sentences is the same for an answer and its shuffle; these four are what the order changes.
+    ``views``: the responses' :func:`sentence_views`, if already computed."""
+    views = sentence_views(encoder, responses, progress=progress, desc=desc) if views is None else views
     x = F.normalize(prompt_emb, dim=-1)
-    out = torch.zeros(len(embeddings), len(SENTENCE_FLOW))
-    for row, (parts, emb) in enumerate(zip(map(sentences, responses), embeddings)):
+    out = torch.zeros(len(views), len(SENTENCE_FLOW))
+    for row, (c, emb, truncated) in enumerate(views):
         k = len(emb)
         if k < 2:
             continue
         sim = emb @ emb.T
         neighbours = sim.diagonal(1)
-        if len(parts) > k:  # a long answer's kept head and tail: their seam joins no adjacent sentences
+        if truncated:  # a long answer's kept head and tail: their seam joins no adjacent sentences
             neighbours = torch.cat([neighbours[:k // 2 - 1], neighbours[k // 2:]])
         adjacent = neighbours.mean() - sim.triu(1).sum() / (k * (k - 1) / 2) if k >= 3 else torch.tensor(0.0)
         rel = emb @ x[row]
         centre = emb @ F.normalize(emb.mean(0), dim=-1)
-        out[row] = torch.stack([adjacent, rel[0] - rel.mean(), (_positions(len(parts), k) * rel).mean(),
-                                centre[0] - centre.mean()])
+        out[row] = torch.stack([adjacent, rel[0] - rel.mean(), (c * rel).mean(), centre[0] - centre.mean()])
     return out
 
 
@@ -385,16 +370,16 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
         else:  # sentence_order, sentence_flow: one encoding of the sentences
             if sent is None:
-                sent = _sentence_embeddings(encoder, responses, progress, desc)
+                sent = sentence_views(encoder, responses, progress=progress, desc=desc)
             if part == "sentence_order":
-                out.append(sentence_order(encoder, responses, embeddings=sent))
+                out.append(sentence_order(encoder, responses, views=sent))
             else:
                 if prompt_emb is None:
                     prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
-                out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, embeddings=sent))
+                out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, views=sent))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
-           "SENTENCE_FLOW", "feature_groups", "feature_orientation", "parse_representation", "part_columns",
-           "representation_dim", "response_features", "sentence_flow", "sentence_order", "sentences"]
+           "SENTENCE_FLOW", "SentenceView", "feature_groups", "feature_orientation", "parse_representation", "part_columns",
+           "representation_dim", "response_features", "sentence_flow", "sentence_order", "sentence_views", "sentences"]
