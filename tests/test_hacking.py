@@ -10,8 +10,13 @@ from vrm_pyro.errors import DataError
 from vrm_pyro.hacking import (
     CORE_JUNK,
     JUNK_KINDS,
+    REFUSAL_ANSWER,
     RRM_JUNK,
+    SCAFFOLD_ANSWER,
     TEMPLATE_ANSWER,
+    AugmentGroup,
+    augment,
+    augment_groups,
     augment_pairs,
     junk_kinds,
     junk_rates,
@@ -50,6 +55,44 @@ def test_junk_kind_names():
     assert junk_kinds("echo, template") == ["echo", "template"] and junk_kinds("") == []
     with pytest.raises(DataError, match="unknown junk kind"):
         junk_kinds("echo,gibberish")
+
+
+def test_content_free_answers_vary_and_share_no_line_with_the_stress_tests_fixed_answers():
+    prompts = [f"Write a short poem about the number {i} and the sea, in the style of a sailor." for i in range(400)]
+    junk = [make_junk("content_free", p, "A real answer. It has content.", [], seed=0) for p in prompts]
+    assert junk == [make_junk("content_free", p, "A real answer. It has content.", [], seed=0) for p in prompts]
+    assert len(set(junk)) > 300  # composed per row, not a handful of fixed strings
+    fixed = {line.strip() for a in (TEMPLATE_ANSWER, REFUSAL_ANSWER, SCAFFOLD_ANSWER) for line in a.splitlines()}
+    lines = {line.strip() for j in junk for line in j.splitlines()}
+    assert not (fixed - {""}) & lines  # the stress kinds template/scaffold/refusal stay unseen strings
+    # every family is drawn: refusals, placeholder scaffolds, the request restated, announcements, deflections
+    assert any("can't" in j or "cannot" in j or "unable" in j for j in junk)
+    assert any(j.count("\n") >= 4 and ("- " in j or "1. " in j) for j in junk)
+    assert any(j.startswith('You asked: "Write a short poem about the number') for j in junk)
+    assert any("Here is a detailed response:" in j for j in junk)
+    assert "content_free" not in JUNK_KINDS  # training only: the stress test never shows it
+
+
+def test_augment_spec_groups_kinds_and_gives_a_kind_with_its_own_rate_its_own_stream():
+    assert augment_groups("rrm,content_free:0.1", 0.6) == [
+        AugmentGroup(tuple(RRM_JUNK), 0.6), AugmentGroup(("content_free",), 0.1, "augment:content_free")]
+    assert junk_kinds("rrm,echo,content_free:0.2") == list(RRM_JUNK) + ["content_free"]
+    labels = np.ones(6, np.float32)
+    pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS], labels)
+    rrm = augment(pairs, "rrm", 2.0, seed=1)
+    both = augment(pairs, "rrm,content_free:1", 2.0, seed=1)
+    assert rrm.response_b == augment_pairs(pairs, list(RRM_JUNK), 2.0, seed=1).response_b
+    assert both.response_b[: len(rrm)] == rrm.response_b  # adding a kind at its own rate leaves RRM's pairs alone
+    extra = [m["augmented"] for m in both.meta[len(rrm):]]
+    assert extra == ["content_free"] * 6
+    for bad, match in (("echo:lots", "must be a number"), ("echo:-1", "must be a number"), ("echo,nope:1", "nope")):
+        with pytest.raises(DataError, match=match):
+            augment_groups(bad, 0.5)
+    from vrm_pyro import ConfigError, DataConfig
+
+    assert DataConfig(augment="rrm,content_free:0.1", augment_valid="shuffled_sentences").augment_valid
+    with pytest.raises(ConfigError, match="must be a number"):
+        DataConfig(augment="rrm,content_free:x")
 
 
 def test_augmentation_uses_the_preferred_answer_and_stays_inside_the_split():

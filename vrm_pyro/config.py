@@ -64,10 +64,13 @@ class DataConfig(_Config):
     test_fraction: float = _field(0.2, "Fraction of prompts held out for the reported test metrics.")
     split_seed: int = _field(0, "Seed of the prompt-level split (independent of the training seed).")
     augment: str = _field("", "Augment the training split with pairs where the preferred answer beats a junk answer "
-                          "made from it or another prompt's (RRM): comma-separated kinds of vrm_pyro.hacking.JUNK_KINDS, "
+                          "made from it or another prompt's (RRM): comma-separated kinds of vrm_pyro.hacking.JUNK_KINDS "
+                          "and TRAINING_JUNK_KINDS (content_free: refusals, deflections, placeholder scaffolds), "
                           "'core' (the six of the coherence issue), 'rrm' (RRM's corruptions: another prompt's answer, "
-                          "shuffled words/sentences, repeated, truncated, echo), 'all', or '' (off). Augmented pairs "
-                          "carry no nuisance difference: the judge never saw them.")
+                          "shuffled words/sentences, repeated, truncated, echo), 'all', or '' (off). Kinds take turns "
+                          "at --augment-rate; KIND:RATE gives a kind its own rate, drawn independently (e.g. "
+                          "'rrm,content_free:0.1'). Augmented pairs carry no nuisance difference: the judge never saw "
+                          "them.")
     augment_rate: float = _field(0.1, "Augmented pairs per training pair (with --augment).")
     augment_from: str = _field("preferred", "Which answers of a training prompt beat the junk (with --augment): "
                                "'preferred' (the preferred answer of a pair, the most confident first) or 'both' "

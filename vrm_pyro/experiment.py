@@ -19,7 +19,7 @@ from vrm_pyro.data import PairEmbeddings
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.formats import load_from_config
-from vrm_pyro.hacking import augment_pairs, junk_kinds
+from vrm_pyro.hacking import augment, junk_kinds
 from vrm_pyro.registry import build_reward_model
 from vrm_pyro.representations import LIKELIHOOD_PARTS, representation_dim
 from vrm_pyro.reward_model import RewardModel
@@ -64,9 +64,8 @@ def load_splits(data_cfg: DataConfig):
         log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
     splits = pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
     if data_cfg.augment:
-        extra = augment_pairs(splits["train"], junk_kinds(data_cfg.augment), data_cfg.augment_rate,
-                              seed=data_cfg.split_seed, source=data_cfg.augment_from,
-                              valid=junk_kinds(data_cfg.augment_valid))
+        extra = augment(splits["train"], data_cfg.augment, data_cfg.augment_rate, seed=data_cfg.split_seed,
+                        source=data_cfg.augment_from, valid=junk_kinds(data_cfg.augment_valid))
         splits["train"] = splits["train"].concat(extra)
         splits["train_augmented"] = extra
     return pairs, splits

@@ -291,6 +291,77 @@ JUNK_KINDS: dict = {
     "scaffold": lambda p, r, o, rng: SCAFFOLD_ANSWER,
     "refusal": lambda p, r, o, rng: REFUSAL_ANSWER,
 }
+
+# Content-free answers for training (RRM's corruptions keep an answer's content; these have none): refusals,
+# deflections, announcements with nothing after them, scaffolds with placeholders, the request restated. Composed
+# per row from the phrases below, so no two prompts need see the same one. None of their lines is a line of the
+# stress test's fixed answers (TEMPLATE_ANSWER, REFUSAL_ANSWER, SCAFFOLD_ANSWER; tests/test_hacking.py checks it), so
+# the stress kinds ``template``, ``scaffold`` and ``refusal`` measure how far the family carries, not recall.
+_CF_REFUSALS = (
+    "I'm afraid I can't assist with this.", "Unfortunately, I am unable to provide an answer to that.",
+    "As an AI language model, I cannot complete this request.", "Sorry, this is not something I can do.",
+    "I apologize, but I won't be able to help here.", "I'm not able to respond to that.",
+    "That request is outside of what I can do.", "I must decline to answer this question.",
+    "I cannot provide that information.", "Regrettably, I can't fulfil this request.")
+_CF_OPENERS = (
+    "That's a great question!", "Good question.", "Certainly!", "Of course.", "Absolutely!", "Great idea!",
+    "Thanks for asking.", "What an interesting request.")
+_CF_DEFLECTIONS = (
+    "The answer depends on many factors.", "There are several things to consider here.",
+    "It really depends on your situation and goals.", "Experts have different opinions on this topic.",
+    "There is no single right answer to this.", "Many people wonder about the same thing.",
+    "This is a complex topic with many aspects.", "Everyone's experience is different.")
+_CF_ANNOUNCEMENTS = (
+    "Below is my response to your request.", "Here is a detailed response:", "Here's what you asked for.",
+    "Here you go:", "The answer to your question is provided below.", "I have written it out for you.",
+    "Please find the requested content below.", "I've put together a complete answer.")
+_CF_CLOSERS = (
+    "I hope this helps!", "Let me know if you need more information.", "Feel free to ask follow-up questions.",
+    "Is there anything else I can help you with?", "Good luck!", "Happy to help further if needed.")
+_CF_HEADERS = (
+    "Introduction", "Background", "Main Ideas", "Details", "Analysis", "Key Takeaways", "Steps", "Examples",
+    "Summary", "Next Steps", "Considerations", "Final Thoughts")
+_CF_PLACEHOLDERS = (
+    "This section covers the topic.", "[Content goes here]", "TBD", "More information will follow.",
+    "Add details here.", "...", "See above.", "To be completed.")
+
+
+def _content_free(prompt: str, rng) -> str:
+    """A content-free answer to ``prompt`` drawn with ``rng``: one of a refusal, a deflection, an announcement
+    with nothing after it, a scaffold of placeholders (under an announcement or not), or the request restated."""
+    def one(options):
+        return options[int(rng.integers(len(options)))]
+
+    family = int(rng.integers(5))
+    if family == 0:
+        parts = [one(_CF_REFUSALS)] + ([one(_CF_CLOSERS)] if rng.random() < 0.5 else [])
+    elif family == 1:
+        parts = [one(_CF_OPENERS), one(_CF_DEFLECTIONS), one(_CF_DEFLECTIONS), one(_CF_CLOSERS)]
+        parts = list(dict.fromkeys(parts))
+    elif family == 2:
+        parts = [one(_CF_OPENERS), one(_CF_ANNOUNCEMENTS)] + ([one(_CF_CLOSERS)] if rng.random() < 0.5 else [])
+    elif family == 3:
+        mark = one(("# ", "## ", "### ", "**"))
+        end = "**" if mark == "**" else ""
+        lines = [one(_CF_ANNOUNCEMENTS)] if rng.random() < 0.5 else []
+        for header in rng.choice(len(_CF_HEADERS), size=int(rng.integers(2, 5)), replace=False):
+            lines += ["", f"{mark}{_CF_HEADERS[header]}{end}", ""]
+            numbered = rng.random() < 0.5
+            for k in range(int(rng.integers(1, 4))):
+                lead = f"{k + 1}. " if numbered else "- "
+                lines.append(lead + one(_CF_PLACEHOLDERS))
+        return "\n".join(lines).strip()
+    else:
+        words = prompt.split()
+        quoted = " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
+        parts = [f'You asked: "{quoted}"', one(_CF_DEFLECTIONS), one(_CF_CLOSERS)]
+    return " ".join(parts)
+
+
+#: kinds made for training only (``--augment``), never part of the stress test (:data:`JUNK_KINDS`)
+TRAINING_JUNK_KINDS: dict = {
+    "content_free": lambda p, r, o, rng: _content_free(p, rng),
+}
 #: the kinds made from another prompt's answer
 BORROWING_KINDS = {"shuffled_other", "other_prompt"}
 #: the kinds of the coherence issue (RRM-style corruptions); the rest probe generalisation
@@ -301,22 +372,59 @@ RRM_JUNK = ("shuffled_other", "other_prompt", "repeated", "truncated", "echo", "
             "shuffled_sentences")
 
 
-def junk_kinds(spec: str | list[str] | None) -> list[str]:
-    """``"all"``, ``"core"``, ``"rrm"`` or comma-separated names -> checked list of :data:`JUNK_KINDS` names."""
+_JUNK_ALIASES = {"all": lambda: list(JUNK_KINDS), "core": lambda: list(CORE_JUNK), "rrm": lambda: list(RRM_JUNK)}
+
+
+@dataclass(frozen=True)
+class AugmentGroup:
+    """Junk kinds that take turns at one rate (augmented pairs per training pair), drawn from one random stream."""
+
+    kinds: tuple[str, ...]
+    rate: float
+    stream: str = "augment"
+
+
+def augment_groups(spec: str | list[str] | None, rate: float = 0.0) -> list[AugmentGroup]:
+    """Parse an augmentation spec (``DataConfig.augment``) into groups, one :func:`augment_pairs` call each.
+
+    ``spec`` is comma-separated items, each a kind (:data:`JUNK_KINDS`, :data:`TRAINING_JUNK_KINDS`) or an alias
+    (``all``: the stress kinds, ``core``, ``rrm``), optionally ``:RATE``. Items without a rate share ``rate`` and
+    take turns (one group, first, stream ``"augment"``); an item with a rate is a group of its own with a stream of
+    its own, so adding ``content_free:0.1`` to ``rrm`` leaves RRM's pairs as they were. E.g.
+    ``"rrm,content_free:0.1"`` at rate 0.6 -> ``[AugmentGroup(RRM_JUNK, 0.6), AugmentGroup(("content_free",), 0.1,
+    "augment:content_free")]``."""
     if not spec:
         return []
-    if spec == "all":
-        return list(JUNK_KINDS)
-    if spec == "core":
-        return list(CORE_JUNK)
-    if spec == "rrm":
-        return list(RRM_JUNK)
-    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
-    unknown = [n for n in names if n not in JUNK_KINDS]
-    if unknown:
-        raise DataError(f"unknown junk kind(s) {unknown}; choose from: all, core, rrm, {', '.join(JUNK_KINDS)}",
-                        field="augment")
-    return names
+    items = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    known = {**JUNK_KINDS, **TRAINING_JUNK_KINDS}
+    shared: list[str] = []
+    own: list[AugmentGroup] = []
+    for item in items:
+        name, _, rate_text = item.partition(":")
+        name = name.strip()
+        kinds = _JUNK_ALIASES[name]() if name in _JUNK_ALIASES else [name]
+        unknown = [k for k in kinds if k not in known]
+        if unknown:
+            raise DataError(f"unknown junk kind(s) {unknown} in {spec!r}; choose from: all, core, rrm, "
+                            f"{', '.join(known)} (each optionally with :RATE)", field="augment")
+        if not rate_text:
+            shared += [k for k in kinds if k not in shared]
+            continue
+        try:
+            own_rate = float(rate_text)
+        except ValueError:
+            own_rate = -1.0
+        if not own_rate >= 0:
+            raise DataError(f"{item!r} in {spec!r}: the rate after ':' must be a number >= 0 (augmented pairs per "
+                            "training pair)", field="augment")
+        own.append(AugmentGroup(tuple(kinds), own_rate, "augment:" + ",".join(kinds)))
+    return ([AugmentGroup(tuple(shared), rate)] if shared else []) + own
+
+
+def junk_kinds(spec: str | list[str] | None) -> list[str]:
+    """``"all"``, ``"core"``, ``"rrm"`` or comma-separated names (rates ignored, :func:`augment_groups`) -> checked
+    list of kind names, in order, each once."""
+    return list(dict.fromkeys(k for group in augment_groups(spec) for k in group.kinds))
 
 
 def _row_rng(seed: int, *parts: str) -> np.random.Generator:
@@ -337,7 +445,7 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
             "\x00".join((str(seed), prompt, pr[0], pr[1])).encode("utf-8", "surrogatepass")).digest())[1]
     else:
         other = response[::-1]
-    junk = JUNK_KINDS[kind](prompt, response, other, rng)
+    junk = {**JUNK_KINDS, **TRAINING_JUNK_KINDS}[kind](prompt, response, other, rng)
     # the same words in the same order is the real answer (the encoder's tokens ignore whitespace), not junk
     return junk if junk.split() and junk.split() != response.split() else TEMPLATE_ANSWER
 
@@ -346,8 +454,19 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
 AUGMENT_FROM = ("preferred", "both")
 
 
+def augment(pairs: PreferencePairs, spec: str, rate: float, *, seed: int = 0, source: str = "preferred",
+            valid: Sequence[str] = ()) -> PreferencePairs:
+    """The augmented pairs of a spec (``DataConfig.augment``): :func:`augment_pairs` per :func:`augment_groups`
+    group, concatenated."""
+    out = PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
+    for group in augment_groups(spec, rate):
+        out = out.concat(augment_pairs(pairs, list(group.kinds), group.rate, seed=seed, source=source, valid=valid,
+                                       stream=group.stream))
+    return out
+
+
 def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0,
-                  source: str = "preferred", valid: Sequence[str] = ()) -> PreferencePairs:
+                  source: str = "preferred", valid: Sequence[str] = (), stream: str = "augment") -> PreferencePairs:
     """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): a prompt with ``m`` pairs gets
     about ``rate * m`` of them (the fraction drawn per prompt), each "an answer of this prompt beats a junk
     answer made from it or from another prompt's answer", the kinds in turn; label 1, ``meta["augmented"]`` the
@@ -360,7 +479,8 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     most confident preferred answer. Built from ``pairs`` alone, so augmented pairs never cross a
     train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only. Junk of the kinds in
     ``valid`` is marked ``meta["valid"]``: the validity gate is told it is a valid answer
-    (:attr:`~vrm_pyro.data.PreferencePairs.invalid`), the label still that the real answer beats it."""
+    (:attr:`~vrm_pyro.data.PreferencePairs.invalid`), the label still that the real answer beats it. ``stream``
+    names the random stream of the counts and the kinds' turns (:func:`augment` gives each group its own)."""
     if source not in AUGMENT_FROM:
         raise DataError(f"unknown augmentation source {source!r}; choose one of {', '.join(AUGMENT_FROM)}",
                         field="augment_from")
@@ -375,7 +495,7 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     others = [(p, max((preferred[i] for i in rows), key=lambda rc: rc[1])[0]) for p, rows in by_prompt.items()]
     prompts, real, junk, meta = [], [], [], []
     for p, rows in by_prompt.items():
-        rng = _row_rng(seed, "augment", p)
+        rng = _row_rng(seed, stream, p)
         expected = rate * len(rows)
         count = int(expected) + int(rng.random() < expected - int(expected))
         start = int(rng.integers(len(kinds)))
@@ -482,6 +602,6 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
     return df
 
 
-__all__ = ["fit_length_effect", "length_controlled_gold", "AUGMENT_FROM", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+__all__ = ["fit_length_effect", "length_controlled_gold", "AUGMENT_FROM", "AugmentGroup", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "TRAINING_JUNK_KINDS", "augment", "augment_groups", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
            "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n"]
