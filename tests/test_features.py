@@ -10,7 +10,9 @@ from vrm_pyro.covariates import (
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
     coherence_statistics,
+    copy_statistics,
     discourse_statistics,
+    ending_statistics,
     nuisance_covariates,
     order_statistics,
 )
@@ -49,6 +51,30 @@ def test_coherence_statistics_see_repetition_echo_and_truncation():
     assert s["prompt_echo"][2] == 1.0 and s["prompt_echo"][0] == 0.0
     assert s["clean_ending"].tolist() == [1, 1, 0, 0]  # the prompt has no closing stop; the cut is mid-word
     assert 0 < s["prompt_coverage"][0] < 1 and s["prompt_coverage"][2] == 1.0
+
+
+def test_prompt_copy_tells_the_prompt_echoed_back_from_a_rewrite_of_a_sentence_it_quotes():
+    prompt = ("You should capitalize the sentence according to the guide. Guide: every other letter alternates "
+              "between lower case and upper case. Sentence: a giant spider blocks your path.")
+    rewrite, echo, answer = "A giant spider blocks Your path.", prompt, "Spiders are arachnids with eight legs."
+    echoed = dict(zip(COHERENCE_STATISTICS, coherence_statistics([prompt] * 2, [rewrite, echo]).T))["prompt_echo"]
+    assert echoed.tolist() == [1.0, 1.0]  # the response's side cannot tell them apart
+    copied = copy_statistics([prompt] * 3, [rewrite, echo, answer])[:, 0]
+    assert copied[1] == 1.0 and copied[2] == 0.0
+    assert copied[0] == pytest.approx(4 / 25)  # 4 of the prompt's 25 word trigrams: the quoted sentence
+    assert copy_statistics([""], ["anything at all here"]).tolist() == [[0.0]]
+    assert representation_dim("statistics+prompt_copy", 8) == 7 + 1
+
+
+def test_line_ending_tells_a_song_or_list_that_ends_as_its_lines_do_from_prose_cut_short():
+    song = "Verse 1:\nWalking down the street\nGot my hair spiked up\nFeeling like a rebel\n\nChorus:\nLiving for the night"
+    names = "1. GradPrep Academy\n2. Grad School Insider\n3. Apply with Ease"
+    prose = "Water evaporates from the oceans. It condenses into clouds.\nThen it falls as"
+    clean = "One line only."
+    got = ending_statistics([""] * 5, [song, names, prose, clean, song[:20]])[:, 0].tolist()
+    assert got == pytest.approx([3 / 5, 1.0, 0.0, 1.0, 0.0])  # "Verse 1:" ends clean; a cut first line has no peers
+    clean_ending = dict(zip(COHERENCE_STATISTICS, coherence_statistics([""] * 2, [song, names]).T))["clean_ending"]
+    assert clean_ending.tolist() == [0.0, 0.0]  # what the old column says of both
 
 
 ANSWER = ("To bake bread at home, you need flour, water, yeast and salt. First, mix the flour with the water and "

@@ -312,6 +312,49 @@ def coherence_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
         len(responses), len(COHERENCE_STATISTICS))
 
 
-__all__ = ["COHERENCE_STATISTICS", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
+#: the columns of :func:`copy_statistics`
+COPY_STATISTICS = ("prompt_copied",)
+
+
+def _copied(prompt: str, response: str) -> float:
+    p_tri = set(_ngrams([w.lower() for w in WORD.findall(prompt)], 3))
+    r_tri = set(_ngrams([w.lower() for w in WORD.findall(response)], 3))
+    return len(p_tri & r_tri) / len(p_tri) if p_tri else 0.0
+
+
+def copy_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``(N, 1)`` float32, :data:`COPY_STATISTICS`: the share of the prompt's word trigrams that the response
+    reproduces. ``prompt_echo`` (:func:`coherence_statistics`) is the response's side, the share of *its*
+    trigrams found in the prompt: 1 for the prompt echoed back and for a task's answer that rewrites a sentence
+    quoted in it alike. This side tells them apart: the echo copies the whole prompt (1), the rewrite the quoted
+    sentence (a share), a usual answer next to nothing."""
+    return np.asarray([_copied(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(len(responses), 1)
+
+
+#: the columns of :func:`ending_statistics`
+ENDING_STATISTICS = ("ends_like_its_lines",)
+
+
+def _clean(line: str) -> bool:
+    return bool(line) and (line[-1] in CLEAN_END or line.endswith("```"))
+
+
+def _ends_like_its_lines(response: str) -> float:
+    lines = [line.rstrip() for line in response.splitlines() if line.strip()]
+    if not lines or _clean(lines[-1]):
+        return 1.0
+    earlier = lines[:-1]
+    return sum(not _clean(line) for line in earlier) / len(earlier) if len(earlier) >= 2 else 0.0
+
+
+def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``(N, 1)`` float32, :data:`ENDING_STATISTICS`: 1 where the response ends on a clean character (as
+    ``clean_ending``); otherwise the share of its earlier lines (two or more) that end without one too. A song, a
+    list of names or a table ends as its lines do (near 1); prose cut mid-sentence does not (0). ``prompts`` is
+    unused."""
+    return np.asarray([_ends_like_its_lines(r) for r in responses], np.float32).reshape(len(responses), 1)
+
+
+__all__ = ["COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
            "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
            "reorder_sentences", "sentence_pieces", "sentences"]

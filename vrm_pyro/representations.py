@@ -16,6 +16,11 @@ part                dimension   what
                                 response-alone embeddings ``x̂ ⊙ ŷ``, ``|x̂ − ŷ|``, ``cos(x̂, ŷ)``
 ``statistics``      7           :func:`vrm_pyro.covariates.coherence_statistics`: repetition,
                                 compressibility, prompt echo and coverage, clean ending
+``prompt_copy``     1           :func:`vrm_pyro.covariates.copy_statistics`: the share of the
+                                prompt's word trigrams the response reproduces (the prompt echoed
+                                back: 1; a rewrite of a sentence quoted in the prompt: a share)
+``line_ending``     1           :func:`vrm_pyro.covariates.ending_statistics`: a clean ending, or
+                                an ending like the answer's own lines (a song, a list of names)
 ``order``           8           :func:`vrm_pyro.covariates.order_statistics`: word and
                                 sentence order (case after a sentence end, frequent
                                 bigrams, list numbering and line starts, opening
@@ -86,10 +91,14 @@ from torch.nn import functional as F
 
 from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
+    COPY_STATISTICS,
     DISCOURSE_STATISTICS,
+    ENDING_STATISTICS,
     ORDER_STATISTICS,
     coherence_statistics,
+    copy_statistics,
     discourse_statistics,
+    ending_statistics,
     order_statistics,
     sentences,
 )
@@ -98,7 +107,7 @@ from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "order", "discourse", "sentence_order",
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "sentence_order",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
 SENTENCE_FLOW = ("adjacent_similarity", "lead_relevance", "relevance_slope", "lead_centrality")
@@ -125,6 +134,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     ``ModelConfig.path_prior="part"`` gives equal prior variance; they sum to :func:`representation_dim`."""
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
+             "prompt_copy": (len(COPY_STATISTICS),), "line_ending": (len(ENDING_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
              "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
@@ -190,7 +200,8 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
 
 
 #: the named columns of the statistics parts: ``--gate`` may pick single ones (``clean_ending``, ...)
-NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
+NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "prompt_copy": COPY_STATISTICS,
+                 "line_ending": ENDING_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
                  "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS}
 
 
@@ -350,6 +361,10 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.cat([x * y, (x - y).abs(), (x * y).sum(-1, keepdim=True)], dim=-1))
         elif part == "statistics":
             out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
+        elif part == "prompt_copy":
+            out.append(torch.from_numpy(copy_statistics(prompts, responses)))
+        elif part == "line_ending":
+            out.append(torch.from_numpy(ending_statistics(prompts, responses)))
         elif part == "order":
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
