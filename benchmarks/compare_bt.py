@@ -71,10 +71,9 @@ from vrm_pyro.evaluate import (  # noqa: E402
 )
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
-    augment_pairs,
+    augment,
     expected_pick,
     fit_length_effect,
-    junk_kinds,
     make_junk,
 )
 from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
@@ -359,6 +358,36 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+vgo" (round 11): the default with its order-blind gate told that a sentence shuffle is a valid answer
     # (DataConfig.augment_valid): the gate cannot see a reordering, so the shuffled pairs teach the path alone
     register(named("+vgo"), dataclasses.replace(vgn, augment_valid=("shuffled_sentences",)))
+    # "+cf" (round 12): content-free answers (refusals, deflections, placeholder scaffolds, the request restated;
+    # vrm_pyro.hacking.TRAINING_JUNK_KINDS) shown losing too, at their own rate (0.1 per pair, about one per
+    # instruction), RRM's pairs unchanged; with the order-blind gate, and with the learned-relevance gate "+vgi",
+    # which round 10 found letting refusals through (a kind it had never seen invalid)
+    for tag in ("+vgn", "+vgi"):
+        src = CONTENDERS[named(tag)]
+        register(named(tag).replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+            src, augment=src.augment + ",content_free:0.1"))
+    # "+ss3" (round 12): beside "+cf", more sentence shuffles shown losing: 0.3 per pair at their own rate on top of
+    # RRM's turn (about 0.09 per pair), so the labels among real answers weigh less against order
+    register(named("+vgn").replace("+rrm6", "+rrm6+cf+ss3"), dataclasses.replace(
+        vgn, augment=vgn.augment + ",content_free:0.1,shuffled_sentences:0.3"))
+    # "+pc" (round 12): beside "+cf", the part prompt_copy (the share of the prompt's trigrams the answer
+    # reproduces) in the representation and the gate, so the gate can tell the prompt echoed back from an answer that
+    # rewrites a sentence quoted in the prompt (gate_anatomy.py --losers: such answers lose to every fixed junk)
+    register(named("+vgn").replace("+sord", "+sord+pc").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        vgn, representation=vgn.representation + "+prompt_copy", model={**vgn.model, "gate": "cosine,statistics,prompt_copy"},
+        augment=vgn.augment + ",content_free:0.1"))
+    # "+pcx": "+pc" with the gate's echo measured on the prompt's side only: prompt_copied in the gate in place of
+    # prompt_echo (the path keeps both), so an answer that copies a quoted sentence is not an echo to the gate
+    pc = CONTENDERS[named("+vgn").replace("+sord", "+sord+pc").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+sord+pcx").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        pc, model={**pc.model, "gate": "cosine,distinct_words,repeated_4grams,compression_ratio,prompt_coverage,"
+                                       "clean_ending,log2_words_per_sentence,prompt_copy"}))
+    # "+pce": "+pcx" with the gate's ending measured against the answer's own lines (part line_ending) in place of
+    # clean_ending, so a song or a list of names that ends as its lines do is not a truncation to the gate
+    register(named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        pc, representation=pc.representation + "+line_ending",
+        model={**pc.model, "gate": "cosine,distinct_words,repeated_4grams,compression_ratio,prompt_coverage,"
+                                   "log2_words_per_sentence,prompt_copy,line_ending"}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
@@ -426,8 +455,8 @@ class Bench:
         return self._memo[memo]
 
     def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
-        return augment_pairs(train_pairs, junk_kinds(contender.augment), contender.augment_rate, seed=0,
-                             source=contender.augment_from, valid=contender.augment_valid)
+        return augment(train_pairs, contender.augment, contender.augment_rate, seed=0, source=contender.augment_from,
+                       valid=contender.augment_valid)
 
     def augmented(self, train: PairEmbeddings, train_pairs: PreferencePairs, contender: Contender) -> PairEmbeddings:
         """``train`` followed by the contender's augmented pairs, embedded."""
