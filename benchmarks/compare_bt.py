@@ -388,6 +388,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         pc, representation=pc.representation + "+line_ending",
         model={**pc.model, "gate": "cosine,distinct_words,repeated_4grams,compression_ratio,prompt_coverage,"
                                    "log2_words_per_sentence,prompt_copy,line_ending"}))
+    # "+pce...+ss15": "+pce" with more sentence shuffles shown losing (0.15 per pair at their own rate, half of
+    # "+ss3"'s): the gate that sinks more junk leaves the path less pressure to see order
+    pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
+        pce, augment=pce.augment + ",shuffled_sentences:0.15"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
