@@ -191,14 +191,18 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
 
 def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
-    from vrm_pyro.config import LIKELIHOOD_RECIPE, TRAIN_RECIPE
+    from vrm_pyro.config import DEFAULT_GATE, LIKELIHOOD_RECIPE, ROUND4_REPRESENTATION, TRAIN_RECIPE
 
     plain = build_parser().parse_args(["train"])
-    assert plain.representation == TRAIN_RECIPE["representation"] and plain.monotone == ""
+    assert plain.representation == TRAIN_RECIPE["representation"] == ROUND4_REPRESENTATION + "+prompt_copy"
+    assert plain.monotone == "" and plain.augment == "rrm,content_free:0.1"
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
-    assert lm.representation == LIKELIHOOD_RECIPE["representation"] == TRAIN_RECIPE["representation"] + "+likelihood_contrast"
+    # the LM recipe keeps what it was measured with: round 4's representation and RRM's augmentation alone
+    assert lm.representation == LIKELIHOOD_RECIPE["representation"] == ROUND4_REPRESENTATION + "+likelihood_contrast"
+    assert lm.augment == "rrm"
     assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
-    assert (plain.gate, plain.gate_lr) == ("cosine,statistics", 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
+    assert (plain.gate, plain.gate_lr) == (DEFAULT_GATE, 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
+    assert "prompt_echo" not in DEFAULT_GATE and "prompt_copy" in DEFAULT_GATE
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])
