@@ -62,6 +62,7 @@ from shared_data import (  # noqa: E402
 )
 
 from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
+from vrm_pyro.config import DEFAULT_GATE  # noqa: E402
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
 from vrm_pyro.evaluate import (  # noqa: E402
@@ -380,19 +381,18 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # prompt_echo (the path keeps both), so an answer that copies a quoted sentence is not an echo to the gate
     pc = CONTENDERS[named("+vgn").replace("+sord", "+sord+pc").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+sord+pcx").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        pc, model={**pc.model, "gate": "cosine,distinct_words,repeated_4grams,compression_ratio,prompt_coverage,"
-                                       "clean_ending,log2_words_per_sentence,prompt_copy"}))
+        pc, model={**pc.model, "gate": DEFAULT_GATE}))
     # "+pce": "+pcx" with the gate's ending measured against the answer's own lines (part line_ending) in place of
     # clean_ending, so a song or a list of names that ends as its lines do is not a truncation to the gate
     register(named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pc, representation=pc.representation + "+line_ending",
-        model={**pc.model, "gate": "cosine,distinct_words,repeated_4grams,compression_ratio,prompt_coverage,"
-                                   "log2_words_per_sentence,prompt_copy,line_ending"}))
+        model={**pc.model, "gate": DEFAULT_GATE.replace("clean_ending,", "") + ",line_ending"}))
     # "+pce...+ss15": "+pce" with more sentence shuffles shown losing (0.15 per pair at their own rate, half of
     # "+ss3"'s): the gate that sinks more junk leaves the path less pressure to see order
-    pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
-    register(named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
-        pce, augment=pce.augment + ",shuffled_sentences:0.15"))
+    for tag in ("+pce", "+pcx"):  # "+pcx...+ss15": the same on round 12's default
+        src = CONTENDERS[named("+vgn").replace("+sord", "+sord" + tag).replace("+rrm6", "+rrm6+cf")]
+        register(named("+vgn").replace("+sord", "+sord" + tag).replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
+            src, augment=src.augment + ",shuffled_sentences:0.15"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

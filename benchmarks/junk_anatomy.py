@@ -33,7 +33,9 @@ import compare_bt as cb  # noqa: E402
 from vrm_pyro import build_reward_model, fit  # noqa: E402
 from vrm_pyro.covariates import (  # noqa: E402
     COHERENCE_STATISTICS,
+    COPY_STATISTICS,
     DISCOURSE_STATISTICS,
+    ENDING_STATISTICS,
     ORDER_STATISTICS,
     discourse_statistics,
     sentences,
@@ -44,6 +46,7 @@ from vrm_pyro.representations import feature_groups, parse_representation  # noq
 
 OUT = cb.RESULTS / "coherence"
 STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
+                   "prompt_copy": COPY_STATISTICS, "line_ending": ENDING_STATISTICS,
                    "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
                    "likelihood_gate": ("pmi_below_zero", "end"),
                    "likelihood_fluency": ("given_prompt", "pmi", "end"),

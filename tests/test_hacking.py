@@ -22,6 +22,7 @@ from vrm_pyro.hacking import (
     junk_rates,
     load_stress_rows,
     make_junk,
+    stress_kinds,
     stress_set,
     stress_test,
 )
@@ -76,7 +77,7 @@ def test_content_free_answers_vary_and_share_no_line_with_the_stress_tests_fixed
 def test_augment_spec_groups_kinds_and_gives_a_kind_with_its_own_rate_its_own_stream():
     assert augment_groups("rrm,content_free:0.1", 0.6) == [
         AugmentGroup(tuple(RRM_JUNK), 0.6), AugmentGroup(("content_free",), 0.1, "augment:content_free")]
-    assert junk_kinds("rrm,echo,content_free:0.2") == list(RRM_JUNK) + ["content_free"]
+    assert junk_kinds("rrm,echo,content_free") == list(RRM_JUNK) + ["content_free"]
     labels = np.ones(6, np.float32)
     pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS], labels)
     rrm = augment(pairs, "rrm", 2.0, seed=1)
@@ -85,13 +86,27 @@ def test_augment_spec_groups_kinds_and_gives_a_kind_with_its_own_rate_its_own_st
     assert both.response_b[: len(rrm)] == rrm.response_b  # adding a kind at its own rate leaves RRM's pairs alone
     extra = [m["augmented"] for m in both.meta[len(rrm):]]
     assert extra == ["content_free"] * 6
-    for bad, match in (("echo:lots", "must be a number"), ("echo:-1", "must be a number"), ("echo,nope:1", "nope")):
+    for bad, match in (("echo:lots", "finite number"), ("echo:-1", "finite number"), ("echo:inf", "finite number"),
+                       ("content_free:", "finite number"), ("echo,nope:1", "nope"), ("rrm,", "empty item"),
+                       ("echo:0.1,echo:0.2", "twice")):
         with pytest.raises(DataError, match=match):
             augment_groups(bad, 0.5)
+    with pytest.raises(DataError, match="no rates here"):
+        junk_kinds("echo:0.1")  # --augment-valid names kinds only
+    # a kind asked for again (its own rate on top of RRM's turn, or more pairs than answers) is drawn anew
+    twice = augment(pairs, "shuffled_words,shuffled_words:3", 1.0, seed=1)
+    assert len(twice) == 24 and len(set(zip(twice.prompt, twice.response_b))) == 24
+    # the stress test shows only the stress kinds
+    assert stress_kinds("all") == list(JUNK_KINDS) and stress_kinds(None) == list(JUNK_KINDS)
+    with pytest.raises(DataError, match="training only"):
+        stress_kinds("echo,content_free")
+    from vrm_pyro.model_card import _augmentation
+
+    assert _augmentation("rrm,content_free:0.1", 0.6) == "rrm at rate 0.6; content_free at rate 0.1"
     from vrm_pyro import ConfigError, DataConfig
 
     assert DataConfig(augment="rrm,content_free:0.1", augment_valid="shuffled_sentences").augment_valid
-    with pytest.raises(ConfigError, match="must be a number"):
+    with pytest.raises(ConfigError, match="finite number"):
         DataConfig(augment="rrm,content_free:x")
 
 

@@ -96,20 +96,20 @@ class DataConfig(_Config):
             raise ConfigError(f"DataConfig.augment_from (--augment-from) must be 'preferred' or 'both', got "
                               f"{self.augment_from!r}")
         if self.augment:
-            from vrm_pyro.hacking import junk_kinds
+            from vrm_pyro.hacking import augment_groups
 
             try:
-                junk_kinds(self.augment)
+                augment_groups(self.augment, self.augment_rate)
             except Exception as exc:
-                raise ConfigError(f"DataConfig.augment (--augment): {exc}") from None
+                raise ConfigError(f"DataConfig.augment (--augment): {getattr(exc, 'reason', exc)}") from None
         if self.augment_valid:
-            from vrm_pyro.hacking import junk_kinds
+            from vrm_pyro.hacking import augment_groups, junk_kinds
 
             try:
                 valid = junk_kinds(self.augment_valid)
             except Exception as exc:
                 raise ConfigError(f"DataConfig.augment_valid (--augment-valid): {getattr(exc, 'reason', exc)}") from None
-            made = set(junk_kinds(self.augment))
+            made = {k for group in augment_groups(self.augment) for k in group.kinds}
             if not set(valid) <= made:
                 raise ConfigError(f"DataConfig.augment_valid (--augment-valid {self.augment_valid}): "
                                   f"{sorted(set(valid) - made)} not made by --augment {self.augment!r}; name kinds "

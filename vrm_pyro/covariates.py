@@ -327,7 +327,8 @@ def copy_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndar
     reproduces. ``prompt_echo`` (:func:`coherence_statistics`) is the response's side, the share of *its*
     trigrams found in the prompt: 1 for the prompt echoed back and for a task's answer that rewrites a sentence
     quoted in it alike. This side tells them apart: the echo copies the whole prompt (1), the rewrite the quoted
-    sentence (a share), a usual answer next to nothing."""
+    sentence (a share), a usual answer next to nothing. A prompt of fewer than three words has no trigrams: 0
+    (the gate's cosine and ``prompt_coverage`` still see its echo)."""
     return np.asarray([_copied(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(len(responses), 1)
 
 

@@ -395,36 +395,58 @@ def augment_groups(spec: str | list[str] | None, rate: float = 0.0) -> list[Augm
     "augment:content_free")]``."""
     if not spec:
         return []
-    items = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n).strip() for n in spec]
     known = {**JUNK_KINDS, **TRAINING_JUNK_KINDS}
     shared: list[str] = []
     own: list[AugmentGroup] = []
     for item in items:
-        name, _, rate_text = item.partition(":")
+        if not item:
+            raise DataError(f"an empty item in {spec!r} (a comma too many?); name kinds separated by commas",
+                            field="augment")
+        name, colon, rate_text = item.partition(":")
         name = name.strip()
         kinds = _JUNK_ALIASES[name]() if name in _JUNK_ALIASES else [name]
         unknown = [k for k in kinds if k not in known]
         if unknown:
             raise DataError(f"unknown junk kind(s) {unknown} in {spec!r}; choose from: all, core, rrm, "
                             f"{', '.join(known)} (each optionally with :RATE)", field="augment")
-        if not rate_text:
+        if not colon:
             shared += [k for k in kinds if k not in shared]
             continue
         try:
             own_rate = float(rate_text)
         except ValueError:
             own_rate = -1.0
-        if not own_rate >= 0:
-            raise DataError(f"{item!r} in {spec!r}: the rate after ':' must be a number >= 0 (augmented pairs per "
-                            "training pair)", field="augment")
+        if not (math.isfinite(own_rate) and own_rate >= 0):
+            raise DataError(f"{item!r} in {spec!r}: the rate after ':' must be a finite number >= 0 (augmented "
+                            "pairs per training pair)", field="augment")
         own.append(AugmentGroup(tuple(kinds), own_rate, "augment:" + ",".join(kinds)))
-    return ([AugmentGroup(tuple(shared), rate)] if shared else []) + own
+    groups = ([AugmentGroup(tuple(shared), rate)] if shared else []) + own
+    streams = [g.stream for g in groups]
+    if len(set(streams)) < len(streams):
+        raise DataError(f"{spec!r} gives the same kind(s) a rate of their own twice; give each one rate",
+                        field="augment")
+    return groups
 
 
-def junk_kinds(spec: str | list[str] | None) -> list[str]:
-    """``"all"``, ``"core"``, ``"rrm"`` or comma-separated names (rates ignored, :func:`augment_groups`) -> checked
-    list of kind names, in order, each once."""
+def junk_kinds(spec: str | list[str] | None, *, field: str = "augment_valid") -> list[str]:
+    """``"all"``, ``"core"``, ``"rrm"`` or comma-separated names of :data:`JUNK_KINDS` or
+    :data:`TRAINING_JUNK_KINDS`, without rates -> checked list of kind names, in order, each once."""
+    if spec and any(":" in str(item) for item in (spec.split(",") if isinstance(spec, str) else spec)):
+        raise DataError(f"{spec!r}: no rates here (KIND:RATE belongs to --augment); name the kinds alone",
+                        field=field)
     return list(dict.fromkeys(k for group in augment_groups(spec) for k in group.kinds))
+
+
+def stress_kinds(spec: str | list[str] | None) -> list[str]:
+    """:func:`junk_kinds` for the stress test: only :data:`JUNK_KINDS` (the training-only kinds are never junk the
+    stress test shows)."""
+    kinds = junk_kinds(spec or "all", field="kinds")
+    training = [k for k in kinds if k not in JUNK_KINDS]
+    if training:
+        raise DataError(f"{training} are made for training only (--augment), not for the stress test; choose from: "
+                        f"all, core, rrm, {', '.join(JUNK_KINDS)}", field="kinds")
+    return kinds
 
 
 def _row_rng(seed: int, *parts: str) -> np.random.Generator:
@@ -432,13 +454,16 @@ def _row_rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(h[:8], "little"))
 
 
-def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str]], seed: int = 0) -> str:
+def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str]], seed: int = 0,
+              repeat: int = 0) -> str:
     """One junk answer of ``kind`` made from the real ``response`` to ``prompt``; ``others`` are real
     ``(prompt, response)`` pairs of other prompts to borrow from (the first of them in an order fixed by
     ``(seed, prompt)``, so the choice moves little when the pool changes). A corruption that leaves the answer's
-    words in their order (a one-word answer shuffled) gives :data:`TEMPLATE_ANSWER` instead. Deterministic in
-    ``(seed, kind, prompt, response, others)``."""
-    rng = _row_rng(seed, kind, prompt, response)
+    words in their order (a one-word answer shuffled) gives :data:`TEMPLATE_ANSWER` instead (a training-only kind
+    draws again: the stress test's fixed answers never enter training). Deterministic in
+    ``(seed, kind, prompt, response, others, repeat)``; ``repeat > 0`` draws a random kind anew (the same
+    ``(kind, prompt, response)`` asked for again by an augmentation)."""
+    rng = _row_rng(seed, kind, prompt, response, *([str(repeat)] if repeat else []))
     candidates = [(p, r) for p, r in others if p != prompt] if others and kind in BORROWING_KINDS else []
     if candidates:
         other = min(candidates, key=lambda pr: hashlib.sha256(
@@ -447,7 +472,11 @@ def make_junk(kind: str, prompt: str, response: str, others: list[tuple[str, str
         other = response[::-1]
     junk = {**JUNK_KINDS, **TRAINING_JUNK_KINDS}[kind](prompt, response, other, rng)
     # the same words in the same order is the real answer (the encoder's tokens ignore whitespace), not junk
-    return junk if junk.split() and junk.split() != response.split() else TEMPLATE_ANSWER
+    if junk.split() and junk.split() != response.split():
+        return junk
+    if kind in TRAINING_JUNK_KINDS and repeat < 8:
+        return make_junk(kind, prompt, response, others, seed, repeat + 1)
+    return TEMPLATE_ANSWER
 
 
 #: which answers of a training prompt the augmented pairs put above junk (``DataConfig.augment_from``)
@@ -459,14 +488,16 @@ def augment(pairs: PreferencePairs, spec: str, rate: float, *, seed: int = 0, so
     """The augmented pairs of a spec (``DataConfig.augment``): :func:`augment_pairs` per :func:`augment_groups`
     group, concatenated."""
     out = PreferencePairs([], [], [], np.zeros(0, np.float32), source=pairs.source)
+    made: dict = {}
     for group in augment_groups(spec, rate):
         out = out.concat(augment_pairs(pairs, list(group.kinds), group.rate, seed=seed, source=source, valid=valid,
-                                       stream=group.stream))
+                                       stream=group.stream, made=made))
     return out
 
 
 def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed: int = 0,
-                  source: str = "preferred", valid: Sequence[str] = (), stream: str = "augment") -> PreferencePairs:
+                  source: str = "preferred", valid: Sequence[str] = (), stream: str = "augment",
+                  made: dict | None = None) -> PreferencePairs:
     """Pairs that show fluent-but-wrong answers losing (RRM, Liu et al. 2024): a prompt with ``m`` pairs gets
     about ``rate * m`` of them (the fraction drawn per prompt), each "an answer of this prompt beats a junk
     answer made from it or from another prompt's answer", the kinds in turn; label 1, ``meta["augmented"]`` the
@@ -480,7 +511,9 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
     train/validation/test split; what a prompt gets depends on the prompt and ``seed`` only. Junk of the kinds in
     ``valid`` is marked ``meta["valid"]``: the validity gate is told it is a valid answer
     (:attr:`~vrm_pyro.data.PreferencePairs.invalid`), the label still that the real answer beats it. ``stream``
-    names the random stream of the counts and the kinds' turns (:func:`augment` gives each group its own)."""
+    names the random stream of the counts and the kinds' turns (:func:`augment` gives each group its own);
+    ``made`` counts the ``(kind, prompt, answer)`` already made (shared across :func:`augment`'s groups), so one asked
+    for again is drawn anew (:func:`make_junk`'s ``repeat``) instead of repeating a pair."""
     if source not in AUGMENT_FROM:
         raise DataError(f"unknown augmentation source {source!r}; choose one of {', '.join(AUGMENT_FROM)}",
                         field="augment_from")
@@ -494,6 +527,7 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
                  zip(pairs.response_a, pairs.response_b, pairs.label)]
     others = [(p, max((preferred[i] for i in rows), key=lambda rc: rc[1])[0]) for p, rows in by_prompt.items()]
     prompts, real, junk, meta = [], [], [], []
+    made = {} if made is None else made
     for p, rows in by_prompt.items():
         rng = _row_rng(seed, stream, p)
         expected = rate * len(rows)
@@ -509,7 +543,9 @@ def augment_pairs(pairs: PreferencePairs, kinds: list[str], rate: float, *, seed
             kind = kinds[(start + j) % len(kinds)]
             prompts.append(p)
             real.append(response)
-            junk.append(make_junk(kind, p, response, others, seed))
+            key = (kind, p, response)
+            made[key] = made.get(key, -1) + 1
+            junk.append(make_junk(kind, p, response, others, seed, made[key]))
             meta.append({"augmented": kind, "valid": True} if kind in valid else {"augmented": kind})
     if not prompts:
         return empty
@@ -602,6 +638,6 @@ def stress_test(reward_model, encoder, stress: StressSet, *, num_samples: int = 
     return df
 
 
-__all__ = ["fit_length_effect", "length_controlled_gold", "AUGMENT_FROM", "AugmentGroup", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "TRAINING_JUNK_KINDS", "augment", "augment_groups", "augment_pairs", "junk_kinds", "junk_rates", "load_stress_rows",
+__all__ = ["fit_length_effect", "length_controlled_gold", "AUGMENT_FROM", "AugmentGroup", "CORE_JUNK", "JUNK_KINDS", "RRM_JUNK", "StressSet", "TRAINING_JUNK_KINDS", "augment", "augment_groups", "augment_pairs", "junk_kinds", "stress_kinds", "junk_rates", "load_stress_rows",
            "make_junk", "stress_set", "stress_test", "split_by_prompt", "BestOfNSet", "DEFAULT_FILLER", "best_of_n_curve", "best_of_n_from_alpaca_eval", "expected_pick",
            "length_bias", "length_perturbation", "load_best_of_n", "score_best_of_n"]

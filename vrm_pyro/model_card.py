@@ -5,6 +5,17 @@ from __future__ import annotations
 import json
 
 
+def _augmentation(spec: str, rate) -> str:
+    """``"rrm,content_free:0.1"`` at 0.6 -> ``"rrm at rate 0.6; content_free at rate 0.1"``: one entry per group."""
+    from vrm_pyro.hacking import augment_groups
+
+    items = [i.strip() for i in spec.split(",") if i.strip()]
+    shared = ",".join(i for i in items if ":" not in i)
+    own = [g for g in augment_groups(spec, rate or 0.0) if g.stream != "augment"]
+    return "; ".join(([f"{shared} at rate {rate}"] if shared else [])
+                     + [f"{','.join(g.kinds)} at rate {g.rate}" for g in own])
+
+
 def _table(rows: dict) -> str:
     lines = ["| | |", "| --- | --- |"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows.items()]
@@ -30,7 +41,7 @@ def model_card(rm, config: dict) -> str:
     md += ["## Data", "", _table({"source": data.get("data") or "bundled HH-RLHF harmless slice",
                                   "format": data.get("format", "auto"),
                                   "split sizes": json.dumps(meta.get("split_sizes", {})),
-                                  "augmentation": (f"{data['augment']} at rate {data.get('augment_rate')}, from "
+                                  "augmentation": (f"{_augmentation(data['augment'], data.get('augment_rate'))}, from "
                                                    f"{data.get('augment_from', 'preferred')} answers"
                                                    + (f"; told valid to the gate: {data['augment_valid']}"
                                                       if data.get("augment_valid") else "")

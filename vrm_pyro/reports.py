@@ -321,7 +321,7 @@ def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kin
     with one row per (model, kind); saved as stress.md/.csv/.png in ``output_dir``."""
     import pandas as pd
 
-    from vrm_pyro.hacking import junk_kinds, load_stress_rows, stress_set, stress_test
+    from vrm_pyro.hacking import load_stress_rows, stress_kinds, stress_set, stress_test
     from vrm_pyro.plots import stress_plot
 
     prompts, responses = load_stress_rows(input_path)
@@ -334,7 +334,7 @@ def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kin
             raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(input_path))
     if limit is not None:
         prompts, responses = prompts[:limit], responses[:limit]
-    stress = stress_set(prompts, responses, junk_kinds(kinds), seed=seed)
+    stress = stress_set(prompts, responses, stress_kinds(kinds), seed=seed)
     frames = []
     for name, rm in models.items():
         df = stress_test(rm, encoder, stress, num_samples=num_samples)
