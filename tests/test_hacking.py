@@ -288,3 +288,19 @@ def test_junk_marked_valid_teaches_the_label_but_not_the_gate():
     with pytest.raises(ConfigError, match=r"augment_valid.*\['shuffled_words'\] not made by --augment 'truncated'"):
         DataConfig(augment="truncated", augment_valid="shuffled_words")
     assert DataConfig(augment="rrm", augment_valid="shuffled_sentences").augment_valid == "shuffled_sentences"
+
+
+def test_augmentation_of_a_training_split_is_what_vrm_train_adds():
+    from vrm_pyro import DataConfig
+    from vrm_pyro.experiment import augmentation
+
+    pairs = PreferencePairs(PROMPTS, ANSWERS, [a.upper() for a in ANSWERS], np.ones(6, np.float32))
+    cfg = DataConfig(augment="echo,content_free:1", augment_rate=1.0, augment_from="both", augment_valid="echo")
+    got = augmentation(pairs, cfg)
+    kinds = [m["augmented"] for m in got.meta]
+    assert kinds.count("echo") == 6 and kinds.count("content_free") == 6  # each group at its own rate
+    assert all(m.get("valid") for m in got.meta if m["augmented"] == "echo")
+    assert not any(m.get("valid") for m in got.meta if m["augmented"] == "content_free")
+    assert got.response_b == augment(pairs, cfg.augment, 1.0, seed=cfg.split_seed, source="both",
+                                     valid=["echo"]).response_b
+    assert len(augmentation(pairs, DataConfig())) == 0

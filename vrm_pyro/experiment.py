@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
-from vrm_pyro.data import PairEmbeddings
+from vrm_pyro.data import PairEmbeddings, PreferencePairs
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.evaluate import evaluate_pairs
 from vrm_pyro.formats import load_from_config
@@ -55,6 +55,14 @@ class ExperimentResult:
         return "\n".join(lines)
 
 
+def augmentation(train: PreferencePairs, data_cfg: DataConfig) -> PreferencePairs:
+    """The augmented pairs ``vrm train`` adds to a training split: ``data_cfg.augment`` at ``augment_rate`` (kinds
+    with a rate of their own at theirs), from ``augment_from``'s answers, ``augment_valid`` told valid to the gate
+    (:func:`vrm_pyro.hacking.augment`). Empty when augmentation is off."""
+    return augment(train, data_cfg.augment, data_cfg.augment_rate, seed=data_cfg.split_seed,
+                   source=data_cfg.augment_from, valid=junk_kinds(data_cfg.augment_valid))
+
+
 def load_splits(data_cfg: DataConfig):
     """Load, split by prompt, and augment the training split (``data_cfg.augment``).
     Returns ``(pairs, {split: PreferencePairs})``; with augmentation also ``"train_augmented"``, the augmented
@@ -64,8 +72,7 @@ def load_splits(data_cfg: DataConfig):
         log.warning("skipped %d invalid rows of %s (first: %s)", pairs.skipped, pairs.source, pairs.errors[0])
     splits = pairs.split_by_prompt(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
     if data_cfg.augment:
-        extra = augment(splits["train"], data_cfg.augment, data_cfg.augment_rate, seed=data_cfg.split_seed,
-                        source=data_cfg.augment_from, valid=junk_kinds(data_cfg.augment_valid))
+        extra = augmentation(splits["train"], data_cfg)
         splits["train"] = splits["train"].concat(extra)
         splits["train_augmented"] = extra
     return pairs, splits
