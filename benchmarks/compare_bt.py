@@ -61,7 +61,7 @@ from shared_data import (  # noqa: E402
     twins,
 )
 
-from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
+from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
 from vrm_pyro.config import DEFAULT_GATE  # noqa: E402
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
@@ -70,9 +70,9 @@ from vrm_pyro.evaluate import (  # noqa: E402
     evaluate_pairs,
     spearman,  # noqa: E402
 )
+from vrm_pyro.experiment import augmentation  # noqa: E402
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
-    augment,
     expected_pick,
     fit_length_effect,
     make_junk,
@@ -103,6 +103,11 @@ class Contender:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
+
+    def data_config(self) -> DataConfig:
+        """The augmentation options as ``vrm train`` takes them (split seed 0: every contender the same pairs)."""
+        return DataConfig(augment=self.augment, augment_rate=self.augment_rate, augment_from=self.augment_from,
+                          augment_valid=",".join(self.augment_valid))
 
     def train_config(self, seed: int, n_train: int | None = None) -> TrainConfig:
         """The budget: 30 epochs (patience 5) or, on small training sets, at least ``MIN_STEPS`` steps (patience
@@ -460,8 +465,8 @@ class Bench:
         return self._memo[memo]
 
     def augmentation(self, train_pairs: PreferencePairs, contender: Contender) -> PreferencePairs:
-        return augment(train_pairs, contender.augment, contender.augment_rate, seed=0, source=contender.augment_from,
-                       valid=contender.augment_valid)
+        """The contender's augmented pairs, made as ``vrm train`` makes them (:func:`vrm_pyro.experiment.augmentation`)."""
+        return augmentation(train_pairs, contender.data_config())
 
     def augmented(self, train: PairEmbeddings, train_pairs: PreferencePairs, contender: Contender) -> PairEmbeddings:
         """``train`` followed by the contender's augmented pairs, embedded."""
