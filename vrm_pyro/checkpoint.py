@@ -27,6 +27,7 @@ SCHEMA_VERSION = 2
 #: checkpoints of version 0.1 (schema 1) load too: their config and weight names are migrated
 READABLE_SCHEMAS = (1, 2)
 CONFIG_NAME, WEIGHTS_NAME, ADAPTER_NAME = "config.json", "model.safetensors", "adapter.safetensors"
+ORDER_MODEL_NAME = "order_model.safetensors"
 
 
 @dataclass
@@ -40,22 +41,29 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
     #: LoRA adapter weights of the encoder (``encoder.mode == "lora"``), else None
     adapter: dict | None = None
+    #: the fitted sentence-order model of the representation part ``order_score``, else None
+    order_model: object | None = None
 
 
 def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: EncoderConfig | None = None,
                     encoder_identity: str | None = None, train: TrainConfig | None = None,
-                    metadata: dict | None = None, adapter: dict | None = None) -> Path:
+                    metadata: dict | None = None, adapter: dict | None = None, order_model=None) -> Path:
     """Write ``rm``, its configs and a model card (``README.md``) to directory ``path`` atomically (replacing an
     old one). Options not given come from ``rm.provenance`` (set when a model is loaded or trained by
     :func:`vrm_pyro.experiment.train_and_evaluate`).
 
     ``adapter``: LoRA adapter weights of the encoder (only those: the base model is named by
-    ``encoder`` and ``encoder_identity``, and re-loaded from there)."""
+    ``encoder`` and ``encoder_identity``, and re-loaded from there). ``order_model``: the fitted
+    :class:`~vrm_pyro.order_model.SentenceOrderModel` the representation part ``order_score`` needs."""
     known = getattr(rm, "provenance", {}) or {}
     encoder = encoder or known.get("encoder") or EncoderConfig()
     encoder_identity = encoder_identity or known.get("encoder_identity")
     train = train or known.get("train")
     metadata = metadata if metadata is not None else known.get("metadata", {})
+    order_model = order_model if order_model is not None else known.get("order_model")
+    if "order_score" in encoder.representation.split("+") and order_model is None:
+        raise CheckpointError(f"save_checkpoint({str(path)!r}): the representation {encoder.representation!r} has the "
+                              "part order_score but no fitted order model was given (order_model=encoder.order_model)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -71,6 +79,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
             "encoder": encoder.to_dict(),
             "encoder_identity": encoder_identity,
             "adapter": ADAPTER_NAME if adapter else None,
+            "order_model": ORDER_MODEL_NAME if order_model is not None else None,
             "train": train.to_dict() if train is not None else None,
             "metadata": metadata or {},
         }
@@ -79,6 +88,8 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"schema_version": str(SCHEMA_VERSION)})
         if adapter:
             save_file({k: v.detach().contiguous().cpu() for k, v in adapter.items()}, str(tmp / ADAPTER_NAME))
+        if order_model is not None:
+            save_file({k: v.contiguous().cpu() for k, v in order_model.state_dict().items()}, str(tmp / ORDER_MODEL_NAME))
         from vrm_pyro.model_card import model_card
 
         (tmp / "README.md").write_text(model_card(rm, config))
@@ -93,7 +104,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     rm.provenance = {"encoder": encoder, "encoder_identity": encoder_identity, "train": train,
-                     "metadata": metadata or {}}
+                     "metadata": metadata or {}, "order_model": order_model}
     return path
 
 
@@ -199,8 +210,21 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             raise CheckpointError(f"{path / ADAPTER_NAME}: missing or unreadable LoRA adapter ({exc})") from exc
     elif encoder_cfg.mode == "lora":
         raise CheckpointError(f"{path / CONFIG_NAME}: the encoder mode is lora but no adapter weights were saved")
+    order_model = None
+    if cfg.get("order_model"):
+        from vrm_pyro.order_model import SentenceOrderModel
+
+        try:
+            order_model = SentenceOrderModel.from_state_dict(load_file(str(path / ORDER_MODEL_NAME)),
+                                                             where=str(path / ORDER_MODEL_NAME))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path / ORDER_MODEL_NAME}: missing or unreadable sentence-order model ({exc})") from exc
+    elif "order_score" in rep.split("+"):
+        raise CheckpointError(f"{path / CONFIG_NAME}: the representation has the part order_score but no "
+                              f"sentence-order model was saved ({ORDER_MODEL_NAME})")
     rm.load_state_dict(state)
     rm.to(device).eval()
     rm.provenance = {"encoder": encoder_cfg, "encoder_identity": cfg.get("encoder_identity"), "train": train_cfg,
-                     "metadata": cfg.get("metadata", {})}
-    return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}), adapter)
+                     "metadata": cfg.get("metadata", {}), "order_model": order_model}
+    return Checkpoint(rm, encoder_cfg, cfg.get("encoder_identity"), train_cfg, cfg.get("metadata", {}), adapter,
+                      order_model)

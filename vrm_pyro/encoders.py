@@ -122,6 +122,9 @@ class TextEncoder:
         if self.config.mode == "lora":
             self._add_lora()
         self.forward_texts = 0
+        #: the fitted :class:`~vrm_pyro.order_model.SentenceOrderModel` of the part ``order_score`` (set by
+        #: :func:`vrm_pyro.experiment.fit_order_model` or from a checkpoint by :func:`vrm_pyro.scoring.encoder_for`)
+        self.order_model = None
 
     @property
     def likelihood(self):

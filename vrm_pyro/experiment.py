@@ -78,12 +78,29 @@ def load_splits(data_cfg: DataConfig):
     return pairs, splits
 
 
+def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | None = None) -> None:
+    """With the representation part ``order_score`` (in ``representation``, default the encoder config's): fit the
+    encoder's sentence-order model (:class:`vrm_pyro.order_model.SentenceOrderModel`) on the distinct (prompt,
+    response) texts of the training split's *real* pairs (augmented ones left out), self-supervised; else nothing."""
+    if "order_score" not in (representation or encoder.config.representation).split("+"):
+        return
+    from vrm_pyro.order_model import SentenceOrderModel
+
+    train = splits["train"]
+    real = len(train) - len(splits.get("train_augmented", ()))
+    texts = dict.fromkeys((p, r) for i in range(real) for p, r in
+                          ((train.prompt[i], train.response_a[i]), (train.prompt[i], train.response_b[i])))
+    encoder.order_model = SentenceOrderModel.fit([p for p, _ in texts], [r for _, r in texts], seed=seed)
+
+
 def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: str = "", progress: bool = True):
-    """Load, split by prompt, embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
+    """Load, split by prompt, fit the sentence-order model where the representation has one
+    (:func:`fit_order_model`), embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
     from vrm_pyro.encoders import TextEncoder, embed_pairs
 
     pairs, splits = load_splits(data_cfg)
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
+    fit_order_model(encoder, splits, data_cfg.split_seed)
     embedded = {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
                 for name, part in splits.items() if len(part) and name != "train_augmented"}
     return encoder, embedded, pairs, splits
@@ -98,6 +115,7 @@ def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance
 
     torch.manual_seed(seed)
     encoder = TextEncoder(encoder_cfg, use_cache=False)
+    fit_order_model(encoder, splits, seed)
     return encoder, {name: TokenizedPairs(part, encoder, nuisance=nuisance) for name, part in splits.items() if len(part) and name != "train_augmented"}
 
 
@@ -189,6 +207,8 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
             rm = ckpt.reward_model
             if ckpt.adapter is not None:
                 encoder.load_adapter_state_dict(ckpt.adapter)
+            if ckpt.order_model is not None:
+                encoder.order_model = ckpt.order_model
             history = ckpt.metadata.get("history", [])
             run = RunResult(cfg.model, rm, FitResult(history=history, best_epoch=ckpt.metadata.get("best_epoch", -1)),
                             _test_metrics(rm, embedded, train_cfg), path)
@@ -200,7 +220,7 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
         if path is not None and main:
             run.checkpoint = save_checkpoint(
                 path, run.reward_model, encoder=encoder_cfg, encoder_identity=encoder.base_identity, train=train_cfg,
-                adapter=encoder.adapter_state_dict() if lora else None,
+                adapter=encoder.adapter_state_dict() if lora else None, order_model=encoder.order_model,
                 metadata={"data": data_cfg.to_dict(), "test_metrics": run.test, "best_epoch": run.fit.best_epoch,
                           "split_sizes": result.split_sizes, "history": run.fit.history,
                           **({"likelihood_identity": encoder.likelihood.identity}

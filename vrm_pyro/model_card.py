@@ -53,7 +53,10 @@ def model_card(rm, config: dict) -> str:
                                               if encoder.get("mode") == "lora" else encoder.get("mode")),
                                      "identity": config.get("encoder_identity"),
                                      **({"likelihood model": meta["likelihood_identity"]}
-                                        if meta.get("likelihood_identity") else {})}), ""]
+                                        if meta.get("likelihood_identity") else {}),
+                                     **({"sentence-order model": f"fitted on the training responses against their "
+                                                                 f"reorderings ({config['order_model']})"}
+                                        if config.get("order_model") else {})}), ""]
     model = {k: v for k, v in (config.get("model") or {}).items()}
     md += ["## Configuration", "", _table(model), ""]
     metrics = meta.get("test_metrics") or {}

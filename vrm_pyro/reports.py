@@ -198,6 +198,11 @@ def load_models(checkpoint: str | Path, baseline: str | Path | None = None, *, d
         if other.encoder_identity != main.encoder_identity:
             raise CheckpointError(f"{path} was trained on encoder {other.encoder_identity!r}, {checkpoint} on "
                                   f"{main.encoder_identity!r}; compare models on the same encoder")
+        ids = [c.order_model.identity if c.order_model is not None else None for c in (main, other)]
+        if ids[0] != ids[1]:
+            raise CheckpointError(f"{path} and {checkpoint} have different sentence-order models (order_score: "
+                                  f"{ids[1]} vs {ids[0]}); they share one encoder here, so compare models trained "
+                                  "in the same run (vrm train fits one order model for the model and its baseline)")
         name = other.reward_model.kind if other.reward_model.kind not in ckpts else "baseline"
         ckpts[name] = other
     encoder = encoder_for(main, cache_dir=cache_dir, device=device)

@@ -29,6 +29,11 @@ part                dimension   what
                                 the answer's formulas sit (an opener after the body has
                                 begun, a closer in the first half) and whether sequence
                                 words and numbered labels run backwards
+``order_score``     1           :mod:`vrm_pyro.order_model`: a sentence-order model fitted on the
+                                training responses against their own reorderings (self-supervised):
+                                the order and discourse statistics and the sentences' first words by
+                                position, as one log-odds. Needs a fitted model (``vrm train`` fits it;
+                                a checkpoint carries it)
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
@@ -107,7 +112,8 @@ from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "sentence_order",
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
+         "sentence_order",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
 SENTENCE_FLOW = ("adjacent_similarity", "lead_relevance", "relevance_slope", "lead_centrality")
@@ -136,7 +142,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "prompt_copy": (len(COPY_STATISTICS),), "line_ending": (len(ENDING_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
+             "order_score": (1,), "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
              "likelihood_order": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
@@ -157,6 +163,7 @@ ORIENTED_FEATURES = {
     # log p(y) by less, r = a log p(y|x) + b (log p(y|x) - log p(y)) + ..., a, b >= 0
     "fluency": ("likelihood_fluency", (1, 1, 0)),
     "order_gain": ("likelihood_order", (1, 1)),  # an answer in its own order beats its sentences reordered
+    "order_score": ("order_score", (1,)),  # the same, as the fitted sentence-order model sees it
 }
 
 
@@ -369,6 +376,12 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
+        elif part == "order_score":
+            if getattr(encoder, "order_model", None) is None:
+                raise ConfigError("representation part order_score needs a fitted sentence-order model on the encoder "
+                                  "(encoder.order_model): vrm train fits one on the training responses "
+                                  "(vrm_pyro.experiment.fit_order_model) and a checkpoint carries it")
+            out.append(encoder.order_model.score(prompts, responses)[:, None])
         elif part in LIKELIHOOD_PARTS:
             if lm is None:  # one lookup for every LM part
                 lm = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)

@@ -44,6 +44,7 @@ def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device:
         raise CheckpointError(f"the checkpoint's likelihood statistics came from {trained_lm!r} but "
                               f"{encoder.likelihood.identity!r} is loaded here (EncoderConfig.likelihood_model, "
                               "--likelihood-model: other weights, dtype or caps); scores would be meaningless")
+    encoder.order_model = checkpoint.order_model
     if checkpoint.adapter is not None:
         encoder.use_cache = use_cache
         encoder.load_adapter_state_dict(checkpoint.adapter)

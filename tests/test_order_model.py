@@ -1,0 +1,143 @@
+"""The self-supervised sentence-order model (representation part ``order_score``): what it learns, and that it
+travels with a checkpoint."""
+
+import random
+
+import pytest
+import torch
+
+from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
+from vrm_pyro.errors import CheckpointError, ConfigError
+from vrm_pyro.hacking import JUNK_KINDS
+from vrm_pyro.order_model import STATISTICS, SentenceOrderModel, lexical_features
+
+TOPICS = ["bread", "tea", "a bike", "a tent", "soup", "a kite", "a garden", "a desk", "rice", "a fence"]
+MIDDLE = ["Gather what you need for {t}.", "Prepare {t} with care.", "Check {t} twice.", "Clean {t} well.",
+          "Measure {t} exactly.", "Set {t} aside for a while."]
+
+
+def answer(rng: random.Random, topic: str) -> str:
+    """A written order a reader would recognise: an opener, steps in sequence, a closer."""
+    steps = rng.sample(MIDDLE, 3)
+    body = " ".join(f"{w} {s.format(t=topic)[0].lower()}{s.format(t=topic)[1:]}"
+                    for w, s in zip(("First,", "Then", "Finally,"), steps))
+    return f"Sure! Here is how to handle {topic}. {body} I hope this helps with {topic}."
+
+
+def corpus(seed: int, n: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    topics = [rng.choice(TOPICS) for _ in range(n)]
+    return [f"How do I handle {t}?" for t in topics], [answer(rng, t) for t in topics]
+
+
+def reordered(prompts, responses, seed: int) -> list[str]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [JUNK_KINDS["shuffled_sentences"](p, r, "", rng) for p, r in zip(prompts, responses)]
+
+
+def test_it_learns_the_written_order_and_scores_held_out_answers_above_their_reorderings():
+    prompts, responses = corpus(0, 120)
+    model = SentenceOrderModel.fit(prompts, responses, seed=0)
+    held_p, held_r = corpus(1, 60)
+    shuffled = reordered(held_p, held_r, 5)
+    wins = (model.score(held_p, held_r) > model.score(held_p, shuffled)).float().mean()
+    assert wins >= 0.95, wins
+    # what it learned reads as the order: an opening "Sure" early, "I hope" late
+    early = model.score(["q"], ["Sure! Gather it. I hope this helps."])
+    late = model.score(["q"], ["I hope this helps. Gather it. Sure!"])
+    assert early > late
+
+
+def test_lexical_features_are_stable_hashes_and_empty_for_one_sentence():
+    assert lexical_features("Just one sentence here.", 64) == {}
+    a = lexical_features("Sure! Then it works. Finally done.", 2**14)
+    assert a == lexical_features("Sure! Then it works. Finally done.", 2**14)  # CRC32, not Python's hash
+    assert len(a) >= 5 and all(0 <= k < 2**14 for k in a)
+    # reversing the order flips the position-weighted first words
+    b = lexical_features("Finally done. Then it works. Sure!", 2**14)
+    assert a != b
+
+
+def test_state_round_trip_scores_alike_and_bad_states_are_refused():
+    prompts, responses = corpus(2, 40)
+    model = SentenceOrderModel.fit(prompts, responses, seed=0, buckets=256)
+    again = SentenceOrderModel.from_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    assert again.identity == model.identity and again.buckets == 256
+    torch.testing.assert_close(again.score(prompts, responses), model.score(prompts, responses))
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        SentenceOrderModel.from_state_dict({"lexical": model.lexical})
+    with pytest.raises(ConfigError, match=f"{len(STATISTICS)} entries"):
+        SentenceOrderModel(model.lexical, torch.zeros(3), model.mean, model.scale)
+    with pytest.raises(ConfigError, match="at least 10"):
+        SentenceOrderModel.fit(["q"] * 3, ["One. Two."] * 3)
+
+
+def test_the_part_needs_a_fitted_model_and_gives_its_score(tiny_bert):
+    from vrm_pyro.encoders import TextEncoder
+    from vrm_pyro.representations import representation_dim, response_features
+
+    model, tok = tiny_bert
+    enc = TextEncoder(EncoderConfig(representation="response+order_score"), model=model, tokenizer=tok, use_cache=False)
+    prompts, responses = corpus(3, 20)
+    with pytest.raises(ConfigError, match="order_score needs a fitted sentence-order model"):
+        response_features(enc, prompts, responses, spec="order_score")
+    enc.order_model = SentenceOrderModel.fit(prompts, responses, buckets=256)
+    h = response_features(enc, prompts, responses, spec="response+order_score")
+    assert h.shape == (20, representation_dim("response+order_score", enc.dim)) == (20, enc.dim + 1)
+    torch.testing.assert_close(h[:, -1], enc.order_model.score(prompts, responses))
+
+
+def test_fit_order_model_sees_the_real_training_answers_only():
+    from vrm_pyro.experiment import fit_order_model, load_splits
+
+    class Enc:
+        config = EncoderConfig(representation="response+order_score")
+        order_model = None
+
+    _, splits = load_splits(DataConfig(limit=60, augment="shuffled_sentences", augment_rate=1.0))
+    seen = []
+    real = {r for r in splits["train"].response_a[:len(splits["train"]) - len(splits["train_augmented"])]}
+    fake = set(splits["train_augmented"].response_b) - real
+
+    original = SentenceOrderModel.fit
+    try:
+        SentenceOrderModel.fit = classmethod(lambda cls, p, r, **kw: seen.extend(r) or original.__func__(cls, p, r, **kw))
+        fit_order_model(Enc, splits)
+    finally:
+        SentenceOrderModel.fit = original
+    assert fake and real <= set(seen) and not fake & set(seen)
+    assert Enc.order_model is not None
+
+
+def test_a_run_with_order_score_saves_the_order_model_and_reloads_scores_alike(tmp_path):
+    from vrm_pyro.checkpoint import ORDER_MODEL_NAME, load_checkpoint, save_checkpoint
+    from vrm_pyro.experiment import train_and_evaluate
+    from vrm_pyro.scoring import encoder_for, reward_texts, score_texts
+
+    from .conftest import save_tiny_bert
+
+    enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
+                            representation="response+order_score")
+    result = train_and_evaluate(DataConfig(limit=40), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
+                                TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
+                                progress=False)
+    model_ckpt, base_ckpt = load_checkpoint(tmp_path / "run" / "model"), load_checkpoint(tmp_path / "run" / "baseline")
+    assert (tmp_path / "run" / "model" / ORDER_MODEL_NAME).is_file()
+    assert "sentence-order model" in (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names it
+    assert model_ckpt.order_model.identity == base_ckpt.order_model.identity  # one fit for the model and its baseline
+    encoder = encoder_for(model_ckpt)
+    assert encoder.order_model.identity == model_ckpt.order_model.identity
+    prompts, responses = ["How do I bake bread?"] * 2, ["Sure! Knead it. Then bake it.", "Then bake it. Sure! Knead it."]
+    loaded = score_texts(model_ckpt, encoder, prompts, responses).reward
+    torch.testing.assert_close(loaded, reward_texts(result.runs["vrm"].reward_model, encoder, prompts, responses).reward)
+    # a checkpoint whose representation needs an order model cannot be saved or loaded without one
+    rm = base_ckpt.reward_model
+    rm.provenance = {}  # nothing to reuse
+    with pytest.raises(CheckpointError, match="no fitted order model"):
+        save_checkpoint(tmp_path / "bad", rm, encoder=enc_cfg)
+    (tmp_path / "run" / "model" / ORDER_MODEL_NAME).unlink()
+    with pytest.raises(CheckpointError, match="order_model.safetensors"):
+        load_checkpoint(tmp_path / "run" / "model")
+
