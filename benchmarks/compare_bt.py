@@ -70,7 +70,7 @@ from vrm_pyro.evaluate import (  # noqa: E402
     evaluate_pairs,
     spearman,  # noqa: E402
 )
-from vrm_pyro.experiment import augmentation  # noqa: E402
+from vrm_pyro.experiment import augmentation, fit_order_model  # noqa: E402
 from vrm_pyro.hacking import (  # noqa: E402
     JUNK_KINDS,
     expected_pick,
@@ -398,6 +398,15 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         src = CONTENDERS[named("+vgn").replace("+sord", "+sord" + tag).replace("+rrm6", "+rrm6+cf")]
         register(named("+vgn").replace("+sord", "+sord" + tag).replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
             src, augment=src.augment + ",shuffled_sentences:0.15"))
+    # "+osc" (round 13): round 12's default (+pcx) with the part order_score, a sentence-order model fitted on the
+    # fold's training answers against their own reorderings (self-supervised, vrm_pyro.order_model), in the path;
+    # "+oscm" the same with its sign bound (ModelConfig.monotone); "+oscg" with it in the gate too, which then sees
+    # an order for the first time (every junk kind is invalid to it, shuffles too)
+    pcx = CONTENDERS[named("+vgn").replace("+sord", "+sord+pcx").replace("+rrm6", "+rrm6+cf")]
+    osc = dataclasses.replace(pcx, representation=pcx.representation + "+order_score")
+    for tag, variant in (("+osc", osc), ("+oscm", dataclasses.replace(osc, model={**osc.model, "monotone": "order_score"})),
+                         ("+oscg", dataclasses.replace(osc, model={**osc.model, "gate": DEFAULT_GATE + ",order_score"}))):
+        register(named("+vgn").replace("+sord", "+sord+pcx" + tag).replace("+rrm6", "+rrm6+cf"), variant)
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
@@ -440,15 +449,33 @@ class Bench:
     def folds(self, seed: int):
         return instruction_folds(self.instructions, FOLDS, seed)
 
+    def use_order_model(self, contender: Contender, key: tuple, train: PreferencePairs) -> None:
+        """For a representation with ``order_score``: the sentence-order model of the training split ``train``
+        (named ``key``), fitted as ``vrm train`` fits it (:func:`vrm_pyro.experiment.fit_order_model`, memoised), set
+        on the encoder; the features memoised under another order model are dropped (memory)."""
+        if "order_score" not in contender.representation.split("+"):
+            return
+        memo = ("order_model", key)
+        if memo not in self._memo:
+            fit_order_model(self.encoder, {"train": train}, seed=0, representation=contender.representation)
+            self._memo[memo] = self.encoder.order_model
+        self.encoder.order_model = self._memo[memo]
+        ident = self.encoder.order_model.identity
+        for k in [k for k in self._memo if k[0] in ("pairs", "texts") and k[-1] not in (None, ident)]:
+            del self._memo[k]
+
+    def _order_identity(self, representation: str) -> str | None:
+        return self.encoder.order_model.identity if "order_score" in representation.split("+") else None
+
     def pairs(self, pairs: PreferencePairs, key: str, representation: str, nuisance: str):
-        memo = ("pairs", key, representation, nuisance)
+        memo = ("pairs", key, representation, nuisance, self._order_identity(representation))
         if memo not in self._memo:
             self._memo[memo] = embed_pairs(pairs, self.encoder, representation=representation, nuisance=nuisance,
                                            desc=key)
         return self._memo[memo]
 
     def texts(self, key: str, prompts: list[str], responses: list[str], representation: str, nuisance: str):
-        memo = ("texts", key, representation, nuisance)
+        memo = ("texts", key, representation, nuisance, self._order_identity(representation))
         if memo not in self._memo:
             self._memo[memo] = embed_texts(self.encoder, prompts, responses, representation=representation,
                                            nuisance=nuisance, desc=key)
@@ -617,6 +644,7 @@ def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> t
 
 def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
     idx, (_, va, te) = split_rows(bench, seed, fold, size)
+    bench.use_order_model(contender, ("alpaca", seed, fold, size), bench.alpaca.subset(idx["train"]))
     full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:
@@ -630,6 +658,7 @@ def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: i
 
 def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
     splits = bench.hh.split_by_prompt(0.1, 0.2, seed)
+    bench.use_order_model(contender, ("hh", seed), splits["train"])
     full = {k: bench.pairs(v, f"hh:{seed}:{k}", contender.representation, contender.model.get("nuisance", ""))
             for k, v in splits.items()}
     train = full["train"]
@@ -640,6 +669,12 @@ def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- stages
+
+
+def cached_views(representation: str) -> str:
+    """``representation`` without ``order_score``: what a prepare step can compute before any fit (the order
+    model is fitted per training split, and its column is not cached)."""
+    return "+".join(p for p in representation.split("+") if p != "order_score")
 
 
 def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], folds: list[int],
@@ -655,7 +690,7 @@ def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], 
                 for size in sizes or [None]:
                     idx, _ = split_rows(bench, seed, fold, size)
                     aug = bench.augmentation(bench.alpaca.subset(idx["train"]), c)
-                    embed_pairs(aug, bench.encoder, representation=c.representation, progress=True,
+                    embed_pairs(aug, bench.encoder, representation=cached_views(c.representation), progress=True,
                                 desc=f"augmented {name} seed {seed} fold {fold} size {size}")
 
 
@@ -687,7 +722,8 @@ def prepare_jobs(bench: Bench, contenders: list[str], seeds: list[int], folds: l
             for name in contenders:
                 c = CONTENDERS[name]
                 prompts, responses = job_texts(bench, c, seed, fold)
-                embed_texts(bench.encoder, prompts, responses, representation=c.representation, progress=True,
+                embed_texts(bench.encoder, prompts, responses, representation=cached_views(c.representation),
+                            progress=True,
                             desc=f"{name} seed {seed} fold {fold}")
 
 
