@@ -44,6 +44,9 @@ def test_it_learns_the_written_order_and_scores_held_out_answers_above_their_reo
     shuffled = reordered(held_p, held_r, 5)
     wins = (model.score(held_p, held_r) > model.score(held_p, shuffled)).float().mean()
     assert wins >= 0.95, wins
+    # a statistic that is 0 on every real answer here ("I hope this helps" in the first half) is scaled over the
+    # reorderings too: the scores stay on a log-odds scale instead of running into the thousands
+    assert model.score(held_p, shuffled).abs().max() < 50
     # what it learned reads as the order: an opening "Sure" early, "I hope" late
     early = model.score(["q"], ["Sure! Gather it. I hope this helps."])
     late = model.score(["q"], ["I hope this helps. Gather it. Sure!"])

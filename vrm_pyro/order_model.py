@@ -148,8 +148,10 @@ class SentenceOrderModel:
                               "the order model needs at least 10 (representation part order_score): give more "
                               "training data or drop +order_score")
         stats_real, stats_shuf = _statistics(p_real, real), _statistics(p_shuf, shuffled)
-        mean = np.concatenate([stats_real, stats_shuf]).mean(0)
-        scale = stats_real.std(0) + 1e-6
+        both = np.concatenate([stats_real, stats_shuf])
+        # over answers and reorderings alike: a statistic that is 0 on every real answer (a closer in the first
+        # half) must not be divided by a scale near 0, or one shuffle's score runs into the hundreds
+        mean, scale = both.mean(0), np.maximum(both.std(0), 1e-3)
         model = cls(torch.zeros(buckets), torch.zeros(len(STATISTICS)), torch.from_numpy(mean),
                     torch.from_numpy(scale))
         d_stats = torch.from_numpy((stats_real - stats_shuf) / scale).float()
