@@ -407,6 +407,13 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     for tag, variant in (("+osc", osc), ("+oscm", dataclasses.replace(osc, model={**osc.model, "monotone": "order_score"})),
                          ("+oscg", dataclasses.replace(osc, model={**osc.model, "gate": DEFAULT_GATE + ",order_score"}))):
         register(named("+vgn").replace("+sord", "+sord+pcx" + tag).replace("+rrm6", "+rrm6+cf"), variant)
+    # "+oscl": its weight kept away from zero (a log-normal sign prior, median the prior std: order matters a priori);
+    # "+oscg...+ss15": the gate's variant with 0.15 more sentence shuffles per pair, so the labels press harder on order
+    register(named("+vgn").replace("+sord", "+sord+pcx+oscl").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        osc, model={**osc.model, "monotone": "order_score", "monotone_prior": "log_normal"}))
+    oscg = CONTENDERS[named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
+        oscg, augment=oscg.augment + ",shuffled_sentences:0.15"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
