@@ -267,6 +267,25 @@ def test_whitening_gives_identity_covariance_and_standardising_unit_variance():
     assert torch.allclose(s.std(0), torch.ones(6), atol=1e-4)
 
 
+def test_a_column_constant_in_training_enters_as_zero_not_times_a_million():
+    """A statistic that never fired on the training responses (on the HH slice: a closer in the first half, a
+    Markdown header) had its spread floored at 1e-6, so the first answer that had it scored about -616 with the
+    default model; it now enters as 0, and the training rows are unchanged."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=g)
+    x[:, 2] = 0.0  # never fires in training
+    phi = torch.cat([torch.randn(50, 1, generator=g), torch.zeros(50, 1)], 1)
+    t = FeatureTransform(4, 2, kind="standardize").fit(x, phi)
+    z = t.features(x)
+    assert torch.equal(z[:, 2], torch.zeros(50)) and torch.allclose(z[:, [0, 1, 3]].std(0), torch.ones(3), atol=1e-5)
+    fires = x[:1].clone()
+    fires[0, 2] = 1.0
+    assert t.features(fires)[0, 2] == 0 and torch.equal(t.features(fires)[0, [0, 1, 3]], z[0, [0, 1, 3]])
+    assert t.covariates(torch.tensor([[0.0, 3.0]]))[0, 1] == 0  # a header where training had none
+    old = (fires - t.h_mean) / t.h_scale  # what it was: a million
+    assert old[0, 2] > 1e5
+
+
 def test_leace_erasure_leaves_no_linearly_decodable_covariate():
     """LEACE's guarantee, checked: after erasure the least-squares regression of each covariate on the
     features does no better than its mean (R^2 = 0 on the fitting data), while the rest of the features

@@ -243,10 +243,15 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
         per standard deviation of the covariate in the training responses. None without a nuisance term."""
         if self.model.nuisance is None:
             return None
+        from vrm_pyro.transforms import CONSTANT_SCALE
+
         q = self.guide.posterior("gamma").base_dist
         std = self.transform.phi_std
-        return [{"covariate": name, "logits_per_unit": float(q.loc[i] / std[i]),
-                 "logits_per_unit_std": float(q.scale[i] / std[i]), "logits_per_sd": float(q.loc[i]),
+        # a covariate constant in training enters as 0 (transforms.standardise): no effect per unit
+        per_unit = [float(q.loc[i] / std[i]) if std[i] > CONSTANT_SCALE else 0.0 for i in range(len(std))]
+        per_unit_std = [float(q.scale[i] / std[i]) if std[i] > CONSTANT_SCALE else 0.0 for i in range(len(std))]
+        return [{"covariate": name, "logits_per_unit": per_unit[i],
+                 "logits_per_unit_std": per_unit_std[i], "logits_per_sd": float(q.loc[i]),
                  "logits_per_sd_std": float(q.scale[i]), "training_sd": float(std[i])}
                 for i, name in enumerate(self.config.covariates)]
 

@@ -25,6 +25,16 @@ from torch import nn
 
 from vrm_pyro.errors import ConfigError
 
+#: scales at or below this are those of columns constant on the training responses (their spread floored at 1e-6)
+CONSTANT_SCALE = 2e-6
+
+
+def standardise(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(x − mean) / scale``, and 0 on the columns that were constant in training (``scale`` at its floor): nothing
+    was learned about them, so a value they never took must not enter multiplied by a million (a closer in the first
+    half of a shuffled answer, a Markdown header, on data that never had one)."""
+    return torch.where(scale > CONSTANT_SCALE, (x - mean) / scale, torch.zeros((), dtype=x.dtype, device=x.device))
+
 
 class FeatureTransform(nn.Module):
     """``kind``: none, standardize or whiten; ``erase``: LEACE-erase the covariates from the features."""
@@ -91,14 +101,14 @@ class FeatureTransform(nn.Module):
         if self.erase:
             h = self._erase(h)
         if self.kind == "standardize":
-            return (h - self.h_mean) / self.h_scale
+            return standardise(h, self.h_mean, self.h_scale)
         if self.kind == "whiten":
             return (h - self.h_mean) @ self.h_matrix
         return h
 
     def covariates(self, phi: torch.Tensor) -> torch.Tensor:
         """``(.., C)`` raw covariates -> standardised."""
-        return (phi - self.phi_mean) / self.phi_std if phi.shape[-1] else phi
+        return standardise(phi, self.phi_mean, self.phi_std) if phi.shape[-1] else phi
 
 
-__all__ = ["FeatureTransform"]
+__all__ = ["CONSTANT_SCALE", "FeatureTransform", "standardise"]
