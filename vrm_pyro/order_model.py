@@ -86,7 +86,7 @@ class SentenceOrderModel:
     statistics' standardisation."""
 
     def __init__(self, lexical: torch.Tensor, statistics: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor):
-        if statistics.shape != (len(STATISTICS),) or mean.shape != scale.shape != statistics.shape:
+        if not statistics.shape == mean.shape == scale.shape == (len(STATISTICS),):
             raise ConfigError(f"SentenceOrderModel: statistics weights, mean and scale must each have "
                               f"{len(STATISTICS)} entries (got {tuple(statistics.shape)}, {tuple(mean.shape)}, "
                               f"{tuple(scale.shape)})")
