@@ -73,8 +73,8 @@ def test_state_round_trip_scores_alike_and_bad_states_are_refused():
         SentenceOrderModel.from_state_dict({"lexical": model.lexical})
     with pytest.raises(ConfigError, match=f"{len(STATISTICS)} entries"):
         SentenceOrderModel(model.lexical, torch.zeros(3), model.mean, model.scale)
-    with pytest.raises(ConfigError, match=f"{len(STATISTICS)} entries"):  # a scale of another length too
-        SentenceOrderModel(model.lexical, model.statistics, model.mean, model.scale[:5])
+    with pytest.raises(ConfigError, match=f"{len(STATISTICS)} entries"):  # a mean of another length too
+        SentenceOrderModel(model.lexical, model.statistics, model.mean[:5], model.scale)
     with pytest.raises(ConfigError, match="at least 10"):
         SentenceOrderModel.fit(["q"] * 3, ["One. Two."] * 3)
 
