@@ -134,20 +134,22 @@ class SentenceOrderModel:
 
         shuffle = JUNK_KINDS["shuffled_sentences"]
         rng = np.random.default_rng(seed)
-        p_real, real, p_shuf, shuffled = [], [], [], []
-        for p, r in zip(prompts, responses):
+        prompts, responses = list(prompts), list(responses)
+        source, p_shuf, shuffled = [], [], []  # per pair: the index of its answer, and the reordering
+        for i, (p, r) in enumerate(zip(prompts, responses)):
             for _ in range(reorderings):
                 s = shuffle(p, r, "", rng)
                 if s != r:
-                    p_real.append(p)
-                    real.append(r)
+                    source.append(i)
                     p_shuf.append(p)
                     shuffled.append(s)
+        real = [responses[i] for i in source]
         if len(real) < 10:
             raise ConfigError(f"SentenceOrderModel.fit: {len(real)} reorderable responses among {len(responses)}; "
                               "the order model needs at least 10 (representation part order_score): give more "
                               "training data or drop +order_score")
-        stats_real, stats_shuf = _statistics(p_real, real), _statistics(p_shuf, shuffled)
+        # each answer's statistics once (an answer stands in as many pairs as it has reorderings)
+        stats_real, stats_shuf = _statistics(prompts, responses)[source], _statistics(p_shuf, shuffled)
         both = np.concatenate([stats_real, stats_shuf])
         # over answers and reorderings alike: a statistic that is 0 on every real answer (a closer in the first
         # half) must not be divided by a scale near 0, or one shuffle's score runs into the hundreds
