@@ -194,7 +194,7 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.config import DEFAULT_GATE, LIKELIHOOD_RECIPE, ROUND4_REPRESENTATION, TRAIN_RECIPE
 
     plain = build_parser().parse_args(["train"])
-    assert plain.representation == TRAIN_RECIPE["representation"] == ROUND4_REPRESENTATION + "+prompt_copy"
+    assert plain.representation == TRAIN_RECIPE["representation"] == ROUND4_REPRESENTATION + "+prompt_copy+order_score"
     assert plain.monotone == "" and plain.augment == "rrm,content_free:0.1"
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
     # the LM recipe keeps what it was measured with: round 4's representation and RRM's augmentation alone

@@ -414,8 +414,9 @@ DEFAULT_GATE = ("cosine,distinct_words,repeated_4grams,compression_ratio,prompt_
 
 #: What ``vrm train`` uses where the command line says nothing: the configuration that measured best on
 #: validation (``benchmarks/README.md``; among the configurations within 0.01 of the best validation NLL, the
-#: lowest junk rate on validation instructions; round 12, section 2m, four folds × 3 seeds): the response seen
-#: through ROUND4_REPRESENTATION and ``prompt_copy``, the judge's formatting biases as a nuisance term,
+#: lowest junk rate on validation instructions; round 13, section 2n, four folds × 3 seeds): the response seen
+#: through ROUND4_REPRESENTATION, ``prompt_copy`` and ``order_score`` (a sentence-order model fitted on the training
+#: answers against their own reorderings, :mod:`vrm_pyro.order_model`), the judge's formatting biases as a nuisance term,
 #: fluent-but-wrong answers shown losing (RRM's corruptions, 0.6 per real pair, made from a prompt's answers in turn,
 #: preferred or not, as RRM does) and content-free answers too (refusals, deflections, placeholder scaffolds, 0.1
 #: per pair, ``vrm_pyro.hacking.TRAINING_JUNK_KINDS``), the judge's coefficients at ten times the learning rate (so
@@ -427,7 +428,7 @@ DEFAULT_GATE = ("cosine,distinct_words,repeated_4grams,compression_ratio,prompt_
 #: alike. The dataclasses keep the plain defaults of the building blocks, which work on bare embeddings (no texts,
 #: hence no covariates and no junk to make).
 TRAIN_RECIPE: dict[str, Any] = {
-    "representation": ROUND4_REPRESENTATION + "+prompt_copy",
+    "representation": ROUND4_REPRESENTATION + "+prompt_copy+order_score",
     "nuisance": "length,list_items,headers,code_blocks,bold",
     "augment": "rrm,content_free:0.1",
     "augment_rate": 0.6,
