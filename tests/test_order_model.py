@@ -94,7 +94,7 @@ def test_the_part_needs_a_fitted_model_and_gives_its_score(tiny_bert):
     torch.testing.assert_close(h[:, -1], enc.order_model.score(prompts, responses))
 
 
-def test_fit_order_model_sees_the_real_training_answers_only():
+def test_fit_order_model_sees_the_real_training_answers_only(capsys):
     from vrm_pyro.experiment import fit_order_model, load_splits
 
     class Enc:
@@ -109,11 +109,18 @@ def test_fit_order_model_sees_the_real_training_answers_only():
     original = SentenceOrderModel.fit
     try:
         SentenceOrderModel.fit = classmethod(lambda cls, p, r, **kw: seen.extend(r) or original.__func__(cls, p, r, **kw))
-        fit_order_model(Enc, splits)
+        fit_order_model(Enc, splits, progress=True, reorderings=1)
     finally:
         SentenceOrderModel.fit = original
     assert fake and real <= set(seen) and not fake & set(seen)
     assert Enc.order_model is not None
+    err = capsys.readouterr().err  # the fit is a stage of `vrm train`'s log, like encoding a split
+    assert "fit sentence-order model (training answers): started" in err and ": done in " in err
+    # options reach the fit: a heavy penalty keeps the weights small
+    fit_order_model(Enc, splits, l2=0.5)
+    heavy = Enc.order_model.statistics.abs().max()
+    fit_order_model(Enc, splits)
+    assert heavy < Enc.order_model.statistics.abs().max() / 5
 
 
 def test_a_run_with_order_score_saves_the_order_model_and_reloads_scores_alike(tmp_path):
