@@ -414,6 +414,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     oscg = CONTENDERS[named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
         oscg, augment=oscg.augment + ",shuffled_sentences:0.15"))
+    # "+pce+osc" (round 14): round 13's default (+pcx+osc) with the gate's ending read against the answer's own lines
+    # (+pce's line_ending in place of clean_ending), the best validation NLL of round 12
+    pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+sord+pce+osc").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        pce, representation=pce.representation + "+order_score"))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
@@ -763,10 +768,10 @@ def write_result(stage: str, name: str, out: dict) -> None:
     print(json.dumps(out, indent=1))
 
 
-def write_probe(name: str, rows: list[dict], mean: dict, argv: list[str] | None) -> None:
-    """A probe's rows per seed and their means, with the command that wrote them, to
+def write_probe(name: str, rows: list[dict], mean: dict, argv: list[str] | None, script: str | None = None) -> None:
+    """A probe's rows per seed and their means, with the command that wrote them (``script``, default ``name``), to
     ``results/coherence/<name>.json``; the means are printed."""
-    out = {"command": f"python benchmarks/{name}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    out = {"command": f"python benchmarks/{script or name}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "rows": rows, "mean_over_seeds": mean}
     (RESULTS / "coherence" / f"{name}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(mean, indent=1))

@@ -9,7 +9,11 @@ their original (82 test instructions per seed and fold). Text only, no encoder: 
 
     python benchmarks/order_model_probe.py --folds 0 --seeds 0 1 2
 
-writes ``results/coherence/order_model_probe.json``.
+writes ``results/coherence/order_model_probe.json``. ``--reorderings R ...`` and ``--l2 L ...`` fit every
+combination of the fit's options instead of its defaults (``--out NAME`` for the file); each row then also has
+``val_reorder_wins``: the share of the *validation* instructions' answers (every distinct answer of their pairs, two
+reorderings each, as the fit makes them) scored at or above their original, the measure to choose options by (the
+stress set has one answer per instruction, 32 on validation; this has some 600 reorderings).
 """
 
 from __future__ import annotations
@@ -25,23 +29,41 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
+from vrm_pyro.experiment import fit_order_model  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 
 
-def run(bench: cb.Bench, seed: int, fold: int) -> dict:
+def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> float:
+    """The share of ``reorderings`` (two per answer, made as the fit makes them) scored at or above the answer."""
+    shuffle, rng = JUNK_KINDS["shuffled_sentences"], np.random.default_rng([seed, 11])
+    pairs = [(p, r, s) for p, r in zip(prompts, responses) for s in (shuffle(p, r, "", rng) for _ in range(2)) if s != r]
+    real = model.score([p for p, _, _ in pairs], [r for _, r, _ in pairs])
+    junk = model.score([p for p, _, _ in pairs], [s for _, _, s in pairs])
+    return float((junk >= real).float().mean())
+
+
+def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None) -> dict:
     idx, (_, _, test) = cb.split_rows(bench, seed, fold)
-    contender = cb.Contender({}, representation="order_score")
     start = time.perf_counter()
-    bench.use_order_model(contender, ("alpaca", seed, fold, None), bench.alpaca.subset(idx["train"]))
+    if options is None:  # the defaults, memoised as compare_bt fits them
+        contender = cb.Contender({}, representation="order_score")
+        bench.use_order_model(contender, ("alpaca", seed, fold, None), bench.alpaca.subset(idx["train"]))
+    else:
+        fit_order_model(bench.encoder, {"train": bench.alpaca.subset(idx["train"])}, seed=0,
+                        representation="order_score", **options)
     seconds = time.perf_counter() - start
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     sel = [i for i, k in enumerate(sk) if k == "shuffled_sentences" and sp[i] in test]
     model = bench.encoder.order_model
     real = model.score([sp[i] for i in sel], [sr[i] for i in sel])
     junk = model.score([sp[i] for i in sel], [sj[i] for i in sel])
-    row = {"seed": seed, "fold": fold, "test_shuffled": len(sel), "fit_seconds": round(seconds, 1),
+    row = {"seed": seed, "fold": fold, **(options or {}), "test_shuffled": len(sel), "fit_seconds": round(seconds, 1),
            "junk_wins": float((junk >= real).float().mean()),
            "mean_gap": float((real - junk).mean())}
+    if options is not None:
+        val = bench.alpaca.subset(idx["validation"])
+        texts = dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b))
+        row["val_reorder_wins"] = reorder_wins(model, [p for p, _ in texts], [r for _, r in texts], seed)
     print(row, flush=True)
     return row
 
@@ -50,12 +72,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--folds", nargs="+", type=int, default=[0])
+    ap.add_argument("--reorderings", nargs="+", type=int, default=None, help="fit options to sweep (with --l2)")
+    ap.add_argument("--l2", nargs="+", type=float, default=None, help="fit options to sweep (with --reorderings)")
+    ap.add_argument("--out", default="order_model_probe", help="results/coherence/<out>.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     bench = cb.Bench(pairs_per_instruction=10)
-    rows = [run(bench, seed, fold) for fold in args.folds for seed in args.seeds]
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("junk_wins", "mean_gap", "fit_seconds")}
-    cb.write_probe("order_model_probe", rows, mean, argv)
+    if args.reorderings is None and args.l2 is None:
+        variants = [None]
+    else:
+        variants = [{"reorderings": r, "l2": l2} for r in args.reorderings or [2] for l2 in args.l2 or [1e-3]]
+    rows = [run(bench, seed, fold, v) for fold in args.folds for seed in args.seeds for v in variants]
+    keys = ("junk_wins", "mean_gap", "fit_seconds") + (("val_reorder_wins",) if variants != [None] else ())
+    mean = {}
+    for v in variants:
+        mine = [r for r in rows if all(r.get(k) == x for k, x in (v or {}).items())]
+        name = "default" if v is None else f"reorderings={v['reorderings']},l2={v['l2']:g}"
+        mean[name] = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in keys}
+    cb.write_probe(args.out, rows, mean if variants != [None] else mean["default"], argv, script="order_model_probe")
     return 0
 
 
