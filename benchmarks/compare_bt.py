@@ -77,6 +77,7 @@ from vrm_pyro.hacking import (  # noqa: E402
     fit_length_effect,
     make_junk,
 )
+from vrm_pyro.order_model import needs_order_model  # noqa: E402
 from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -465,7 +466,7 @@ class Bench:
         """For a representation with ``order_score``: the sentence-order model of the training split ``train``
         (named ``key``), fitted as ``vrm train`` fits it (:func:`vrm_pyro.experiment.fit_order_model`, memoised), set
         on the encoder; the features memoised under another order model are dropped (memory)."""
-        if "order_score" not in contender.representation.split("+"):
+        if not needs_order_model(contender.representation):
             return
         memo = ("order_model", key)
         if memo not in self._memo:
@@ -477,7 +478,7 @@ class Bench:
             del self._memo[k]
 
     def _order_identity(self, representation: str) -> str | None:
-        return self.encoder.order_model.identity if "order_score" in representation.split("+") else None
+        return self.encoder.order_model.identity if needs_order_model(representation) else None
 
     def pairs(self, pairs: PreferencePairs, key: str, representation: str, nuisance: str):
         memo = ("pairs", key, representation, nuisance, self._order_identity(representation))

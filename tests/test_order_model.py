@@ -9,7 +9,7 @@ import torch
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import CheckpointError, ConfigError
 from vrm_pyro.hacking import JUNK_KINDS
-from vrm_pyro.order_model import STATISTICS, SentenceOrderModel, lexical_features
+from vrm_pyro.order_model import STATISTICS, SentenceOrderModel, lexical_features, needs_order_model
 
 TOPICS = ["bread", "tea", "a bike", "a tent", "soup", "a kite", "a garden", "a desk", "rice", "a fence"]
 MIDDLE = ["Gather what you need for {t}.", "Prepare {t} with care.", "Check {t} twice.", "Clean {t} well.",
@@ -86,6 +86,7 @@ def test_the_part_needs_a_fitted_model_and_gives_its_score(tiny_bert):
     model, tok = tiny_bert
     enc = TextEncoder(EncoderConfig(representation="response+order_score"), model=model, tokenizer=tok, use_cache=False)
     prompts, responses = corpus(3, 20)
+    assert needs_order_model("response + order_score") and not needs_order_model("response+order+discourse")
     with pytest.raises(ConfigError, match="order_score needs a fitted sentence-order model"):
         response_features(enc, prompts, responses, spec="order_score")
     enc.order_model = SentenceOrderModel.fit(prompts, responses, buckets=256)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from vrm_pyro.config import EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import CheckpointError, ConfigError
+from vrm_pyro.order_model import needs_order_model
 from vrm_pyro.reward_model import RewardModel
 
 SCHEMA_VERSION = 2
@@ -61,7 +62,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
     train = train or known.get("train")
     metadata = metadata if metadata is not None else known.get("metadata", {})
     order_model = order_model if order_model is not None else known.get("order_model")
-    if "order_score" in encoder.representation.split("+") and order_model is None:
+    if needs_order_model(encoder.representation) and order_model is None:
         raise CheckpointError(f"save_checkpoint({str(path)!r}): the representation {encoder.representation!r} has the "
                               "part order_score but no fitted order model was given (order_model=encoder.order_model)")
     path = Path(path)
@@ -219,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
                                                              where=str(path / ORDER_MODEL_NAME))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path / ORDER_MODEL_NAME}: missing or unreadable sentence-order model ({exc})") from exc
-    elif "order_score" in rep.split("+"):
+    elif needs_order_model(rep):
         raise CheckpointError(f"{path / CONFIG_NAME}: the representation has the part order_score but no "
                               f"sentence-order model was saved ({ORDER_MODEL_NAME})")
     rm.load_state_dict(state)

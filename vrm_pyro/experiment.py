@@ -85,9 +85,10 @@ def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | 
     response) texts of the training split's *real* pairs (augmented ones left out), self-supervised; else nothing.
     ``options`` go to :meth:`~vrm_pyro.order_model.SentenceOrderModel.fit` (``reorderings``, ``l2``, ...);
     ``progress`` reports the fit as a stage (a line at its start and end, about 15–30 s for 3,000 answers)."""
-    if "order_score" not in (representation or encoder.config.representation).split("+"):
+    from vrm_pyro.order_model import SentenceOrderModel, needs_order_model
+
+    if not needs_order_model(representation or encoder.config.representation):
         return
-    from vrm_pyro.order_model import SentenceOrderModel
     from vrm_pyro.progress import progress as stage
 
     train = splits["train"]

@@ -47,6 +47,13 @@ from vrm_pyro.errors import CheckpointError, ConfigError
 
 #: the dense columns of ``f(y)``, before the hashed ones
 STATISTICS = (*ORDER_STATISTICS, *DISCOURSE_STATISTICS)
+#: the representation part that reads the fitted model
+PART = "order_score"
+
+
+def needs_order_model(representation: str) -> bool:
+    """Whether a representation spec (``"response+order_score"``) has the part that needs a fitted order model."""
+    return PART in (p.strip() for p in representation.split("+"))
 
 
 def _statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -184,4 +191,4 @@ class SentenceOrderModel:
         return cls(state["lexical"], state["statistics"], state["mean"], state["scale"])
 
 
-__all__ = ["STATISTICS", "SentenceOrderModel", "lexical_features"]
+__all__ = ["PART", "STATISTICS", "SentenceOrderModel", "lexical_features", "needs_order_model"]
