@@ -46,6 +46,7 @@ def _short(text: str, n: int) -> str:
 def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = ()) -> dict:
     c = cb.CONTENDERS[name]
     idx, (_, _, te) = cb.split_rows(bench, seed, 0)
+    bench.use_order_model(c, ("alpaca", seed, 0, None), bench.alpaca.subset(idx["train"]))
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)

@@ -50,7 +50,7 @@ STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS
                    "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
                    "likelihood_gate": ("pmi_below_zero", "end"),
                    "likelihood_fluency": ("given_prompt", "pmi", "end"),
-                   "likelihood_order": ("order_gain_given_prompt", "order_gain_alone")}
+                   "likelihood_order": ("order_gain_given_prompt", "order_gain_alone"), "order_score": ("order_score",)}
 
 
 def block_names(spec: str) -> list[str]:
@@ -66,6 +66,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
     if c.model.get("model", "vrm") != "vrm" or c.model.get("path", "bayesian") != "bayesian":
         raise SystemExit(f"junk_anatomy.py: {name} is not a VRM with a Bayesian path (what the anatomy splits)")
     idx, (_, _, test_instructions) = cb.split_rows(bench, seed, 0)
+    bench.use_order_model(c, ("alpaca", seed, 0, None), bench.alpaca.subset(idx["train"]))
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
     train, val = (full.subset(idx[k]) for k in ("train", "validation"))
     train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
@@ -95,11 +96,13 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
     names = block_names(c.representation)
     kinds = np.array([sk[i] for i in keep])
     rows = []
-    for kind in sorted(set(kinds)):
-        m = kinds == kind
+    masks = [(k, kinds == k) for k in sorted(set(kinds))]
+    # the junk that won, apart: which blocks lifted it over the real answer
+    masks += [(f"{k} (won)", m & (gap >= 0)) for k, m in masks if (m & (gap >= 0)).any()]
+    for kind, m in masks:
         row = {"contender": name, "seed": seed, "kind": kind, "junk_wins": float((gap[m] >= 0).mean()),
-               "gap": float(gap[m].mean()),
-               "latent": float((routes_junk["latent"] - routes_real["latent"]).numpy()[m].mean())}
+               "n": int(m.sum()), "gap": float(gap[m].mean()),
+               **{k: float((routes_junk[k] - routes_real[k]).numpy()[m].mean()) for k in routes_real if k != "path"}}
         row.update({f"path:{b}": float(contrib[m, s:e].sum(1).mean()) for b, s, e in zip(names, edges, edges[1:])})
         rows.append(row)
     weights = {"contender": name, "seed": seed}
@@ -138,6 +141,8 @@ def render(doc: dict) -> str:
     gaps, weights = pd.DataFrame(doc["gaps"]), pd.DataFrame(doc["weights"])
     lengths = pd.DataFrame(doc["shuffled_sentences"])
     gap_table = gaps.drop(columns="seed").groupby(["contender", "kind"]).mean()
+    if "n" in gaps:  # answers over all seeds
+        gap_table["n"] = gaps.groupby(["contender", "kind"]).n.sum()
     weight_table = weights.drop(columns="seed").groupby("contender").mean().T
     weight_table.index.name = "feature"
     order = {"1-2": 0, "3-4": 1, "5-8": 2, "9+": 3}
