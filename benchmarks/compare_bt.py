@@ -101,6 +101,7 @@ class Contender:
     judged_augment: bool = False  # the judge's nuisance term applies to augmented pairs too (version 0.2)
     augment_from: str = "preferred"  # DataConfig.augment_from: which answers of a prompt beat the junk
     augment_valid: tuple = ()  # DataConfig.augment_valid: junk kinds the validity gate is told are valid
+    order_fit: tuple = ()  # ((option, value), ...) for SentenceOrderModel.fit, where the representation has order_score
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -415,6 +416,10 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     oscg = CONTENDERS[named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+sord+pcx+oscg").replace("+rrm6", "+rrm6+cf+ss15"), dataclasses.replace(
         oscg, augment=oscg.augment + ",shuffled_sentences:0.15"))
+    # "+oscw" (round 14): "+osc" with the order model's word pairs (SentenceOrderModel.fit(word_bigrams=True)): one
+    # sentence's word shuffle, which the order model cannot see without them
+    register(named("+vgn").replace("+sord", "+sord+pcx+oscw").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        osc, order_fit=(("word_bigrams", True),)))
     # "+pce+osc" (round 14): round 13's default (+pcx+osc) with the gate's ending read against the answer's own lines
     # (+pce's line_ending in place of clean_ending), the best validation NLL of round 12
     pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
@@ -468,9 +473,10 @@ class Bench:
         on the encoder; the features memoised under another order model are dropped (memory)."""
         if not needs_order_model(contender.representation):
             return
-        memo = ("order_model", key)
+        memo = ("order_model", key, contender.order_fit)
         if memo not in self._memo:
-            fit_order_model(self.encoder, {"train": train}, seed=0, representation=contender.representation)
+            fit_order_model(self.encoder, {"train": train}, seed=0, representation=contender.representation,
+                            **dict(contender.order_fit))
             self._memo[memo] = self.encoder.order_model
         self.encoder.order_model = self._memo[memo]
         ident = self.encoder.order_model.identity

@@ -63,6 +63,25 @@ def test_lexical_features_are_stable_hashes_and_empty_for_one_sentence():
     assert a != b
 
 
+def test_word_bigrams_see_a_one_sentence_word_shuffle_and_travel_with_the_state():
+    prompts, responses = corpus(3, 120)
+    one = [r.split(". ")[1] + "." for r in responses]  # "Here is how to handle X.": one sentence
+    plain = SentenceOrderModel.fit(prompts * 2, responses + one, seed=0, buckets=4096)
+    words = SentenceOrderModel.fit(prompts * 2, responses + one, seed=0, buckets=4096, word_bigrams=True)
+    held = ["Here is how to handle a kite.", "Here is how to handle soup.", "Here is how to handle a desk."]
+    shuffled = ["Here to handle is how a kite.", "Here to handle is how soup.", "Here to handle is how a desk."]
+    # without word pairs a one-sentence answer and its word shuffle look alike to the lexical features (the dense
+    # statistics still see some of it: frequent bigrams); with them the shuffle loses clearly more
+    assert lexical_features(held[0], 4096) == {} and lexical_features(held[0], 4096, word_bigrams=True)
+    gap = {name: m.score(["q"] * 3, held) - m.score(["q"] * 3, shuffled) for name, m in (("plain", plain), ("words", words))}
+    assert (gap["words"] > gap["plain"] + 0.5).all(), gap
+    assert words.identity != plain.identity
+    again = SentenceOrderModel.from_state_dict(words.state_dict())
+    assert again.word_bigrams and again.identity == words.identity
+    torch.testing.assert_close(again.score(["q"] * 3, shuffled), words.score(["q"] * 3, shuffled))
+    assert "word_bigrams" not in plain.state_dict()  # the default's state is what older checkpoints hold
+
+
 def test_state_round_trip_scores_alike_and_bad_states_are_refused():
     prompts, responses = corpus(2, 40)
     model = SentenceOrderModel.fit(prompts, responses, seed=0, buckets=256)

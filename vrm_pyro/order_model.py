@@ -60,17 +60,23 @@ def _statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     return np.concatenate([order_statistics(prompts, responses), discourse_statistics(prompts, responses)], 1)
 
 
-def lexical_features(response: str, buckets: int) -> dict[int, float]:
-    """The hashed part of ``f(y)``: ``{bucket: value}`` (see the module docstring); empty for one sentence."""
-    parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
-    n = len(parts)
+def lexical_features(response: str, buckets: int, word_bigrams: bool = False) -> dict[int, float]:
+    """The hashed part of ``f(y)``: ``{bucket: value}`` (see the module docstring); empty for one sentence unless
+    ``word_bigrams`` (then also each pair of adjacent words, weighted ``1 / (pairs)``: what a word shuffle moves)."""
     out: dict[int, float] = {}
-    if n < 2:
-        return out
 
     def add(key: str, value: float) -> None:
         b = zlib.crc32(key.encode()) % buckets
         out[b] = out.get(b, 0.0) + value
+
+    if word_bigrams:
+        words = WORD.findall(response.lower())
+        for a, b in zip(words, words[1:]):
+            add(f"bi:{a} {b}", 1.0 / (len(words) - 1))
+    parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
+    n = len(parts)
+    if n < 2:
+        return out
 
     firsts = []
     for i, s in enumerate(parts):
@@ -90,15 +96,18 @@ class SentenceOrderModel:
     """``order_score(y) = w · f(y)``: a fitted order model (:meth:`fit`), applied by :meth:`score`.
 
     ``lexical`` ``(buckets,)``, ``statistics`` ``(12,)`` the weights; ``mean``, ``scale`` ``(12,)`` the
-    statistics' standardisation."""
+    statistics' standardisation; ``word_bigrams`` whether the hashed features include adjacent word pairs (opt-in,
+    :meth:`fit`)."""
 
-    def __init__(self, lexical: torch.Tensor, statistics: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor):
+    def __init__(self, lexical: torch.Tensor, statistics: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
+                 word_bigrams: bool = False):
         if not statistics.shape == mean.shape == scale.shape == (len(STATISTICS),):
             raise ConfigError(f"SentenceOrderModel: statistics weights, mean and scale must each have "
                               f"{len(STATISTICS)} entries (got {tuple(statistics.shape)}, {tuple(mean.shape)}, "
                               f"{tuple(scale.shape)})")
         self.lexical, self.statistics = lexical.float(), statistics.float()
         self.mean, self.scale = mean.float(), scale.float()
+        self.word_bigrams = bool(word_bigrams)
 
     @property
     def buckets(self) -> int:
@@ -110,12 +119,14 @@ class SentenceOrderModel:
         h = hashlib.sha256()
         for t in (self.lexical, self.statistics, self.mean, self.scale):
             h.update(t.numpy().tobytes())
+        if self.word_bigrams:  # the same weights read other features
+            h.update(b"word_bigrams")
         return h.hexdigest()[:16]
 
     def _sparse(self, responses: Sequence[str]) -> torch.Tensor:
         rows, cols, vals = [], [], []
         for i, r in enumerate(responses):
-            for b, v in lexical_features(r, self.buckets).items():
+            for b, v in lexical_features(r, self.buckets, self.word_bigrams).items():
                 rows.append(i)
                 cols.append(b)
                 vals.append(v)
@@ -134,18 +145,21 @@ class SentenceOrderModel:
 
     @classmethod
     def fit(cls, prompts: Sequence[str], responses: Sequence[str], *, reorderings: int = 2, l2: float = 1e-3,
-            buckets: int = 2**14, seed: int = 0, max_iter: int = 200) -> SentenceOrderModel:
+            buckets: int = 2**14, seed: int = 0, max_iter: int = 200,
+            word_bigrams: bool = False) -> SentenceOrderModel:
         """Fit on ``N`` (prompt, response) texts (the distinct training responses): each against ``reorderings``
-        of its sentences (its words, for one sentence), L-BFGS on the mean logistic loss ``+ l2 · |w|²``."""
+        of its sentences (its words, for one sentence), L-BFGS on the mean logistic loss ``+ l2 · |w|²``. With
+        ``word_bigrams``, adjacent word pairs join the hashed features and each answer is also set against one
+        shuffle of its words (so the pairs' weights learn from every answer, not only the one-sentence ones)."""
         from vrm_pyro.hacking import JUNK_KINDS
 
-        shuffle = JUNK_KINDS["shuffled_sentences"]
+        shuffle, shuffle_words = JUNK_KINDS["shuffled_sentences"], JUNK_KINDS["shuffled_words"]
         rng = np.random.default_rng(seed)
         prompts, responses = list(prompts), list(responses)
         source, p_shuf, shuffled = [], [], []  # per pair: the index of its answer, and the reordering
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            for _ in range(reorderings):
-                s = shuffle(p, r, "", rng)
+            for k in range(reorderings + word_bigrams):
+                s = shuffle(p, r, "", rng) if k < reorderings else shuffle_words(p, r, "", rng)
                 if s != r:
                     source.append(i)
                     p_shuf.append(p)
@@ -162,7 +176,7 @@ class SentenceOrderModel:
         # half) must not be divided by a scale near 0, or one shuffle's score runs into the hundreds
         mean, scale = both.mean(0), np.maximum(both.std(0), 1e-3)
         model = cls(torch.zeros(buckets), torch.zeros(len(STATISTICS)), torch.from_numpy(mean),
-                    torch.from_numpy(scale))
+                    torch.from_numpy(scale), word_bigrams)
         d_stats = torch.from_numpy((stats_real - stats_shuf) / scale).float()
         d_lex = (model._sparse(real) - model._sparse(shuffled)).coalesce()
         w_lex = torch.zeros(buckets, requires_grad=True)
@@ -181,14 +195,18 @@ class SentenceOrderModel:
         return model
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"lexical": self.lexical, "statistics": self.statistics, "mean": self.mean, "scale": self.scale}
+        state = {"lexical": self.lexical, "statistics": self.statistics, "mean": self.mean, "scale": self.scale}
+        if self.word_bigrams:  # absent in the default (and in every checkpoint saved before the option)
+            state["word_bigrams"] = torch.ones(())
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], *, where: str = "order model") -> SentenceOrderModel:
         missing = sorted({"lexical", "statistics", "mean", "scale"} - set(state))
         if missing:
             raise CheckpointError(f"{where}: missing tensors {missing}; re-save the checkpoint with this version")
-        return cls(state["lexical"], state["statistics"], state["mean"], state["scale"])
+        return cls(state["lexical"], state["statistics"], state["mean"], state["scale"],
+                   word_bigrams="word_bigrams" in state and bool(state["word_bigrams"]))
 
 
 __all__ = ["PART", "STATISTICS", "SentenceOrderModel", "lexical_features", "needs_order_model"]
