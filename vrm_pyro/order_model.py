@@ -12,16 +12,19 @@ only (each reordered ``reorderings`` times, layout kept, as :data:`vrm_pyro.hack
 
 and ``order_score(y) = w · f(y)``, one column, is what the reward heads see. The features ``f(y)``:
 
-- the order and discourse statistics, standardised on the training responses (12 columns);
+- the order and discourse statistics, standardised over the training responses and their reorderings (12 columns);
 - ``buckets`` hashed lexical ones (CRC32, stable across runs) on the sentences' first words, with the list
   enumerator and Markdown marks stripped: the first word and the first two words, weighted by the sentence's
   centred position ``c_i`` ∈ [−1, 1] over ``n`` (a learned "comes early / comes late" per opening: "Sure", "Here
   are" early, "Overall", "I hope" late, "However", "This" not first); the first word of the first and of the last
   sentence; the last character of a sentence with the first word of the next (a colon followed by "1", a question
-  followed by its answer). Zero for a one-sentence response.
+  followed by its answer). Zero for a one-sentence response;
+- opt-in (``fit(word_bigrams=True)``): each pair of adjacent words, so a one-sentence answer's word shuffle has
+  features too (measured in ``benchmarks/README.md``, section 2o: the model alone ranks better, the heads no better).
 
-The fit takes about 30 s on 2 CPU cores for 3,200 answers (two reorderings each; the text statistics take most of it). A fitted model travels with
-the reward model's checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_splits` fits it.
+The fit takes 12–16 s on 2 CPU cores for an AlpacaEval fold's ~3,200 answers (two reorderings each; 28 s with word
+pairs; ``benchmarks/results/coherence/order_model_bigrams.json``). A fitted model travels with the reward model's
+checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_splits` fits it.
 """
 
 from __future__ import annotations
