@@ -74,8 +74,8 @@ def lexical_features(response: str, buckets: int, word_bigrams: bool = False) ->
 
     if word_bigrams:
         words = WORD.findall(response.lower())
-        for a, b in zip(words, words[1:]):
-            add(f"bi:{a} {b}", 1.0 / (len(words) - 1))
+        for first, second in zip(words, words[1:]):
+            add(f"bi:{first} {second}", 1.0 / (len(words) - 1))
     parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
     n = len(parts)
     if n < 2:
@@ -161,7 +161,7 @@ class SentenceOrderModel:
         prompts, responses = list(prompts), list(responses)
         source, p_shuf, shuffled = [], [], []  # per pair: the index of its answer, and the reordering
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            for k in range(reorderings + word_bigrams):
+            for k in range(reorderings + int(word_bigrams)):
                 s = shuffle(p, r, "", rng) if k < reorderings else shuffle_words(p, r, "", rng)
                 if s != r:
                     source.append(i)
