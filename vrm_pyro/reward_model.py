@@ -247,11 +247,10 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
 
         q = self.guide.posterior("gamma").base_dist
         std = self.transform.phi_std
-        # a covariate constant in training enters as 0 (transforms.standardise): no effect per unit
-        per_unit = [float(q.loc[i] / std[i]) if std[i] > CONSTANT_SCALE else 0.0 for i in range(len(std))]
-        per_unit_std = [float(q.scale[i] / std[i]) if std[i] > CONSTANT_SCALE else 0.0 for i in range(len(std))]
-        return [{"covariate": name, "logits_per_unit": per_unit[i],
-                 "logits_per_unit_std": per_unit_std[i], "logits_per_sd": float(q.loc[i]),
+        varies = std > CONSTANT_SCALE  # a covariate constant in training enters as 0 (transforms.standardise)
+        return [{"covariate": name, "logits_per_unit": float(q.loc[i] / std[i]) if varies[i] else 0.0,
+                 "logits_per_unit_std": float(q.scale[i] / std[i]) if varies[i] else 0.0,
+                 "logits_per_sd": float(q.loc[i]),
                  "logits_per_sd_std": float(q.scale[i]), "training_sd": float(std[i])}
                 for i, name in enumerate(self.config.covariates)]
 
