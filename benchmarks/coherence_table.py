@@ -21,7 +21,8 @@ from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [("val NLL", "val_nll"), ("test acc", "test_accuracy"), ("acc (authentic)", "test_accuracy_authentic"),
            ("verbose pref.", "twins_verbose"), ("BoN-11 raw", "bon_raw_mean"), ("BoN-11 LC", "bon_lc_mean"),
-           ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("junk (mean)", "junk_mean")]
+           ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("val junk (4 answers)", "val_wide_junk_mean"),
+           ("junk (mean)", "junk_mean")]
 #: the junk kinds in the order the tables show them (every kind of vrm_pyro.hacking.JUNK_KINDS)
 KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_words", "truncated", "echo",
          "template", "repeated", "shuffled_other"]
@@ -59,7 +60,7 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
         if (windows > 1).any():
             raise SystemExit(f"coherence_table.py: rows of {list(windows[windows > 1].index)} come from different LM "
                              "windows (likelihood_response_tokens); pool stages of one window")
-    for pre in ("", "val_"):  # as compare_bt.summarise: the mean junk rate over kinds
+    for pre in ("", "val_", "val_wide_"):  # as compare_bt.summarise: the mean junk rate over kinds
         kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in JUNK_KINDS]
         df[pre + "junk_mean"] = df[kinds].mean(axis=1)
     scalar = [c for c in df.columns if c not in ("seed", "fold") and pd.api.types.is_numeric_dtype(df[c])]
@@ -70,7 +71,8 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
             for c in mean.index}
 
 
-def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, dict] | None = None) -> str:
+def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, dict] | None = None,
+          kind_prefix: str = "") -> str:
     source = "the pooled rows"
     if rows is None:
         source = f"results/{stage}/summary.json"
@@ -87,7 +89,7 @@ def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, d
         r = rows[c]
         out.append("| " + " | ".join([f"`{c}`"] + ([str(r.get("n", ""))] if count else [])
                                      + [cell(r.get(key)) for _, key in COLUMNS]
-                                     + [cell(r.get(f"junk_{k}")) for k in kinds]) + " |")
+                                     + [cell(r.get(f"{kind_prefix}junk_{k}")) for k in kinds]) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", default="coherence")
     ap.add_argument("--contenders", nargs="+", required=True)
     ap.add_argument("--kinds", nargs="+", default=KINDS)
+    ap.add_argument("--kind-prefix", default="", choices=["", "val_", "val_wide_"],
+                    help="The junk kinds' columns from the held-out stress test (default), the validation one "
+                         "('val_') or the wider validation one ('val_wide_').")
     ap.add_argument("--out", default=None, help="Also write results/<stage>/<out>.md (with the command).")
     ap.add_argument("--pool", nargs="+", default=None, metavar="STAGE",
                     help="Read these stages' rows.jsonl (mean over folds per seed, then over seeds), not "
@@ -104,7 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", nargs="+", type=int, default=None, help="With --pool: only these folds.")
     args = ap.parse_args(argv)
     text = table(args.stage, args.contenders, args.kinds,
-                 pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None)
+                 pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None,
+                 args.kind_prefix)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")

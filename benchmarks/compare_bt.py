@@ -85,6 +85,9 @@ FOLDS = 5
 BON_NS = (1, 2, 4, 8, 11)
 KAPPA = 1.0
 MIN_STEPS = 1500
+#: the validation stress set's real answers per instruction (the judge's best first); the held-out stress test keeps
+#: one, the best, as every round before 15 did. One answer per instruction was too few to order two contenders.
+VAL_STRESS_ANSWERS = 4
 OOD_KINDS = ("random_tokens", "repeated_many", "other_prompt", "other_language")
 RICH = "response_tokens+response+interaction+statistics"
 
@@ -454,6 +457,7 @@ class Bench:
         self.bon = best_of_n_dev(self.length_effect)
         self.twins = twins()
         self.stress_prompts, self.stress_real = stress_rows(self.bon)
+        self.val_stress_prompts, self.val_stress_real = stress_rows(self.bon, VAL_STRESS_ANSWERS)
         self.ood = ood_answers(self.bon, self.encoder.tokenizer)
         self._hh = None
         self._memo: dict = {}
@@ -500,13 +504,19 @@ class Bench:
                                            nuisance=nuisance, desc=key)
         return self._memo[memo]
 
-    def stress_junk(self, kinds: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
-        """Junk of every kind from every instruction's best dev answer: (prompts, real, junk, kind)."""
-        memo = ("stress", tuple(kinds))
+    def stress_answers(self, wide: bool = False) -> tuple[list[str], list[str]]:
+        """The real rows junk is made from: each instruction's best dev answer, or with ``wide`` its
+        :data:`VAL_STRESS_ANSWERS` best (the validation stress set)."""
+        return (self.val_stress_prompts, self.val_stress_real) if wide else (self.stress_prompts, self.stress_real)
+
+    def stress_junk(self, kinds: list[str], wide: bool = False) -> tuple[list[str], list[str], list[str], list[str]]:
+        """Junk of every kind from every row of :meth:`stress_answers`: (prompts, real, junk, kind). Answers are
+        borrowed from the best answers of other instructions either way, so the wide set's best-answer rows hold
+        the same junk as the stress test's."""
+        memo = ("stress", tuple(kinds), wide)
         if memo not in self._memo:
             others = list(zip(self.stress_prompts, self.stress_real))
-            rows = [(p, r, make_junk(k, p, r, others), k) for k in kinds
-                    for p, r in zip(self.stress_prompts, self.stress_real)]
+            rows = [(p, r, make_junk(k, p, r, others), k) for k in kinds for p, r in zip(*self.stress_answers(wide))]
             self._memo[memo] = tuple(map(list, zip(*rows)))
         return self._memo[memo]
 
@@ -548,19 +558,22 @@ def _split(values: np.ndarray, counts: list[int]) -> list[np.ndarray]:
     return np.split(np.asarray(values), np.cumsum(counts)[:-1])
 
 
-def junk_wins(bench: Bench, rm, rep: str, instructions: set[str], prefix: str) -> dict:
-    """Per junk kind, how often junk made from an instruction's best dev answer scores at or above it."""
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+def junk_wins(bench: Bench, rm, rep: str, instructions: set[str], prefix: str, wide: bool = False) -> dict:
+    """Per junk kind, how often junk made from an instruction's best dev answer (``wide``: from each of its
+    :data:`VAL_STRESS_ANSWERS` best) scores at or above that answer: ``{prefix}junk_{kind}``."""
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS), wide)
+    prompts, answers = bench.stress_answers(wide)
     sel = [i for i, q in enumerate(sp) if q in instructions]
-    mine = [i for i, q in enumerate(bench.stress_prompts) if q in instructions]
+    mine = [i for i, q in enumerate(prompts) if q in instructions]
     # only the rows of these instructions are embedded (a costly view need not see every instruction's junk)
-    real_p, real_h, _ = bench.texts(f"stress:real:{hash(tuple(mine))}", [bench.stress_prompts[i] for i in mine],
-                                    [bench.stress_real[i] for i in mine], rep, "")
-    junk_p, junk_h, _ = bench.texts(f"stress:junk:{hash(tuple(sel))}", [sp[i] for i in sel], [sj[i] for i in sel],
-                                    rep, "")
-    real = dict(zip([bench.stress_prompts[i] for i in mine], rm.reward(real_p, real_h).reward.numpy()))
+    wide_key = ":wide" if wide else ""
+    real_p, real_h, _ = bench.texts(f"stress:real{wide_key}:{hash(tuple(mine))}", [prompts[i] for i in mine],
+                                    [answers[i] for i in mine], rep, "")
+    junk_p, junk_h, _ = bench.texts(f"stress:junk{wide_key}:{hash(tuple(sel))}", [sp[i] for i in sel],
+                                    [sj[i] for i in sel], rep, "")
+    real = dict(zip([(prompts[i], answers[i]) for i in mine], rm.reward(real_p, real_h).reward.numpy()))
     junk = rm.reward(junk_p, junk_h).reward.numpy()
-    df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i]] for i in sel])})
+    df = pd.DataFrame({"kind": [sk[i] for i in sel], "win": junk >= np.array([real[sp[i], sr[i]] for i in sel])})
     row = {}
     for kind, win in df.groupby("kind").win.mean().items():
         row[f"{prefix}junk_{kind}"] = float(win)
@@ -595,7 +608,8 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
     if not prefix:
         row["bon_instructions"] = keep
     row.update(junk_wins(bench, rm, rep, instructions, prefix))
-    if prefix:
+    if prefix:  # validation: the wider stress set too (what the selection rule reads since round 15)
+        row.update(junk_wins(bench, rm, rep, instructions, prefix + "wide_", wide=True))
         return row
     row.update(reference_picks(bon, keep))
     # twins: does the authentic reward prefer the verbose twin?
@@ -722,9 +736,11 @@ def job_texts(bench: Bench, contender: Contender, seed: int, fold: int) -> tuple
     if contender.augment:
         aug = bench.augmentation(al.subset(idx["train"]), contender)
         prompts, responses = prompts + aug.prompt + aug.prompt, responses + aug.response_a + aug.response_b
-    sp, _, sj, _ = bench.stress_junk(list(JUNK_KINDS))
-    rows = [(p, r) for p, r in zip(bench.stress_prompts, bench.stress_real) if p in measured]
-    rows += [(p, j) for p, j in zip(sp, sj) if p in measured]
+    rows = []
+    for wide, instructions in ((False, measured), (True, va)):
+        sp, _, sj, _ = bench.stress_junk(list(JUNK_KINDS), wide)
+        rows += [(p, r) for p, r in zip(*bench.stress_answers(wide)) if p in instructions]
+        rows += [(p, j) for p, j in zip(sp, sj) if p in instructions]
     bon = bench.bon
     keep = [i for i, p in enumerate(bon.instructions) if p in measured]
     rows += [(bon.instructions[i], s) for i in keep for s in bon.samples[i]]
@@ -921,7 +937,7 @@ def summarise(stage: str, command: str = "", reference: str | None = None, folds
     if folds is not None:
         df = df[df["fold"].isin(folds)]
     df["size"] = df["size"].fillna(-1)
-    for pre in ("", "val_"):  # the junk rate over kinds: mean, and the worst kind of each fit
+    for pre in ("", "val_", "val_wide_"):  # the junk rate over kinds: mean, and the worst kind of each fit
         kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in JUNK_KINDS]
         if kinds:
             df[pre + "junk_mean"], df[pre + "junk_max"] = df[kinds].mean(axis=1), df[kinds].max(axis=1)
@@ -1008,6 +1024,7 @@ COLUMNS = [("val_nll", "val NLL"), ("val_accuracy", "val acc"), ("test_accuracy"
            ("bon_raw_mean", "BoN-11 raw"), ("bon_lc_mean", "BoN-11 LC"), ("bon_raw_total", "BoN raw (total)"),
            ("bon_raw_lcb", "BoN raw (lcb)"), ("bon_lc_lcb", "BoN LC (lcb)"), ("twins_verbose", "verbose pref."),
            ("length_spearman", "len rho"), ("ood_auroc", "OOD AUROC"), ("val_junk_mean", "val junk (mean)"),
+           ("val_wide_junk_mean", f"val junk ({VAL_STRESS_ANSWERS} answers)"),
            ("junk_mean", "junk (mean)"), ("junk_max", "junk (worst kind)")]
 
 

@@ -121,7 +121,12 @@ def ood_answers(bon: BestOfN, tokenizer, seed: int = 0) -> dict[str, list[str]]:
     return out
 
 
-def stress_rows(bon: BestOfN) -> tuple[list[str], list[str]]:
-    """The real answers junk is made from: the dev sample the judge liked most, per instruction."""
-    best = [int(np.argmax(g)) for g in bon.gold]
-    return list(bon.instructions), [s[b] for s, b in zip(bon.samples, best)]
+def stress_rows(bon: BestOfN, answers: int = 1) -> tuple[list[str], list[str]]:
+    """The real answers junk is made from: per instruction, the ``answers`` dev samples the judge liked most, best
+    first (``answers=1``: the stress test's rows; more: the wider validation stress set of round 15)."""
+    prompts, real = [], []
+    for prompt, samples, gold in zip(bon.instructions, bon.samples, bon.gold):
+        for b in np.argsort(-np.asarray(gold), kind="stable")[:answers]:
+            prompts.append(prompt)
+            real.append(samples[int(b)])
+    return prompts, real
