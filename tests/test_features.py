@@ -286,6 +286,21 @@ def test_a_column_constant_in_training_enters_as_zero_not_times_a_million():
     assert old[0, 2] > 1e5
 
 
+def test_whiten_drops_a_column_constant_in_training():
+    """The ``whiten`` transform's guard for the same case: a constant column is an eigenvector of the training
+    covariance with eigenvalue 0, dropped with the directions below 1e-6 of the largest, so a value it never took in
+    training moves no output (rather than entering times a million)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 5, generator=g) @ torch.randn(5, 5, generator=g)
+    x[:, 3] = 0.7  # never varies in training
+    t = FeatureTransform(5, kind="whiten").fit(x, torch.zeros(200, 0))
+    fires = x[:4].clone()
+    fires[:, 3] = 100.0
+    assert torch.allclose(t.features(fires), t.features(x[:4]), atol=1e-4)
+    z = t.features(x)
+    assert torch.allclose(z.T @ z / 199, torch.diag(torch.tensor([0.0, 1, 1, 1, 1])), atol=1e-3)  # 4 kept, 1 dropped
+
+
 def test_leace_erasure_leaves_no_linearly_decodable_covariate():
     """LEACE's guarantee, checked: after erasure the least-squares regression of each covariate on the
     features does no better than its mean (R^2 = 0 on the fitting data), while the rest of the features
