@@ -9,7 +9,13 @@ import torch
 from vrm_pyro.config import DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import CheckpointError, ConfigError
 from vrm_pyro.hacking import JUNK_KINDS
-from vrm_pyro.order_model import STATISTICS, SentenceOrderModel, lexical_features, needs_order_model
+from vrm_pyro.order_model import (
+    STATISTICS,
+    SentenceOrderModel,
+    canonical_reorderings,
+    lexical_features,
+    needs_order_model,
+)
 
 TOPICS = ["bread", "tea", "a bike", "a tent", "soup", "a kite", "a garden", "a desk", "rice", "a fence"]
 MIDDLE = ["Gather what you need for {t}.", "Prepare {t} with care.", "Check {t} twice.", "Clean {t} well.",
@@ -51,6 +57,33 @@ def test_it_learns_the_written_order_and_scores_held_out_answers_above_their_reo
     early = model.score(["q"], ["Sure! Gather it. I hope this helps."])
     late = model.score(["q"], ["I hope this helps. Gather it. Sure!"])
     assert early > late
+
+
+def test_order_margin_keeps_the_gap_to_a_shuffle_and_cancels_what_the_sentences_score_in_any_order():
+    """``order_margin = score(y) − mean score(π_k(y))``, the π_k drawn from the sentences sorted: an answer and its
+    shuffle share the mean (the same reorderings), so their gap is ``score``'s; the answer's style (an opening
+    "Sure" wherever it sits) moves ``score`` across answers and cancels in the margin."""
+    prompts, responses = corpus(0, 120)
+    model = SentenceOrderModel.fit(prompts, responses, seed=0)
+    held_p, held_r = corpus(1, 20)
+    shuffled = reordered(held_p, held_r, 5)
+    assert all(canonical_reorderings(r) == canonical_reorderings(s) and len(canonical_reorderings(r)) == 4
+               for r, s in zip(held_r, shuffled))
+    gap_score = model.score(held_p, held_r) - model.score(held_p, shuffled)
+    gap_margin = model.margin(held_p, held_r) - model.margin(held_p, shuffled)
+    assert torch.allclose(gap_margin, gap_score, atol=1e-4) and (gap_margin > 0).all()
+    # one sentence: its words are what move; the answer and its word shuffle share them too
+    one = "Gather the bread and check it twice"
+    assert canonical_reorderings(one) == canonical_reorderings("bread twice the check Gather and it")
+    assert canonical_reorderings("Word.") == [] and model.margin(["q"], ["Word."]).item() == 0.0
+    # a sentence that scores alike anywhere shifts score, not the margin
+    plain, styled = "Mix it. Bake it. Serve it.", "Mix it. Bake it. Serve it. Thanks a lot for reading this."
+    both = model.score(["q"] * 2, [plain, styled]), model.margin(["q"] * 2, [plain, styled])
+    assert abs(both[1][1] - both[1][0]) <= abs(both[0][1] - both[0][0]) + 1e-6
+    # layout does not count: a list whose items moved under fixed enumerators has the same reorderings
+    listed = "Steps:\n1. Mix it.\n2. Bake it.\n3. Serve it."
+    assert canonical_reorderings(listed) == canonical_reorderings("Steps:\n1. Serve it.\n2. Mix it.\n3. Bake it.")
+    assert all("1." not in t and "\n" not in t for t in canonical_reorderings(listed))
 
 
 def test_lexical_features_are_stable_hashes_and_empty_for_one_sentence():

@@ -30,6 +30,7 @@ checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_split
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 
@@ -52,11 +53,39 @@ from vrm_pyro.errors import CheckpointError, ConfigError
 STATISTICS = (*ORDER_STATISTICS, *DISCOURSE_STATISTICS)
 #: the representation part that reads the fitted model
 PART = "order_score"
+#: the part that reads it against the answer's own reorderings (:meth:`SentenceOrderModel.margin`)
+MARGIN_PART = "order_margin"
+#: the reorderings :meth:`SentenceOrderModel.margin` averages over
+MARGIN_REORDERINGS = 4
 
 
 def needs_order_model(representation: str) -> bool:
-    """Whether a representation spec (``"response+order_score"``) has the part that needs a fitted order model."""
-    return PART in (p.strip() for p in representation.split("+"))
+    """Whether a representation spec (``"response+order_score"``) has a part that needs a fitted order model."""
+    return bool({PART, MARGIN_PART} & {p.strip() for p in representation.split("+")})
+
+
+#: where :func:`canonical_reorderings` cuts: after ``.!?:`` and at line breaks (a shuffle that moves a line ending in a
+#: colon to a space seam must cut back into the same pieces), and a list enumerator standing alone
+_CLAUSE_SEAM = re.compile(r"(?<=[.!?:])\s+|\s*\n\s*")
+_BARE_ENUMERATOR = re.compile(r"\d{1,2}[.)]")
+
+
+def canonical_reorderings(text: str, k: int = MARGIN_REORDERINGS) -> list[str]:
+    """``k`` reorderings of ``text``'s sentences (cut after ``.!?:`` and at line breaks, list enumerators and Markdown
+    marks stripped, joined by spaces; its
+    words, for one sentence) drawn from the sentences *sorted* and seeded by them: they depend on which sentences
+    the text has, not on their order or layout, so an answer and its sentence shuffles (the stress test's keep the
+    layout and move the items under fixed enumerators) get the same ``k`` texts. Empty when there is nothing to
+    reorder."""
+    parts = sorted(p for p in (LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")).strip() for s in _CLAUSE_SEAM.split(text))
+                   if p and not _BARE_ENUMERATOR.fullmatch(p))
+    if len(set(parts)) < 2:  # one sentence: its words
+        parts = sorted(text.split())
+        if len(set(parts)) < 2:
+            return []
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256("\x00".join(parts).encode(
+        "utf-8", "surrogatepass")).digest()[:8], "little"))
+    return [" ".join(parts[i] for i in rng.permutation(len(parts))) for _ in range(k)]
 
 
 def _statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -146,6 +175,26 @@ class SentenceOrderModel:
         lexical = torch.sparse.mm(self._sparse(responses), self.lexical[:, None]).squeeze(-1)
         return (stats @ self.statistics + lexical).float()
 
+    def margin(self, prompts: Sequence[str], responses: Sequence[str],
+               reorderings: int = MARGIN_REORDERINGS) -> torch.Tensor:
+        """``(N,)`` float32, the part ``order_margin``: ``score(y) − mean_k score(π_k(y))`` over
+        :func:`canonical_reorderings` of ``y``. The mean is the same for an answer and its sentence shuffles, so the
+        gap between them is :meth:`score`'s; what the answer's sentences score in any order (their openings, their
+        style: :meth:`score` varies with them across answers) cancels. 0 where nothing can be reordered."""
+        prompts, responses = list(prompts), list(responses)
+        owner, texts = [], []
+        for i, r in enumerate(responses):
+            for t in canonical_reorderings(r, reorderings):
+                owner.append(i)
+                texts.append(t)
+        score = self.score(prompts, responses)
+        if not texts:
+            return torch.zeros_like(score)
+        idx = torch.tensor(owner)
+        total = torch.zeros_like(score).index_add_(0, idx, self.score([prompts[i] for i in owner], texts))
+        count = torch.zeros_like(score).index_add_(0, idx, torch.ones(len(owner)))
+        return torch.where(count > 0, score - total / count.clamp_min(1), torch.zeros_like(score))
+
     @classmethod
     def fit(cls, prompts: Sequence[str], responses: Sequence[str], *, reorderings: int = 2, l2: float = 1e-3,
             buckets: int = 2**14, seed: int = 0, max_iter: int = 200,
@@ -212,4 +261,5 @@ class SentenceOrderModel:
                    word_bigrams="word_bigrams" in state and bool(state["word_bigrams"]))
 
 
-__all__ = ["PART", "STATISTICS", "SentenceOrderModel", "lexical_features", "needs_order_model"]
+__all__ = ["MARGIN_PART", "MARGIN_REORDERINGS", "PART", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
+           "lexical_features", "needs_order_model"]

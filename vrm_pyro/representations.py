@@ -34,6 +34,9 @@ part                dimension   what
                                 the order and discourse statistics and the sentences' first words by
                                 position, as one log-odds. Needs a fitted model (``vrm train`` fits it;
                                 a checkpoint carries it)
+``order_margin``    1           the same model's score minus its mean over four reorderings of the
+                                answer's sentences drawn from them sorted (the same for an answer
+                                and its shuffles): order alone, the sentences' own style cancelled
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
@@ -113,7 +116,7 @@ from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
-         "sentence_order",
+         "order_margin", "sentence_order",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
 SENTENCE_FLOW = ("adjacent_similarity", "lead_relevance", "relevance_slope", "lead_centrality")
@@ -142,7 +145,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "prompt_copy": (len(COPY_STATISTICS),), "line_ending": (len(ENDING_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "order_score": (1,), "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
+             "order_score": (1,), "order_margin": (1,), "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
              "likelihood_order": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
@@ -164,6 +167,7 @@ ORIENTED_FEATURES = {
     "fluency": ("likelihood_fluency", (1, 1, 0)),
     "order_gain": ("likelihood_order", (1, 1)),  # an answer in its own order beats its sentences reordered
     "order_score": ("order_score", (1,)),  # the same, as the fitted sentence-order model sees it
+    "order_margin": ("order_margin", (1,)),  # the same, against the answer's own reorderings
 }
 
 
@@ -376,12 +380,13 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
-        elif part == "order_score":
+        elif part in ("order_score", "order_margin"):
             if getattr(encoder, "order_model", None) is None:
-                raise ConfigError("representation part order_score needs a fitted sentence-order model on the encoder "
+                raise ConfigError(f"representation part {part} needs a fitted sentence-order model on the encoder "
                                   "(encoder.order_model): vrm train fits one on the training responses "
                                   "(vrm_pyro.experiment.fit_order_model) and a checkpoint carries it")
-            out.append(encoder.order_model.score(prompts, responses)[:, None])
+            model = encoder.order_model
+            out.append((model.score if part == "order_score" else model.margin)(prompts, responses)[:, None])
         elif part in LIKELIHOOD_PARTS:
             if lm is None:  # one lookup for every LM part
                 lm = encoder.likelihood.score(prompts, responses, progress=progress, desc=desc)
