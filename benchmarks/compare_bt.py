@@ -423,6 +423,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # sentence's word shuffle, which the order model cannot see without them
     register(named("+vgn").replace("+sord", "+sord+pcx+oscw").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         osc, order_fit=(("word_bigrams", True),)))
+    # "+osm" (round 15): the default (+pcx+osc) with the order model read against the answer's own reorderings
+    # (part order_margin in place of order_score): the gap to a shuffle is the same, what the answer's sentences
+    # score in any order cancels, so the column no longer varies with an answer's style across real answers
+    register(named("+vgn").replace("+sord", "+sord+pcx+osm").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        osc, representation=osc.representation.replace("+order_score", "+order_margin")))
     # "+pce+osc" (round 14): round 13's default (+pcx+osc) with the gate's ending read against the answer's own lines
     # (+pce's line_ending in place of clean_ending), the best validation NLL of round 12
     pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
@@ -707,7 +712,7 @@ def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
 def cached_views(representation: str) -> str:
     """``representation`` without ``order_score``: what a prepare step can compute before any fit (the order
     model is fitted per training split, and its column is not cached)."""
-    return "+".join(p for p in representation.split("+") if p != "order_score")
+    return "+".join(p for p in representation.split("+") if not needs_order_model(p))
 
 
 def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], folds: list[int],
