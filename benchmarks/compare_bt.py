@@ -428,6 +428,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # score in any order cancels, so the column no longer varies with an answer's style across real answers
     register(named("+vgn").replace("+sord", "+sord+pcx+osm").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         osc, representation=osc.representation.replace("+order_score", "+order_margin")))
+    # "+osb": both columns (a word salad's raw score is low, its margin against its own reorderings is not)
+    register(named("+vgn").replace("+sord", "+sord+pcx+osb").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        osc, representation=osc.representation + "+order_margin"))
     # "+pce+osc" (round 14): round 13's default (+pcx+osc) with the gate's ending read against the answer's own lines
     # (+pce's line_ending in place of clean_ending), the best validation NLL of round 12
     pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
