@@ -176,7 +176,8 @@ def test_fit_order_model_sees_the_real_training_answers_only(capsys):
     assert heavy < Enc.order_model.statistics.abs().max() / 5
 
 
-def test_a_run_with_order_score_saves_the_order_model_and_reloads_scores_alike(tmp_path):
+@pytest.mark.parametrize("part", ["order_score", "order_margin"])
+def test_a_run_with_an_order_part_saves_the_order_model_and_reloads_scores_alike(tmp_path, part):
     from vrm_pyro.checkpoint import ORDER_MODEL_NAME, load_checkpoint, save_checkpoint
     from vrm_pyro.experiment import train_and_evaluate
     from vrm_pyro.scoring import encoder_for, reward_texts, score_texts
@@ -184,7 +185,7 @@ def test_a_run_with_order_score_saves_the_order_model_and_reloads_scores_alike(t
     from .conftest import save_tiny_bert
 
     enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
-                            representation="response+order_score")
+                            representation=f"response+{part}")
     result = train_and_evaluate(DataConfig(limit=40), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
                                 TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
                                 progress=False)
