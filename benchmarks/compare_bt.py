@@ -713,8 +713,8 @@ def run_hh(bench: Bench, name: str, contender: Contender, seed: int) -> dict:
 
 
 def cached_views(representation: str) -> str:
-    """``representation`` without ``order_score``: what a prepare step can compute before any fit (the order
-    model is fitted per training split, and its column is not cached)."""
+    """``representation`` without the order model's parts (``order_score``, ``order_margin``): what a prepare step
+    can compute before any fit (the order model is fitted per training split, and its columns are not cached)."""
     return "+".join(p for p in representation.split("+") if not needs_order_model(p))
 
 

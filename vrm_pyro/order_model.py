@@ -22,6 +22,11 @@ and ``order_score(y) = w · f(y)``, one column, is what the reward heads see. Th
 - opt-in (``fit(word_bigrams=True)``): each pair of adjacent words, so a one-sentence answer's word shuffle has
   features too (measured in ``benchmarks/README.md``, section 2o: the model alone ranks better, the heads no better).
 
+``order_margin(y) = order_score(y) − mean_k order_score(π_k(y))`` (opt-in part, :meth:`SentenceOrderModel.margin`):
+the same model against four reorderings drawn from the answer's own sentences sorted
+(:func:`canonical_reorderings`), the same four for an answer and its shuffles, so the gap to a shuffle is
+``order_score``'s and what the sentences score in any order cancels (``benchmarks/README.md``, section 2p).
+
 The fit takes 12–16 s on 2 CPU cores for an AlpacaEval fold's ~3,200 answers (two reorderings each; 28 s with word
 pairs; ``benchmarks/results/coherence/order_model_bigrams.json``). A fitted model travels with the reward model's
 checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_splits` fits it.
@@ -72,11 +77,10 @@ _BARE_ENUMERATOR = re.compile(r"\d{1,2}[.)]")
 
 def canonical_reorderings(text: str, k: int = MARGIN_REORDERINGS) -> list[str]:
     """``k`` reorderings of ``text``'s sentences (cut after ``.!?:`` and at line breaks, list enumerators and Markdown
-    marks stripped, joined by spaces; its
-    words, for one sentence) drawn from the sentences *sorted* and seeded by them: they depend on which sentences
-    the text has, not on their order or layout, so an answer and its sentence shuffles (the stress test's keep the
-    layout and move the items under fixed enumerators) get the same ``k`` texts. Empty when there is nothing to
-    reorder."""
+    marks stripped, joined by spaces; its words, for one sentence), drawn from the sentences *sorted* and seeded by
+    them: they depend on which sentences the text has, not on their order or layout, so an answer and its sentence
+    shuffles (the stress test's keep the layout and move the items under fixed enumerators) get the same ``k``
+    texts. Empty when there is nothing to reorder."""
     parts = sorted(p for p in (LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")).strip() for s in _CLAUSE_SEAM.split(text))
                    if p and not _BARE_ENUMERATOR.fullmatch(p))
     if len(set(parts)) < 2:  # one sentence: its words
