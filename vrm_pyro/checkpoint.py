@@ -42,7 +42,7 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
     #: LoRA adapter weights of the encoder (``encoder.mode == "lora"``), else None
     adapter: dict | None = None
-    #: the fitted sentence-order model of the representation part ``order_score``, else None
+    #: the fitted sentence-order model of the representation parts ``order_score`` and ``order_margin``, else None
     order_model: object | None = None
 
 
@@ -55,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
 
     ``adapter``: LoRA adapter weights of the encoder (only those: the base model is named by
     ``encoder`` and ``encoder_identity``, and re-loaded from there). ``order_model``: the fitted
-    :class:`~vrm_pyro.order_model.SentenceOrderModel` the representation part ``order_score`` needs."""
+    :class:`~vrm_pyro.order_model.SentenceOrderModel` the representation parts ``order_score`` and ``order_margin`` need."""
     known = getattr(rm, "provenance", {}) or {}
     encoder = encoder or known.get("encoder") or EncoderConfig()
     encoder_identity = encoder_identity or known.get("encoder_identity")
@@ -64,7 +64,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
     order_model = order_model if order_model is not None else known.get("order_model")
     if needs_order_model(encoder.representation) and order_model is None:
         raise CheckpointError(f"save_checkpoint({str(path)!r}): the representation {encoder.representation!r} has the "
-                              "part order_score but no fitted order model was given (order_model=encoder.order_model)")
+                              "part order_score or order_margin but no fitted order model was given (order_model=encoder.order_model)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -221,7 +221,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path / ORDER_MODEL_NAME}: missing or unreadable sentence-order model ({exc})") from exc
     elif needs_order_model(rep):
-        raise CheckpointError(f"{path / CONFIG_NAME}: the representation has the part order_score but no "
+        raise CheckpointError(f"{path / CONFIG_NAME}: the representation has the part order_score or order_margin but no "
                               f"sentence-order model was saved ({ORDER_MODEL_NAME})")
     rm.load_state_dict(state)
     rm.to(device).eval()

@@ -277,8 +277,13 @@ LABEL_NUMBER = re.compile(r"\b(?:verse|step|part|day|chapter|stanza|round|phase|
                           r"option|stage|scene|act)\s+(\d{1,2})\b", re.IGNORECASE)
 
 
+def unmarked(sentence: str) -> str:
+    """``sentence`` without its list enumerator ("2. ") and Markdown marks ("*", "#", ">", "-") at either end."""
+    return LEADING_ENUMERATOR.sub("", sentence.strip(" \t*#>-"))
+
+
 def _discourse_row(response: str) -> list[float]:
-    parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
+    parts = [unmarked(s) for s in sentences(response)]
     n = len(parts)
     opens = [bool(OPENERS.match(s)) for s in parts]
     closes = [bool(CLOSERS.match(s)) for s in parts]
@@ -358,4 +363,4 @@ def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nd
 
 __all__ = ["COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
            "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
-           "reorder_sentences", "sentence_pieces", "sentences"]
+           "reorder_sentences", "sentence_pieces", "sentences", "unmarked"]

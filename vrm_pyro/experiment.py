@@ -80,7 +80,7 @@ def load_splits(data_cfg: DataConfig):
 
 def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | None = None, *,
                     progress: bool = False, **options) -> None:
-    """With the representation part ``order_score`` (in ``representation``, default the encoder config's): fit the
+    """With the representation part ``order_score`` or ``order_margin`` (in ``representation``, default the encoder config's): fit the
     encoder's sentence-order model (:class:`vrm_pyro.order_model.SentenceOrderModel`) on the distinct (prompt,
     response) texts of the training split's *real* pairs (augmented ones left out), self-supervised; else nothing.
     ``options`` go to :meth:`~vrm_pyro.order_model.SentenceOrderModel.fit` (``reorderings``, ``l2``, ...);

@@ -45,12 +45,12 @@ from torch.nn import functional as F
 
 from vrm_pyro.covariates import (
     DISCOURSE_STATISTICS,
-    LEADING_ENUMERATOR,
     ORDER_STATISTICS,
     WORD,
     discourse_statistics,
     order_statistics,
     sentences,
+    unmarked,
 )
 from vrm_pyro.errors import CheckpointError, ConfigError
 
@@ -64,9 +64,13 @@ MARGIN_PART = "order_margin"
 MARGIN_REORDERINGS = 4
 
 
+#: the representation parts that read a fitted order model
+PARTS = (PART, MARGIN_PART)
+
+
 def needs_order_model(representation: str) -> bool:
     """Whether a representation spec (``"response+order_score"``) has a part that needs a fitted order model."""
-    return bool({PART, MARGIN_PART} & {p.strip() for p in representation.split("+")})
+    return bool(set(PARTS) & {p.strip() for p in representation.split("+")})
 
 
 #: where :func:`canonical_reorderings` cuts: after ``.!?:`` and at line breaks (a shuffle that moves a line ending in a
@@ -81,7 +85,7 @@ def canonical_reorderings(text: str, k: int = MARGIN_REORDERINGS) -> list[str]:
     them: they depend on which sentences the text has, not on their order or layout, so an answer and its sentence
     shuffles (the stress test's keep the layout and move the items under fixed enumerators) get the same ``k``
     texts. Empty when there is nothing to reorder."""
-    parts = sorted(p for p in (LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")).strip() for s in _CLAUSE_SEAM.split(text))
+    parts = sorted(p for p in (unmarked(s).strip() for s in _CLAUSE_SEAM.split(text))
                    if p and not _BARE_ENUMERATOR.fullmatch(p))
     if len(set(parts)) < 2:  # one sentence: its words
         parts = sorted(text.split())
@@ -109,7 +113,7 @@ def lexical_features(response: str, buckets: int, word_bigrams: bool = False) ->
         words = WORD.findall(response.lower())
         for first, second in zip(words, words[1:]):
             add(f"bi:{first} {second}", 1.0 / (len(words) - 1))
-    parts = [LEADING_ENUMERATOR.sub("", s.strip(" \t*#>-")) for s in sentences(response)]
+    parts = [unmarked(s) for s in sentences(response)]
     n = len(parts)
     if n < 2:
         return out
@@ -265,5 +269,5 @@ class SentenceOrderModel:
                    word_bigrams="word_bigrams" in state and bool(state["word_bigrams"]))
 
 
-__all__ = ["MARGIN_PART", "MARGIN_REORDERINGS", "PART", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
+__all__ = ["MARGIN_PART", "MARGIN_REORDERINGS", "PART", "PARTS", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
            "lexical_features", "needs_order_model"]

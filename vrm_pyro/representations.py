@@ -112,6 +112,7 @@ from vrm_pyro.covariates import (
 )
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
+from vrm_pyro.order_model import PARTS as ORDER_PARTS
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
@@ -380,7 +381,7 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             out.append(torch.from_numpy(order_statistics(prompts, responses)))
         elif part == "discourse":
             out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
-        elif part in ("order_score", "order_margin"):
+        elif part in ORDER_PARTS:
             if getattr(encoder, "order_model", None) is None:
                 raise ConfigError(f"representation part {part} needs a fitted sentence-order model on the encoder "
                                   "(encoder.order_model): vrm train fits one on the training responses "
