@@ -115,6 +115,32 @@ def test_word_bigrams_see_a_one_sentence_word_shuffle_and_travel_with_the_state(
     assert "word_bigrams" not in plain.state_dict()  # the default's state is what older checkpoints hold
 
 
+def worded(rng: random.Random, topic: str) -> str:
+    """Order carried by words inside the sentences, not by their first words: every sentence opens "We now"."""
+    verbs = rng.sample(["check", "clean", "measure", "mix", "store"], 3)
+    return (f"We now introduce {topic} in this answer. " + " ".join(f"We now {v} {topic} with care." for v in verbs)
+            + f" We now conclude with {topic} in summary.")
+
+
+def test_sentence_words_see_order_inside_sentences_and_travel_with_the_state():
+    """Every sentence opens "We now": the first two words carry no order, the words after them do ("introduce" early,
+    "summary" late). ``sentence_words`` weighs every word by its position, so it ranks held-out answers above their
+    reorderings where the first-word features cannot."""
+    rng = random.Random(0)
+    topics = [rng.choice(TOPICS) for _ in range(150)]
+    prompts, responses = [f"Tell me about {t}." for t in topics], [worded(rng, t) for t in topics]
+    plain = SentenceOrderModel.fit(prompts, responses, seed=0, buckets=4096)
+    words = SentenceOrderModel.fit(prompts, responses, seed=0, buckets=4096, sentence_words=True, l2=1e-4)
+    held_p, held_r = ["Tell me about tea."] * 20, [worded(random.Random(k), "tea") for k in range(20)]
+    shuffled = reordered(held_p, held_r, 7)
+    wins = {name: float((m.score(held_p, held_r) > m.score(held_p, shuffled)).float().mean())
+            for name, m in (("plain", plain), ("words", words))}
+    assert wins["words"] == 1.0 and wins["plain"] < 0.9, wins
+    assert words.identity != plain.identity and "sentence_words" not in plain.state_dict()
+    again = SentenceOrderModel.from_state_dict(words.state_dict())
+    assert again.sentence_words and not again.word_bigrams and again.identity == words.identity
+    torch.testing.assert_close(again.score(held_p, shuffled), words.score(held_p, shuffled))
+
 def test_state_round_trip_scores_alike_and_bad_states_are_refused():
     prompts, responses = corpus(2, 40)
     model = SentenceOrderModel.fit(prompts, responses, seed=0, buckets=256)

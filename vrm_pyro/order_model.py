@@ -21,6 +21,11 @@ and ``order_score(y) = w · f(y)``, one column, is what the reward heads see. Th
   followed by its answer). Zero for a one-sentence response;
 - opt-in (``fit(word_bigrams=True)``): each pair of adjacent words, so a one-sentence answer's word shuffle has
   features too (measured in ``benchmarks/README.md``, section 2o: the model alone ranks better, the heads no better).
+- opt-in (``fit(sentence_words=True)``): *every* word of a sentence weighted by ``c_i / n`` (a learned lateness per
+  word, wherever it sits in the sentence: "another", "also", "conclusion"), the sentence's length by its position
+  (``c_i log(1 + words_i)``: a short lead-in, a long body) and its place from either end (first, second, ...; last,
+  second to last) crossed with its length in four-word bins, the last two scaled by :data:`LENGTH_SCALE`
+  (measured in ``benchmarks/README.md``, section 2q).
 
 ``order_margin(y) = order_score(y) − mean_k order_score(π_k(y))`` (opt-in part, :meth:`SentenceOrderModel.margin`):
 the same model against four reorderings drawn from the answer's own sentences sorted
@@ -62,8 +67,13 @@ PART = "order_score"
 MARGIN_PART = "order_margin"
 #: the reorderings :meth:`SentenceOrderModel.margin` averages over
 MARGIN_REORDERINGS = 4
+#: the weight of the length features of ``sentence_words`` (a few buckets shared by every answer, against thousands of
+#: word buckets: at weight 1 the L2 penalty kept them near 0; 5 is what ranked reorderings best on validation)
+LENGTH_SCALE = 5.0
 
 
+#: the fit's feature options (:meth:`SentenceOrderModel.fit`), each kept in the state when on
+OPTIONS = ("word_bigrams", "sentence_words")
 #: the representation parts that read a fitted order model
 PARTS = (PART, MARGIN_PART)
 
@@ -100,9 +110,11 @@ def _statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     return np.concatenate([order_statistics(prompts, responses), discourse_statistics(prompts, responses)], 1)
 
 
-def lexical_features(response: str, buckets: int, word_bigrams: bool = False) -> dict[int, float]:
+def lexical_features(response: str, buckets: int, word_bigrams: bool = False,
+                     sentence_words: bool = False) -> dict[int, float]:
     """The hashed part of ``f(y)``: ``{bucket: value}`` (see the module docstring); empty for one sentence unless
-    ``word_bigrams`` (then also each pair of adjacent words, weighted ``1 / (pairs)``: what a word shuffle moves)."""
+    ``word_bigrams`` (then also each pair of adjacent words, weighted ``1 / (pairs)``: what a word shuffle moves).
+    ``sentence_words`` adds every word of each sentence by its position and the sentences' lengths by theirs."""
     out: dict[int, float] = {}
 
     def add(key: str, value: float) -> None:
@@ -125,6 +137,11 @@ def lexical_features(response: str, buckets: int, word_bigrams: bool = False) ->
         c = 2.0 * i / (n - 1) - 1.0
         add("f1:" + firsts[-1], c / n)
         add("f2:" + " ".join(words[:2]), c / n)
+        if sentence_words:
+            for word in set(words):
+                add("w:" + word, c / n)
+            add("len", LENGTH_SCALE * c * np.log1p(len(words)) / n)
+            add(f"place:{min(i, 2)}:{min(n - 1 - i, 2)}:{min(len(words) // 4, 8)}", LENGTH_SCALE / n)
     add("first:" + firsts[0], 1.0)
     add("last:" + firsts[-1], 1.0)
     for a, b in zip(parts, firsts[1:]):
@@ -136,18 +153,18 @@ class SentenceOrderModel:
     """``order_score(y) = w · f(y)``: a fitted order model (:meth:`fit`), applied by :meth:`score`.
 
     ``lexical`` ``(buckets,)``, ``statistics`` ``(12,)`` the weights; ``mean``, ``scale`` ``(12,)`` the
-    statistics' standardisation; ``word_bigrams`` whether the hashed features include adjacent word pairs (opt-in,
-    :meth:`fit`)."""
+    statistics' standardisation; ``word_bigrams``, ``sentence_words`` whether the hashed features include adjacent
+    word pairs, every word of a sentence and the sentences' lengths by position (opt-in, :meth:`fit`)."""
 
     def __init__(self, lexical: torch.Tensor, statistics: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
-                 word_bigrams: bool = False):
+                 word_bigrams: bool = False, sentence_words: bool = False):
         if not statistics.shape == mean.shape == scale.shape == (len(STATISTICS),):
             raise ConfigError(f"SentenceOrderModel: statistics weights, mean and scale must each have "
                               f"{len(STATISTICS)} entries (got {tuple(statistics.shape)}, {tuple(mean.shape)}, "
                               f"{tuple(scale.shape)})")
         self.lexical, self.statistics = lexical.float(), statistics.float()
         self.mean, self.scale = mean.float(), scale.float()
-        self.word_bigrams = bool(word_bigrams)
+        self.word_bigrams, self.sentence_words = bool(word_bigrams), bool(sentence_words)
 
     @property
     def buckets(self) -> int:
@@ -159,14 +176,15 @@ class SentenceOrderModel:
         h = hashlib.sha256()
         for t in (self.lexical, self.statistics, self.mean, self.scale):
             h.update(t.numpy().tobytes())
-        if self.word_bigrams:  # the same weights read other features
-            h.update(b"word_bigrams")
+        for option in OPTIONS:  # the same weights read other features
+            if getattr(self, option):
+                h.update(option.encode())
         return h.hexdigest()[:16]
 
     def _sparse(self, responses: Sequence[str]) -> torch.Tensor:
         rows, cols, vals = [], [], []
         for i, r in enumerate(responses):
-            for b, v in lexical_features(r, self.buckets, self.word_bigrams).items():
+            for b, v in lexical_features(r, self.buckets, self.word_bigrams, self.sentence_words).items():
                 rows.append(i)
                 cols.append(b)
                 vals.append(v)
@@ -206,11 +224,13 @@ class SentenceOrderModel:
     @classmethod
     def fit(cls, prompts: Sequence[str], responses: Sequence[str], *, reorderings: int = 2, l2: float = 1e-3,
             buckets: int = 2**14, seed: int = 0, max_iter: int = 200,
-            word_bigrams: bool = False) -> SentenceOrderModel:
+            word_bigrams: bool = False, sentence_words: bool = False) -> SentenceOrderModel:
         """Fit on ``N`` (prompt, response) texts (the distinct training responses): each against ``reorderings``
         of its sentences (its words, for one sentence), L-BFGS on the mean logistic loss ``+ l2 · |w|²``. With
         ``word_bigrams``, adjacent word pairs join the hashed features and each answer is also set against one
-        shuffle of its words (so the pairs' weights learn from every answer, not only the one-sentence ones)."""
+        shuffle of its words (so the pairs' weights learn from every answer, not only the one-sentence ones). With
+        ``sentence_words``, every word of a sentence and the sentences' lengths by position join them (use a smaller
+        ``l2``, 1e-4: there are many more features to weigh)."""
         from vrm_pyro.hacking import JUNK_KINDS
 
         shuffle, shuffle_words = JUNK_KINDS["shuffled_sentences"], JUNK_KINDS["shuffled_words"]
@@ -236,7 +256,7 @@ class SentenceOrderModel:
         # half) must not be divided by a scale near 0, or one shuffle's score runs into the hundreds
         mean, scale = both.mean(0), np.maximum(both.std(0), 1e-3)
         model = cls(torch.zeros(buckets), torch.zeros(len(STATISTICS)), torch.from_numpy(mean),
-                    torch.from_numpy(scale), word_bigrams)
+                    torch.from_numpy(scale), word_bigrams, sentence_words)
         d_stats = torch.from_numpy((stats_real - stats_shuf) / scale).float()
         d_lex = (model._sparse(real) - model._sparse(shuffled)).coalesce()
         w_lex = torch.zeros(buckets, requires_grad=True)
@@ -256,8 +276,9 @@ class SentenceOrderModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"lexical": self.lexical, "statistics": self.statistics, "mean": self.mean, "scale": self.scale}
-        if self.word_bigrams:  # absent in the default (and in every checkpoint saved before the option)
-            state["word_bigrams"] = torch.ones(())
+        for option in OPTIONS:  # absent in the default (and in every checkpoint saved before the option)
+            if getattr(self, option):
+                state[option] = torch.ones(())
         return state
 
     @classmethod
@@ -266,8 +287,8 @@ class SentenceOrderModel:
         if missing:
             raise CheckpointError(f"{where}: missing tensors {missing}; re-save the checkpoint with this version")
         return cls(state["lexical"], state["statistics"], state["mean"], state["scale"],
-                   word_bigrams="word_bigrams" in state and bool(state["word_bigrams"]))
+                   **{option: option in state and bool(state[option]) for option in OPTIONS})
 
 
-__all__ = ["MARGIN_PART", "MARGIN_REORDERINGS", "PART", "PARTS", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
+__all__ = ["LENGTH_SCALE", "MARGIN_PART", "MARGIN_REORDERINGS", "OPTIONS", "PART", "PARTS", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
            "lexical_features", "needs_order_model"]
