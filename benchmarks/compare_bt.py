@@ -431,11 +431,20 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+osb": both columns (a word salad's raw score is low, its margin against its own reorderings is not)
     register(named("+vgn").replace("+sord", "+sord+pcx+osb").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         osc, representation=osc.representation + "+order_margin"))
+    # "+osw" (round 16): the default (+pcx+osc) with the order model's sentence words (SentenceOrderModel.fit(
+    # sentence_words=True) at l2 1e-4): every word of a sentence by its position, not only the first two, and the
+    # sentences' lengths by theirs (a short lead-in, a long body)
+    sentence_words = (("sentence_words", True), ("l2", 1e-4))
+    register(named("+vgn").replace("+sord", "+sord+pcx+osw").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        osc, order_fit=sentence_words))
     # "+pce+osc" (round 14): round 13's default (+pcx+osc) with the gate's ending read against the answer's own lines
     # (+pce's line_ending in place of clean_ending), the best validation NLL of round 12
     pce = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+sord+pce+osc").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pce, representation=pce.representation + "+order_score"))
+    # "+pce+osw" (round 16): the same with "+osw"'s order model
+    register(named("+vgn").replace("+sord", "+sord+pce+osw").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        pce, representation=pce.representation + "+order_score", order_fit=sentence_words))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
