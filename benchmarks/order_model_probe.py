@@ -10,7 +10,7 @@ their original (82 test instructions per seed and fold). Text only, no encoder: 
     python benchmarks/order_model_probe.py --folds 0 --seeds 0 1 2
 
 writes ``results/coherence/order_model_probe.json``. ``--reorderings R ...``, ``--l2 L ...`` (and ``--word-bigrams``: each
-with and without adjacent word pairs) fit every combination of the fit's options instead of its defaults (``--out NAME`` for the file); each row then also has
+with and without adjacent word pairs; ``--sentence-words``: each with and without every word of a sentence by position) fit every combination of the fit's options instead of its defaults (``--out NAME`` for the file); each row then also has
 ``val_reorder_wins``: the share of the *validation* instructions' answers (every distinct answer of their pairs, two
 reorderings each, as the fit makes them) scored at or above their original, the measure to choose options by (the
 stress set has one answer per instruction, 32 on validation; this has some 600 reorderings).
@@ -76,22 +76,25 @@ def main(argv=None) -> int:
     ap.add_argument("--l2", nargs="+", type=float, default=None, help="fit options to sweep (with --reorderings)")
     ap.add_argument("--word-bigrams", action="store_true",
                     help="also fit each variant with adjacent word pairs among the features (fit option word_bigrams)")
+    ap.add_argument("--sentence-words", action="store_true",
+                    help="also fit each variant with every word of a sentence by position (fit option sentence_words)")
     ap.add_argument("--out", default="order_model_probe", help="results/coherence/<out>.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     bench = cb.Bench(pairs_per_instruction=10)
-    if args.reorderings is None and args.l2 is None and not args.word_bigrams:
+    if args.reorderings is None and args.l2 is None and not args.word_bigrams and not args.sentence_words:
         variants = [None]
     else:
-        variants = [{"reorderings": r, "l2": l2, "word_bigrams": w} for r in args.reorderings or [2]
-                    for l2 in args.l2 or [1e-3] for w in ((False, True) if args.word_bigrams else (False,))]
+        variants = [{"reorderings": r, "l2": l2, "word_bigrams": w, "sentence_words": sw} for r in args.reorderings or [2]
+                    for l2 in args.l2 or [1e-3] for w in ((False, True) if args.word_bigrams else (False,))
+                    for sw in ((False, True) if args.sentence_words else (False,))]
     rows = [run(bench, seed, fold, v) for fold in args.folds for seed in args.seeds for v in variants]
     keys = ("junk_wins", "mean_gap", "fit_seconds") + (("val_reorder_wins",) if variants != [None] else ())
     mean = {}
     for v in variants:
         mine = [r for r in rows if all(r.get(k) == x for k, x in (v or {}).items())]
         name = "default" if v is None else f"reorderings={v['reorderings']},l2={v['l2']:g}" + (
-            ",word_bigrams" if v["word_bigrams"] else "")
+            ",word_bigrams" if v["word_bigrams"] else "") + (",sentence_words" if v["sentence_words"] else "")
         mean[name] = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in keys}
     cb.write_probe(args.out, rows, mean if variants != [None] else mean["default"], argv, script="order_model_probe")
     return 0

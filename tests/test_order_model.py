@@ -199,7 +199,13 @@ def test_fit_order_model_sees_the_real_training_answers_only(capsys):
     fit_order_model(Enc, splits, l2=0.5)
     heavy = Enc.order_model.statistics.abs().max()
     fit_order_model(Enc, splits)
-    assert heavy < Enc.order_model.statistics.abs().max() / 5
+    assert heavy < Enc.order_model.statistics.abs().max() / 5 and not Enc.order_model.sentence_words
+    # and the encoder config's order_features and order_l2 (vrm train --order-features, --order-l2) do too
+    Enc.config = EncoderConfig(representation="response+order_score", order_features="sentence_words", order_l2=0.5)
+    fit_order_model(Enc, splits)
+    assert Enc.order_model.sentence_words and Enc.order_model.statistics.abs().max() < heavy * 1.5
+    with pytest.raises(ConfigError, match=r"EncoderConfig.order_features, --order-features\): unknown \['bigrams'\]"):
+        EncoderConfig(order_features="sentence_words,bigrams")
 
 
 @pytest.mark.parametrize("part", ["order_score", "order_margin"])
@@ -211,7 +217,8 @@ def test_a_run_with_an_order_part_saves_the_order_model_and_reloads_scores_alike
     from .conftest import save_tiny_bert
 
     enc_cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=48, cache_dir=str(tmp_path / "c"),
-                            representation=f"response+{part}")
+                            representation=f"response+{part}",
+                            order_features="sentence_words" if part == "order_margin" else "")
     result = train_and_evaluate(DataConfig(limit=40), enc_cfg, ModelConfig(hidden_dim=16, num_objectives=3, feature_dim=2),
                                 TrainConfig(epochs=2, batch_size=8, progress=False), output=tmp_path / "run",
                                 progress=False)
@@ -219,6 +226,7 @@ def test_a_run_with_an_order_part_saves_the_order_model_and_reloads_scores_alike
     assert (tmp_path / "run" / "model" / ORDER_MODEL_NAME).is_file()
     assert "sentence-order model" in (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names it
     assert model_ckpt.order_model.identity == base_ckpt.order_model.identity  # one fit for the model and its baseline
+    assert model_ckpt.order_model.sentence_words == (part == "order_margin")  # the config's features, kept
     encoder = encoder_for(model_ckpt)
     assert encoder.order_model.identity == model_ckpt.order_model.identity
     prompts, responses = ["How do I bake bread?"] * 2, ["Sure! Knead it. Then bake it.", "Then bake it. Sure! Knead it."]

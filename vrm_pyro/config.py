@@ -135,10 +135,15 @@ class EncoderConfig(_Config):
                                           "less memory, about a third more compute.")
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
-                                 "response_tokens, response, interaction, statistics, order, discourse, "
-                                 "sentence_order, sentence_flow, likelihood, likelihood_contrast, likelihood_gate, likelihood_fluency, "
-                                 "likelihood_order (see "
+                                 "response_tokens, response, interaction, statistics, prompt_copy, line_ending, order, "
+                                 "discourse, order_score, order_margin, sentence_order, sentence_flow, likelihood, "
+                                 "likelihood_contrast, likelihood_gate, likelihood_fluency, likelihood_order (see "
                                  "vrm_pyro.representations).")
+    order_features: str = _field("", "Feature options of the sentence-order model that the parts order_score and "
+                                 "order_margin read, comma-separated: word_bigrams (adjacent word pairs), "
+                                 "sentence_words (every word of a sentence and the sentences' lengths by position; "
+                                 "with --order-l2 1e-4). See vrm_pyro.order_model.")
+    order_l2: float = _field(1e-3, "L2 penalty of the sentence-order model's fit (parts order_score, order_margin).")
     trust_remote_code: bool = _field(False, "Allow model code from the model directory (off unless you trust it).")
     cache_dir: str | None = _field(None, "Embedding cache directory; default $VRM_CACHE or ~/.cache/vrm_pyro.")
     likelihood_model: str | None = _field(None, flag="--likelihood-model", help="A local causal LM (directory or "
@@ -174,7 +179,12 @@ class EncoderConfig(_Config):
         if self.likelihood_dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"EncoderConfig.likelihood_dtype must be auto, float32 or bfloat16, got "
                               f"{self.likelihood_dtype!r}")
+        from vrm_pyro.order_model import parse_order_features
         from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation
+
+        parse_order_features(self.order_features)
+        if not self.order_l2 > 0:
+            raise ConfigError(f"EncoderConfig.order_l2 (--order-l2) must be > 0, got {self.order_l2}")
 
         parts = parse_representation(self.representation)
         if set(LIKELIHOOD_PARTS) & set(parts) and not self.likelihood_model:

@@ -83,14 +83,16 @@ def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | 
     """With the representation part ``order_score`` or ``order_margin`` (in ``representation``, default the encoder config's): fit the
     encoder's sentence-order model (:class:`vrm_pyro.order_model.SentenceOrderModel`) on the distinct (prompt,
     response) texts of the training split's *real* pairs (augmented ones left out), self-supervised; else nothing.
-    ``options`` go to :meth:`~vrm_pyro.order_model.SentenceOrderModel.fit` (``reorderings``, ``l2``, ...);
+    ``options`` go to :meth:`~vrm_pyro.order_model.SentenceOrderModel.fit` (``reorderings``, ``l2``, ...), over the
+    encoder config's ``order_features`` and ``order_l2``;
     ``progress`` reports the fit as a stage (a line at its start and end; 12–16 s for 3,200 answers on 2 cores)."""
-    from vrm_pyro.order_model import SentenceOrderModel, needs_order_model
+    from vrm_pyro.order_model import SentenceOrderModel, needs_order_model, parse_order_features
 
     if not needs_order_model(representation or encoder.config.representation):
         return
     from vrm_pyro.progress import progress as stage
 
+    options = {**parse_order_features(encoder.config.order_features), "l2": encoder.config.order_l2, **options}
     train = splits["train"]
     real = len(train) - len(splits.get("train_augmented", ()))
     texts = dict.fromkeys((p, r) for i in range(real) for p, r in

@@ -78,6 +78,17 @@ OPTIONS = ("word_bigrams", "sentence_words")
 PARTS = (PART, MARGIN_PART)
 
 
+def parse_order_features(spec: str) -> dict[str, bool]:
+    """``"sentence_words"`` -> ``{"word_bigrams": False, "sentence_words": True}`` (``EncoderConfig.order_features``),
+    checked against :data:`OPTIONS`."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    bad = sorted(set(names) - set(OPTIONS))
+    if bad:
+        raise ConfigError(f"order features {spec!r} (EncoderConfig.order_features, --order-features): unknown "
+                          f"{bad}; choose from {', '.join(OPTIONS)}, comma-separated, or '' for none")
+    return {option: option in names for option in OPTIONS}
+
+
 def needs_order_model(representation: str) -> bool:
     """Whether a representation spec (``"response+order_score"``) has a part that needs a fitted order model."""
     return bool(set(PARTS) & {p.strip() for p in representation.split("+")})
@@ -291,4 +302,4 @@ class SentenceOrderModel:
 
 
 __all__ = ["LENGTH_SCALE", "MARGIN_PART", "MARGIN_REORDERINGS", "OPTIONS", "PART", "PARTS", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
-           "lexical_features", "needs_order_model"]
+           "lexical_features", "needs_order_model", "parse_order_features"]
