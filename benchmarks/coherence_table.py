@@ -6,6 +6,8 @@ prints one row per contender (3-decimal means over seeds), with the junk kinds o
 also writes it to ``results/<stage>/<out>.md``, so a table in the README is a file the same commit wrote.
 ``--pool STAGE ...`` reads those stages' ``rows.jsonl`` instead (folds of one setting run as several stages):
 the mean over the folds of each seed, then over seeds (``--seeds``, ``--folds``: only these), ``n`` the fits pooled.
+``--select`` (with ``--pool``) applies the selection rule of ``benchmarks/README.md`` to the contenders and prints
+the choice with its paired differences (:func:`select`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_
          "template", "repeated", "shuffled_other"]
 
 
-def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None,
-           folds: list[int] | None = None) -> dict[str, dict]:
-    """``contender -> means`` over the AlpacaEval rows of ``stages``: per seed over its folds, then over seeds.
+def pooled_rows(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None,
+                folds: list[int] | None = None):
+    """The AlpacaEval rows of ``stages`` (a DataFrame, one row per fit, with the mean junk rates over kinds).
     Refuses a (contender, seed, fold) found twice and a contender's rows from two LM windows."""
     import pandas as pd
 
@@ -63,12 +65,57 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
     for pre in ("", "val_", "val_wide_"):  # as compare_bt.summarise: the mean junk rate over kinds
         kinds = [c for c in df.columns if c.startswith(pre + "junk_") and c[len(pre) + 5:] in JUNK_KINDS]
         df[pre + "junk_mean"] = df[kinds].mean(axis=1)
+    return df
+
+
+def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[str] | None = None,
+           folds: list[int] | None = None) -> dict[str, dict]:
+    """``contender -> means`` over :func:`pooled_rows`: per seed over its folds, then over seeds."""
+    import pandas as pd
+
+    df = pooled_rows(stages, seeds, contenders, folds)
     scalar = [c for c in df.columns if c not in ("seed", "fold") and pd.api.types.is_numeric_dtype(df[c])]
     per_seed = df.groupby(["contender", "seed"])[scalar].mean()
     mean = per_seed.groupby(level=0).mean()
     n = df.groupby("contender").size()
     return {c: {**{k: (None if pd.isna(v) else float(v)) for k, v in mean.loc[c].items()}, "n": int(n[c])}
             for c in mean.index}
+
+
+def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val_wide_junk_mean") -> str:
+    """The selection rule (``benchmarks/README.md``, sections 2e and 2p) on the fits of :func:`pooled_rows`: among
+    the contenders within ``nll_margin`` of the best validation NLL, the lowest validation junk (``junk``: the wider
+    validation set); a contender whose paired difference to that one over the common (seed, fold) fits is smaller
+    than its standard error ties with it, and of the tied the lower validation NLL wins. Markdown, the choice last."""
+    import numpy as np
+
+    fits = {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
+    empty = [c for c, f in fits.items() if f.empty]
+    if empty:
+        raise SystemExit(f"coherence_table.py --select: no rows for {empty}")
+    mean = {c: (f["val_nll"].mean(), f[junk].mean()) for c, f in fits.items()}
+    best_nll = min(m[0] for m in mean.values())
+    eligible = [c for c in contenders if mean[c][0] <= best_nll + nll_margin]
+    leader = min(eligible, key=lambda c: mean[c][1])
+    out = [f"Rule: within {nll_margin} of the best validation NLL ({best_nll:.3f}), the lowest `{junk}`; a paired "
+           "difference smaller than its standard error is a tie, and a tie goes to the lower validation NLL.", "",
+           "| contender | fits | val NLL | eligible | val junk | paired diff. to the lowest ± SE | fits lower / higher | tie |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    tied = [leader]
+    for c in contenders:
+        cell = "–", "–", "–"
+        if c != leader:
+            common = fits[c].index.intersection(fits[leader].index)
+            d = (fits[c].loc[common, junk] - fits[leader].loc[common, junk]).to_numpy()  # a mean over kinds: equal
+            # rates can differ by 1e-17, which is not a fit lower or higher
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
+            tie = c in eligible and abs(d.mean()) < se
+            tied += [c] if tie else []
+            cell = f"{d.mean():+.4f} ± {se:.4f} ({len(d)})", f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()}", "yes" if tie else "no"
+        out.append(f"| `{c}` | {len(fits[c])} | {mean[c][0]:.3f} | {'yes' if c in eligible else 'no'} | "
+                   f"{mean[c][1]:.4f} | " + " | ".join(cell) + " |")
+    chosen = min(tied, key=lambda c: mean[c][0])
+    return "\n".join(out + ["", f"Lowest validation junk: `{leader}`; chosen: `{chosen}`."]) + "\n"
 
 
 def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, dict] | None = None,
@@ -107,10 +154,18 @@ def main(argv=None) -> int:
                          "results/<stage>/summary.json.")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="With --pool: only these seeds.")
     ap.add_argument("--folds", nargs="+", type=int, default=None, help="With --pool: only these folds.")
+    ap.add_argument("--select", action="store_true",
+                    help="With --pool: apply the selection rule to the contenders (the choice and its paired "
+                         "differences) instead of the table.")
     args = ap.parse_args(argv)
-    text = table(args.stage, args.contenders, args.kinds,
-                 pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None,
-                 args.kind_prefix)
+    if args.select and not args.pool:
+        ap.error("--select needs --pool (the rule pairs fits by seed and fold)")
+    if args.select:
+        text = select(pooled_rows(args.pool, args.seeds, args.contenders, args.folds), args.contenders)
+    else:
+        text = table(args.stage, args.contenders, args.kinds,
+                     pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None,
+                     args.kind_prefix)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
