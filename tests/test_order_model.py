@@ -224,7 +224,8 @@ def test_a_run_with_an_order_part_saves_the_order_model_and_reloads_scores_alike
                                 progress=False)
     model_ckpt, base_ckpt = load_checkpoint(tmp_path / "run" / "model"), load_checkpoint(tmp_path / "run" / "baseline")
     assert (tmp_path / "run" / "model" / ORDER_MODEL_NAME).is_file()
-    assert "sentence-order model" in (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names it
+    card = (tmp_path / "run" / "model" / "README.md").read_text()  # the model card names it, with its features
+    assert "sentence-order model" in card and ("first words + sentence_words, L2 0.001" in card) == (part == "order_margin")
     assert model_ckpt.order_model.identity == base_ckpt.order_model.identity  # one fit for the model and its baseline
     assert model_ckpt.order_model.sentence_words == (part == "order_margin")  # the config's features, kept
     encoder = encoder_for(model_ckpt)

@@ -55,7 +55,9 @@ def model_card(rm, config: dict) -> str:
                                      **({"likelihood model": meta["likelihood_identity"]}
                                         if meta.get("likelihood_identity") else {}),
                                      **({"sentence-order model": f"fitted on the training responses against their "
-                                                                 f"reorderings ({config['order_model']})"}
+                                                                 f"reorderings ({config['order_model']}; features: "
+                                                                 f"first words{' + ' + encoder['order_features'] if encoder.get('order_features') else ''}, "
+                                                                 f"L2 {encoder.get('order_l2', 1e-3):g})"}
                                         if config.get("order_model") else {})}), ""]
     model = {k: v for k, v in (config.get("model") or {}).items()}
     md += ["## Configuration", "", _table(model), ""]
