@@ -62,7 +62,7 @@ from shared_data import (  # noqa: E402
 )
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
-from vrm_pyro.config import DEFAULT_GATE  # noqa: E402
+from vrm_pyro.config import ROUND12_GATE  # noqa: E402
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
 from vrm_pyro.evaluate import (  # noqa: E402
@@ -391,12 +391,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # prompt_echo (the path keeps both), so an answer that copies a quoted sentence is not an echo to the gate
     pc = CONTENDERS[named("+vgn").replace("+sord", "+sord+pc").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+sord+pcx").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        pc, model={**pc.model, "gate": DEFAULT_GATE}))
+        pc, model={**pc.model, "gate": ROUND12_GATE}))
     # "+pce": "+pcx" with the gate's ending measured against the answer's own lines (part line_ending) in place of
     # clean_ending, so a song or a list of names that ends as its lines do is not a truncation to the gate
     register(named("+vgn").replace("+sord", "+sord+pce").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pc, representation=pc.representation + "+line_ending",
-        model={**pc.model, "gate": DEFAULT_GATE.replace("clean_ending,", "") + ",line_ending"}))
+        model={**pc.model, "gate": ROUND12_GATE.replace("clean_ending,", "") + ",line_ending"}))
     # "+pce...+ss15": "+pce" with more sentence shuffles shown losing (0.15 per pair at their own rate, half of
     # "+ss3"'s): the gate that sinks more junk leaves the path less pressure to see order
     for tag in ("+pce", "+pcx"):  # "+pcx...+ss15": the same on round 12's default
@@ -410,7 +410,7 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     pcx = CONTENDERS[named("+vgn").replace("+sord", "+sord+pcx").replace("+rrm6", "+rrm6+cf")]
     osc = dataclasses.replace(pcx, representation=pcx.representation + "+order_score")
     for tag, variant in (("+osc", osc), ("+oscm", dataclasses.replace(osc, model={**osc.model, "monotone": "order_score"})),
-                         ("+oscg", dataclasses.replace(osc, model={**osc.model, "gate": DEFAULT_GATE + ",order_score"}))):
+                         ("+oscg", dataclasses.replace(osc, model={**osc.model, "gate": ROUND12_GATE + ",order_score"}))):
         register(named("+vgn").replace("+sord", "+sord+pcx" + tag).replace("+rrm6", "+rrm6+cf"), variant)
     # "+oscl": its weight kept away from zero (a log-normal sign prior, median the prior std: order matters a priori);
     # "+oscg...+ss15": the gate's variant with 0.15 more sentence shuffles per pair, so the labels press harder on order

@@ -194,7 +194,9 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.config import DEFAULT_GATE, LIKELIHOOD_RECIPE, ROUND4_REPRESENTATION, TRAIN_RECIPE
 
     plain = build_parser().parse_args(["train"])
-    assert plain.representation == TRAIN_RECIPE["representation"] == ROUND4_REPRESENTATION + "+prompt_copy+order_score"
+    assert plain.representation == TRAIN_RECIPE["representation"] == (ROUND4_REPRESENTATION
+                                                                     + "+prompt_copy+line_ending+order_score")
+    assert (plain.order_features, plain.order_l2) == ("sentence_words", 1e-4)
     assert plain.monotone == "" and plain.augment == "rrm,content_free:0.1"
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
     # the LM recipe keeps what it was measured with: round 4's representation and RRM's augmentation alone
@@ -203,6 +205,7 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
     assert (plain.gate, plain.gate_lr) == (DEFAULT_GATE, 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
     assert "prompt_echo" not in DEFAULT_GATE and "prompt_copy" in DEFAULT_GATE
+    assert "line_ending" in DEFAULT_GATE and "clean_ending" not in DEFAULT_GATE
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])
