@@ -70,7 +70,8 @@ MARGIN_PART = "order_margin"
 #: the reorderings :meth:`SentenceOrderModel.margin` averages over
 MARGIN_REORDERINGS = 4
 #: the weight of the length features of ``sentence_words`` (a few buckets shared by every answer, against thousands of
-#: word buckets: at weight 1 the L2 penalty kept them near 0; 5 is what ranked reorderings best on validation)
+#: word buckets: at weight 1 the L2 penalty kept them near 0; a scratch probe on fold 0 ranked validation reorderings
+#: better at 5 than at 1, ``benchmarks/README.md`` section 2q)
 LENGTH_SCALE = 5.0
 
 
@@ -151,7 +152,7 @@ def lexical_features(response: str, buckets: int, word_bigrams: bool = False,
         add("f1:" + firsts[-1], c / n)
         add("f2:" + " ".join(words[:2]), c / n)
         if sentence_words:
-            for word in set(words):
+            for word in sorted(set(words)):  # one order whatever the hash seed
                 add("w:" + word, c / n)
             add("len", LENGTH_SCALE * c * np.log1p(len(words)) / n)
             add(f"place:{min(i, 2)}:{min(n - 1 - i, 2)}:{min(len(words) // 4, 8)}", LENGTH_SCALE / n)
@@ -289,7 +290,7 @@ class SentenceOrderModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"lexical": self.lexical, "statistics": self.statistics, "mean": self.mean, "scale": self.scale}
-        for option in OPTIONS:  # absent in the default (and in every checkpoint saved before the option)
+        for option in OPTIONS:  # absent when off (and in every checkpoint saved before the option)
             if getattr(self, option):
                 state[option] = torch.ones(())
         return state
