@@ -5,7 +5,8 @@
 (:func:`vrm_pyro.experiment.fit_order_model`: the training instructions' answers against two reorderings each,
 self-supervised), then scores the stress set's sentence-shuffled answers of the held-out (test) instructions
 against their originals, as ``vrm stress`` builds them. ``junk_wins``: the share of shuffles scored at or above
-their original (82 test instructions per seed and fold). Text only, no encoder: about 40 s per fit on 2 cores.
+their original (82 test instructions per seed and fold); ``order_at_or_above_KIND``: the same for the other junk kinds
+(what a reward head's weight on the column rewards in them). Text only, no encoder: about 40 s per fit on 2 cores.
 
     python benchmarks/order_model_probe.py --folds 0 --seeds 0 1 2
 
@@ -60,6 +61,14 @@ def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None) -> d
     row = {"seed": seed, "fold": fold, **(options or {}), "test_shuffled": len(sel), "fit_seconds": round(seconds, 1),
            "junk_wins": float((junk >= real).float().mean()),
            "mean_gap": float((real - junk).mean())}
+    # every other kind too: how often the order model alone scores the junk at or above the real answer (what a
+    # head's weight on the column rewards in it)
+    for kind in JUNK_KINDS:
+        if kind != "shuffled_sentences":
+            sel = [i for i, k in enumerate(sk) if k == kind and sp[i] in test]
+            real = model.score([sp[i] for i in sel], [sr[i] for i in sel])
+            junk = model.score([sp[i] for i in sel], [sj[i] for i in sel])
+            row[f"order_at_or_above_{kind}"] = float((junk >= real).float().mean())
     if options is not None:
         val = bench.alpaca.subset(idx["validation"])
         texts = dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b))
@@ -89,7 +98,8 @@ def main(argv=None) -> int:
                     for l2 in args.l2 or [1e-3] for w in ((False, True) if args.word_bigrams else (False,))
                     for sw in ((False, True) if args.sentence_words else (False,))]
     rows = [run(bench, seed, fold, v) for fold in args.folds for seed in args.seeds for v in variants]
-    keys = ("junk_wins", "mean_gap", "fit_seconds") + (("val_reorder_wins",) if variants != [None] else ())
+    keys = ("junk_wins", "mean_gap", "fit_seconds") + (("val_reorder_wins",) if variants != [None] else ()) + tuple(
+        f"order_at_or_above_{k}" for k in JUNK_KINDS if k != "shuffled_sentences")
     mean = {}
     for v in variants:
         mine = [r for r in rows if all(r.get(k) == x for k, x in (v or {}).items())]

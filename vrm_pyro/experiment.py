@@ -85,7 +85,7 @@ def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | 
     response) texts of the training split's *real* pairs (augmented ones left out), self-supervised; else nothing.
     ``options`` go to :meth:`~vrm_pyro.order_model.SentenceOrderModel.fit` (``reorderings``, ``l2``, ...), over the
     encoder config's ``order_features`` and ``order_l2``;
-    ``progress`` reports the fit as a stage (a line at its start and end; 12–25 s for 3,200 answers on 2 cores)."""
+    ``progress`` reports the fit as a stage (a line at its start and end; 12–18 s for 3,200 answers on 2 cores)."""
     from vrm_pyro.order_model import SentenceOrderModel, needs_order_model, parse_order_features
 
     if not needs_order_model(representation or encoder.config.representation):
