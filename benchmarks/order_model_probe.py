@@ -54,21 +54,22 @@ def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None) -> d
                         representation="order_score", **options)
     seconds = time.perf_counter() - start
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
-    sel = [i for i, k in enumerate(sk) if k == "shuffled_sentences" and sp[i] in test]
+    rows = [i for i, p in enumerate(sp) if p in test]  # the held-out instructions' junk, every kind scored once
     model = bench.encoder.order_model
-    real = model.score([sp[i] for i in sel], [sr[i] for i in sel])
-    junk = model.score([sp[i] for i in sel], [sj[i] for i in sel])
-    row = {"seed": seed, "fold": fold, **(options or {}), "test_shuffled": len(sel), "fit_seconds": round(seconds, 1),
-           "junk_wins": float((junk >= real).float().mean()),
-           "mean_gap": float((real - junk).mean())}
+    real = model.score([sp[i] for i in rows], [sr[i] for i in rows])
+    junk = model.score([sp[i] for i in rows], [sj[i] for i in rows])
+    kinds = [sk[i] for i in rows]
+    shuffled = torch.tensor([k == "shuffled_sentences" for k in kinds])
+    row = {"seed": seed, "fold": fold, **(options or {}), "test_shuffled": int(shuffled.sum()),
+           "fit_seconds": round(seconds, 1),
+           "junk_wins": float((junk >= real)[shuffled].float().mean()),
+           "mean_gap": float((real - junk)[shuffled].mean())}
     # every other kind too: how often the order model alone scores the junk at or above the real answer (what a
     # head's weight on the column rewards in it)
     for kind in JUNK_KINDS:
         if kind != "shuffled_sentences":
-            sel = [i for i, k in enumerate(sk) if k == kind and sp[i] in test]
-            real = model.score([sp[i] for i in sel], [sr[i] for i in sel])
-            junk = model.score([sp[i] for i in sel], [sj[i] for i in sel])
-            row[f"order_at_or_above_{kind}"] = float((junk >= real).float().mean())
+            mine = torch.tensor([k == kind for k in kinds])
+            row[f"order_at_or_above_{kind}"] = float((junk >= real)[mine].float().mean())
     if options is not None:
         val = bench.alpaca.subset(idx["validation"])
         texts = dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b))
