@@ -336,7 +336,24 @@ def test_sentences_keep_a_list_item_with_its_enumerator_and_split_after_numbers_
     assert "".join(sentence_pieces(text)) == text  # pieces and seams give the text back
     assert sentences("1.\nMix the flour.") == ["1.", "Mix the flour."]  # an enumerator keeps only its own line
     # another order whenever one exists; unchanged where every order gives the same text ("3.  3." is one item)
-    for t in ("1. A. B.", "A. B.", "---\nA.", "1.\n1.\n2."):
+    for t in ("1. Mix. Bake.", "Mix. Bake.", "---\nMix.", "1.\n1.\n2."):  # ("A. B." reads as initials)
         assert reorder_sentences(t, lambda order: None) != t
     assert reorder_sentences("Yes. Yes.", lambda order: None) == "Yes. Yes."
     assert reorder_sentences("3.  3.  3.", lambda order: None) == "3.  3.  3."
+
+
+def test_sentences_do_not_end_after_an_abbreviation_or_an_initial_within_a_line():
+    from vrm_pyro.covariates import reorder_sentences, sentence_pieces, sentences
+
+    text = ("Apple Inc. makes phones, e.g. the iPhone. J.K. Rowling met Dr. Lee in the U.S. last year. Ravens vs. "
+            "Browns ended 23-16. Preheat to 350 \u00b0F. Place the rack. It ended in World War I. Then peace.")
+    assert sentences(text) == ["Apple Inc. makes phones, e.g. the iPhone.", "J.K. Rowling met Dr. Lee in the U.S. last year.",
+                               "Ravens vs. Browns ended 23-16.", "Preheat to 350 \u00b0F.", "Place the rack.",
+                               "It ended in World War I.", "Then peace."]
+    assert "".join(sentence_pieces(text)) == text
+    # a sentence does not start lower-case; a line break still ends one, whatever comes before it
+    assert sentences("Add 2 tbsp. oil. Stir well.") == ["Add 2 tbsp. oil.", "Stir well."]
+    assert sentences("Written by J.\nCole wrote it.") == ["Written by J.", "Cole wrote it."]
+    # so a shuffle moves whole sentences, never a fragment cut after "Inc."
+    shuffled = reorder_sentences("Apple Inc. makes phones. Google makes search.", lambda order: order.reverse())
+    assert shuffled == "Google makes search. Apple Inc. makes phones."

@@ -165,16 +165,16 @@ def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_differenc
     split = lambda t: sorted(re.split(r"\s*\n\s*|(?<=[.!?]) +", t.strip()))  # noqa: E731
     assert split(out) == split(text)
     assert permute_sentences("Just one sentence here") == "Just one sentence here"
-    assert permute_sentences("A. B.") == "B. A." and permute_sentences(" A. B.") == " B. A."
+    assert permute_sentences("Go. Stay.") == "Stay. Go." and permute_sentences(" Go. Stay.") == " Stay. Go."
     assert permute_sentences("Yes. Yes.") == "Yes. Yes."  # no other order exists
-    assert permute_sentences("A. B. A.") != "A. B. A."  # repeated sentences: still another order
+    assert permute_sentences("Go. Stay. Go.") != "Go. Stay. Go."  # repeated sentences: still another order
     # a numbered list's items move with their enumerators
     items = permute_sentences("Steps:\n1. Mix the flour.\n2. Add water.\n3. Bake it.").split("\n")
     assert sorted(items) == ["1. Mix the flour.", "2. Add water.", "3. Bake it.", "Steps:"]
     # the part: stats of the answer minus those of its reordered sentences; one sentence -> 0 and no LM call
     calls = []
 
-    table = {"A. B.": [-1.0, -2.0, -5.0, -0.5], "One.": [-3.0, -4.0, -6.0, -0.7], "B. A.": [-2.0, -2.25, -6.0, -0.9]}
+    table = {"Go. Stay.": [-1.0, -2.0, -5.0, -0.5], "One.": [-3.0, -4.0, -6.0, -0.7], "Stay. Go.": [-2.0, -2.25, -6.0, -0.9]}
 
     def score(prompts, responses, **_):
         calls.append(list(responses))
@@ -182,8 +182,8 @@ def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_differenc
 
     fake = SimpleNamespace(likelihood=SimpleNamespace(score=score))
     table["Yes. Yes."] = [-2.0, -3.0, -5.0, -0.5]
-    h = response_features(fake, ["p"] * 3, ["A. B.", "One.", "Yes. Yes."], spec="likelihood_order")
-    assert calls == [["A. B.", "One.", "Yes. Yes."], ["B. A."]]  # no other order: not scored again
+    h = response_features(fake, ["p"] * 3, ["Go. Stay.", "One.", "Yes. Yes."], spec="likelihood_order")
+    assert calls == [["Go. Stay.", "One.", "Yes. Yes."], ["Stay. Go."]]  # no other order: not scored again
     torch.testing.assert_close(h, torch.tensor([[1.0, 0.25], [0.0, 0.0], [0.0, 0.0]]))
     assert feature_groups("response+likelihood_order", 8) == (8, 2)
 

@@ -167,13 +167,23 @@ ENUMERATOR = re.compile(r"\d{1,2}\.")
 LEADING_ENUMERATOR = re.compile(r"^\d{1,2}[.)]\s+")
 
 
+#: a piece that ends in an abbreviation or a name's initial, after which a space does not end the sentence:
+#: ``Inc.``, ``vs.``, ``e.g.``, ``U.S.``, ``J.K.``, ``Dr.``, a lone capital other than ``I`` (``J. Cole``)
+ABBREVIATION_END = re.compile(
+    r"(?:(?<![\w.])(?:Inc|Ltd|Corp|Co|Jr|Sr|Dr|Mr|Mrs|Ms|Prof|St|Mt|Gen|Col|Lt|Sgt|Rev|Dept|Univ|vs|approx|"
+    r"Fig|Vol|No|Eq|al|cf)|(?<![\w.])(?:[A-Za-z]\.)+[A-Za-z]|(?<![\w.°])[A-HJ-Z])\.$")
+
+
 def sentence_pieces(text: str) -> list[str]:
     """``text`` cut at :data:`SENTENCE_SEAM` into sentence, seam, sentence, ..., sentence (joined, they give the
-    text back), except after a list's enumerator: ``2.`` at a line's start stays with the item on its line."""
+    text back), except after a list's enumerator (``2.`` at a line's start stays with the item on its line) and,
+    within a line, after an abbreviation or an initial (:data:`ABBREVIATION_END`) or before a lower-case letter."""
     pieces = SENTENCE_SEAM.split(text)
     i = 0
     while i + 2 < len(pieces):
-        if ENUMERATOR.fullmatch(pieces[i]) and (i == 0 or "\n" in pieces[i - 1]) and "\n" not in pieces[i + 1]:
+        enumerator = ENUMERATOR.fullmatch(pieces[i]) and (i == 0 or "\n" in pieces[i - 1])
+        inline = "\n" not in pieces[i + 1] and (ABBREVIATION_END.search(pieces[i]) or pieces[i + 2][:1].islower())
+        if (enumerator and "\n" not in pieces[i + 1]) or inline:
             pieces[i:i + 3] = ["".join(pieces[i:i + 3])]
         else:
             i += 2
