@@ -105,6 +105,9 @@ class Contender:
     augment_from: str = "preferred"  # DataConfig.augment_from: which answers of a prompt beat the junk
     augment_valid: tuple = ()  # DataConfig.augment_valid: junk kinds the validity gate is told are valid
     order_fit: tuple = ()  # ((option, value), ...) for SentenceOrderModel.fit, where the representation has order_score
+    # the order model fitted on every answer of the training instructions in the AlpacaEval file (as vrm train on the
+    # whole file would), not only those of the sampled pairs (--pairs-per-instruction) the heads train on
+    order_all_answers: bool = False
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -445,6 +448,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+pce+osw" (round 16): the same with "+osw"'s order model
     register(named("+vgn").replace("+sord", "+sord+pce+osw").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pce, representation=pce.representation + "+order_score", order_fit=sentence_words))
+    # "+pce+oswa" (round 17): the same order model fitted on every answer of the training instructions
+    register(named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        pce, representation=pce.representation + "+order_score", order_fit=sentence_words, order_all_answers=True))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
@@ -469,6 +475,7 @@ class Bench:
         self.length_effect = fit_length_effect(alpaca)  # the judge's length effect, always from every pair
         self.instructions = sorted(set(alpaca.prompt))
         self.pairs_per_instruction = pairs_per_instruction
+        self.alpaca_all = alpaca  # every pair (Contender.order_all_answers)
         self.alpaca = alpaca if pairs_per_instruction is None else alpaca.sample_prompts(
             len(self.instructions), pairs_per_prompt=pairs_per_instruction, seed=0)
         self.bon = best_of_n_dev(self.length_effect)
@@ -494,7 +501,7 @@ class Bench:
         on the encoder; the features memoised under another order model are dropped (memory)."""
         if not needs_order_model(contender.representation):
             return
-        memo = ("order_model", key, contender.order_fit)
+        memo = ("order_model", key, contender.order_fit, contender.order_all_answers)
         if memo not in self._memo:
             fit_order_model(self.encoder, {"train": train}, seed=0, representation=contender.representation,
                             **dict(contender.order_fit))
@@ -693,8 +700,10 @@ def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> t
 
 
 def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
-    idx, (_, va, te) = split_rows(bench, seed, fold, size)
-    bench.use_order_model(contender, ("alpaca", seed, fold, size), bench.alpaca.subset(idx["train"]))
+    idx, (tr, va, te) = split_rows(bench, seed, fold, size)
+    order_train = (bench.alpaca_all.subset([i for i, p in enumerate(bench.alpaca_all.prompt) if p in tr])
+                   if contender.order_all_answers else bench.alpaca.subset(idx["train"]))
+    bench.use_order_model(contender, ("alpaca", seed, fold, size), order_train)
     full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:
