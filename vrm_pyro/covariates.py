@@ -192,7 +192,8 @@ def sentence_pieces(text: str) -> list[str]:
 
 def sentences(text: str) -> list[str]:
     """The sentences of ``text`` (:func:`sentence_pieces`: split after ``.!?`` and at line breaks, a list item
-    kept with its enumerator); pieces without a word dropped.
+    kept with its enumerator, no cut after an abbreviation or an initial within a line or before a lower-case
+    letter); pieces without a word dropped.
 
     >>> sentences("Steps:\\n1. Mix. Add water.\\n2. Bake at 200. Serve.")
     ['Steps:', '1. Mix.', 'Add water.', '2. Bake at 200.', 'Serve.']
