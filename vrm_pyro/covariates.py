@@ -169,6 +169,8 @@ LEADING_ENUMERATOR = re.compile(r"^\d{1,2}[.)]\s+")
 
 #: a piece that ends in an abbreviation or a name's initial, after which a space does not end the sentence:
 #: ``Inc.``, ``vs.``, ``e.g.``, ``U.S.``, ``J.K.``, ``Dr.``, a lone capital other than ``I`` (``J. Cole``)
+#: (``No.`` is read as "number", as every one of its 45 uses within a line in the shared AlpacaEval answers is;
+#: known misses: a sentence that ends in a lone capital or ``p.m.``, "Plan B. Then ...")
 ABBREVIATION_END = re.compile(
     r"(?:(?<![\w.])(?:Inc|Ltd|Corp|Co|Jr|Sr|Dr|Mr|Mrs|Ms|Prof|St|Mt|Gen|Col|Lt|Sgt|Rev|Dept|Univ|vs|approx|"
     r"Fig|Vol|No|Eq|al|cf)|(?<![\w.])(?:[A-Za-z]\.)+[A-Za-z]|(?<![\w.°])[A-HJ-Z])\.$")
