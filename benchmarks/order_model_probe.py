@@ -11,7 +11,8 @@ their original (82 test instructions per seed and fold); ``order_at_or_above_KIN
     python benchmarks/order_model_probe.py --folds 0 --seeds 0 1 2
 
 writes ``results/coherence/order_model_probe.json``. ``--reorderings R ...``, ``--l2 L ...`` (and ``--word-bigrams``: each
-with and without adjacent word pairs; ``--sentence-words``: each with and without every word of a sentence by position) fit every combination of the fit's options instead of its defaults (``--out NAME`` for the file); each row then also has
+with and without adjacent word pairs; ``--sentence-words``: each with and without every word of a sentence by position; ``--all-answers``: on every answer of the training
+instructions) fit every combination of the fit's options instead of its defaults (``--out NAME`` for the file); each row then also has
 ``val_reorder_wins``: the share of the *validation* instructions' answers (every distinct answer of their pairs, two
 reorderings each, as the fit makes them) scored at or above their original, the measure to choose options by (the
 stress set has one answer per instruction, 32 on validation; this has some 600 reorderings).
@@ -43,15 +44,18 @@ def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> 
     return float((junk >= real).float().mean())
 
 
-def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None) -> dict:
-    idx, (_, _, test) = cb.split_rows(bench, seed, fold)
+def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_answers: bool = False) -> dict:
+    idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
+    # the sampled pairs' answers, or with all_answers every answer of the training instructions (compare_bt's
+    # Contender.order_all_answers)
+    train = (bench.alpaca_all.subset([i for i, p in enumerate(bench.alpaca_all.prompt) if p in train_instructions])
+             if all_answers else bench.alpaca.subset(idx["train"]))
     start = time.perf_counter()
     if options is None:  # the defaults, memoised as compare_bt fits them
-        contender = cb.Contender({}, representation="order_score")
-        bench.use_order_model(contender, ("alpaca", seed, fold, None), bench.alpaca.subset(idx["train"]))
+        contender = cb.Contender({}, representation="order_score", order_all_answers=all_answers)
+        bench.use_order_model(contender, ("alpaca", seed, fold, None), train)
     else:
-        fit_order_model(bench.encoder, {"train": bench.alpaca.subset(idx["train"])}, seed=0,
-                        representation="order_score", **options)
+        fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", **options)
     seconds = time.perf_counter() - start
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     rows = [i for i, p in enumerate(sp) if p in test]  # the held-out instructions' junk, every kind scored once
@@ -60,7 +64,7 @@ def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None) -> d
     junk = model.score([sp[i] for i in rows], [sj[i] for i in rows])
     kinds = [sk[i] for i in rows]
     shuffled = torch.tensor([k == "shuffled_sentences" for k in kinds])
-    row = {"seed": seed, "fold": fold, **(options or {}), "test_shuffled": int(shuffled.sum()),
+    row = {"seed": seed, "fold": fold, **(options or {}), "all_answers": all_answers, "test_shuffled": int(shuffled.sum()),
            "fit_seconds": round(seconds, 1),
            "junk_wins": float((junk >= real)[shuffled].float().mean()),
            "mean_gap": float((real - junk)[shuffled].mean())}
@@ -88,6 +92,8 @@ def main(argv=None) -> int:
                     help="also fit each variant with adjacent word pairs among the features (fit option word_bigrams)")
     ap.add_argument("--sentence-words", action="store_true",
                     help="also fit each variant with every word of a sentence by position (fit option sentence_words)")
+    ap.add_argument("--all-answers", action="store_true",
+                    help="fit on every answer of the training instructions, not only the sampled pairs' answers")
     ap.add_argument("--out", default="order_model_probe", help="results/coherence/<out>.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -98,7 +104,7 @@ def main(argv=None) -> int:
         variants = [{"reorderings": r, "l2": l2, "word_bigrams": w, "sentence_words": sw} for r in args.reorderings or [2]
                     for l2 in args.l2 or [1e-3] for w in ((False, True) if args.word_bigrams else (False,))
                     for sw in ((False, True) if args.sentence_words else (False,))]
-    rows = [run(bench, seed, fold, v) for fold in args.folds for seed in args.seeds for v in variants]
+    rows = [run(bench, seed, fold, v, args.all_answers) for fold in args.folds for seed in args.seeds for v in variants]
     keys = ("junk_wins", "mean_gap", "fit_seconds") + (("val_reorder_wins",) if variants != [None] else ()) + tuple(
         f"order_at_or_above_{k}" for k in JUNK_KINDS if k != "shuffled_sentences")
     mean = {}
