@@ -511,6 +511,13 @@ class Bench:
         for k in [k for k in self._memo if k[0] in ("pairs", "texts") and k[-1] not in (None, ident)]:
             del self._memo[k]
 
+    def order_training(self, idx_train: list[int], instructions: set[str], all_answers: bool) -> PreferencePairs:
+        """What a split's order model is fitted on: the sampled pairs ``idx_train``, or with ``all_answers`` every
+        pair of the training ``instructions`` in the AlpacaEval file (:attr:`Contender.order_all_answers`)."""
+        if not all_answers:
+            return self.alpaca.subset(idx_train)
+        return self.alpaca_all.subset([i for i, p in enumerate(self.alpaca_all.prompt) if p in instructions])
+
     def _order_identity(self, representation: str) -> str | None:
         return self.encoder.order_model.identity if needs_order_model(representation) else None
 
@@ -701,9 +708,8 @@ def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> t
 
 def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
     idx, (tr, va, te) = split_rows(bench, seed, fold, size)
-    order_train = (bench.alpaca_all.subset([i for i, p in enumerate(bench.alpaca_all.prompt) if p in tr])
-                   if contender.order_all_answers else bench.alpaca.subset(idx["train"]))
-    bench.use_order_model(contender, ("alpaca", seed, fold, size), order_train)
+    bench.use_order_model(contender, ("alpaca", seed, fold, size),
+                          bench.order_training(idx["train"], tr, contender.order_all_answers))
     full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:

@@ -46,10 +46,7 @@ def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> 
 
 def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_answers: bool = False) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    # the sampled pairs' answers, or with all_answers every answer of the training instructions (compare_bt's
-    # Contender.order_all_answers)
-    train = (bench.alpaca_all.subset([i for i, p in enumerate(bench.alpaca_all.prompt) if p in train_instructions])
-             if all_answers else bench.alpaca.subset(idx["train"]))
+    train = bench.order_training(idx["train"], train_instructions, all_answers)
     start = time.perf_counter()
     if options is None:  # the defaults, memoised as compare_bt fits them
         contender = cb.Contender({}, representation="order_score", order_all_answers=all_answers)
