@@ -254,7 +254,7 @@ class PreferenceModel(nn.Module):
             if self.gate is not None:  # the gate's logits once per step, for the label and the validity sites
                 t_a, t_b = (self.gate.validity_logits(globals_, r, prompt) for r in (response_a, response_b))
                 if self.gate.in_label:
-                    authentic = authentic + F.logsigmoid(t_a) - F.logsigmoid(t_b)
+                    authentic = authentic + self.gate.term(t_a) - self.gate.term(t_b)
             logits = authentic
             if self.nuisance is not None:
                 logits = logits + self.nuisance.logits(globals_, prompt, nuisance_a - nuisance_b)

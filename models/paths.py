@@ -179,9 +179,11 @@ class MLPPath(LinearPath):
 
 
 class ValidityGate(_GlobalGaussian):
-    r"""A saturating validity term added to the reward: ``log sigma(v . h_G + c)``, the log-probability that the
-    response is a valid answer at all (on topic, coherent, complete), from the columns ``G`` of ``h`` named by
-    ``ModelConfig.gate`` (low-dimensional evidence: the cosine, the text statistics, a language model's).
+    r"""A saturating validity term added to the reward: ``kappa log sigma(v . h_G + c)``, ``kappa`` times the
+    log-probability that the response is a valid answer at all (on topic, coherent, complete), from the columns ``G``
+    of ``h`` named by ``ModelConfig.gate`` (low-dimensional evidence: the cosine, the text statistics, a language
+    model's). ``scale`` ``kappa`` (default 1) tempers the product of experts, ``P(valid)^kappa x exp(quality)``: the
+    validity observations fit ``sigma(t)`` as before, and a rejected answer loses ``kappa`` times as much reward.
 
     Global sites ``gate_weight`` ``(G,)`` (prior std ``prior_scale`` per column, whose features arrive
     standardised) and ``gate_bias`` ``(1,)`` (prior std ``bias_scale``). A real answer sits where the term has
@@ -202,9 +204,11 @@ class ValidityGate(_GlobalGaussian):
     """
 
     def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,
-                 pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False):
+                 pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False, scale: float = 1.0):
         super().__init__()
-        self.in_label, self.pairwise, self.by_prompt = in_label, pairwise, by_prompt
+        if not scale > 0:
+            raise ValueError(f"ValidityGate: scale must be > 0 (got {scale}); 1 is the plain product of experts")
+        self.in_label, self.pairwise, self.by_prompt, self.scale = in_label, pairwise, by_prompt, float(scale)
         columns = torch.as_tensor(columns, dtype=torch.bool)
         width = int(columns.sum())
         if columns.dim() != 1 or width < 1:
@@ -231,9 +235,13 @@ class ValidityGate(_GlobalGaussian):
         bias = globals_["gate_bias"]
         return t + (bias.reshape(-1, 1) if t.dim() > 1 else bias)
 
+    def term(self, t: torch.Tensor) -> torch.Tensor:
+        """The reward's term of validity logits ``t``: ``kappa log sigma(t)`` (``kappa`` = ``scale``)."""
+        return self.scale * F.logsigmoid(t)
+
     def logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """The reward's term ``log sigma(v(x) . h_G + c)``: ``(B,)`` or ``(S, B)``."""
-        return F.logsigmoid(self.validity_logits(globals_, h, prompt))
+        """The reward's term ``kappa log sigma(v(x) . h_G + c)``: ``(B,)`` or ``(S, B)``."""
+        return self.term(self.validity_logits(globals_, h, prompt))
 
     def observe(self, t_a: torch.Tensor, t_b: torch.Tensor, junk: torch.Tensor) -> None:
         """Inside the pair plate, given the validity logits ``t_a``, ``t_b`` (:meth:`validity_logits`): what is known

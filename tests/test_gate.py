@@ -136,6 +136,42 @@ def test_the_gate_enters_the_label_only_when_asked(in_label):
     assert bool(valid_0 != valid_1)  # the validity observations always see the gate
 
 
+def test_gate_scale_tempers_the_term_not_the_validity_fit(tmp_path):
+    """``gate_scale`` kappa: at the same sites the reward's gate term and its part of the label's logit are kappa
+    times the plain ones (``P(valid)^kappa x exp(quality)``), the validity observations are unchanged, and a
+    checkpoint keeps kappa."""
+    from pyro import poutine
+
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    data = _pairs(16, 7, junk_share=0.5)
+    sites = {"gate_weight": torch.linspace(-1.0, 2.0, 7), "gate_bias": torch.full((1,), 0.5), "theta": torch.zeros(F)}
+
+    def run(scale):
+        rm = build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_scale=scale),
+                                emb_dim=E, response_dim=F, representation=REP, seed=0)
+        trace = poutine.trace(poutine.condition(rm.model, data=sites)).get_trace(*data.batch(slice(None)))
+        trace.compute_log_prob()
+        terms = [rm.model.gate.logits(sites, r) for r in (data.response_a, data.response_b)]
+        return rm, trace.nodes["_RETURN"]["value"], trace.nodes["valid_b"]["log_prob"], terms
+
+    _, logits_1, valid_1, (a_1, b_1) = run(1.0)
+    rm, logits_3, valid_3, (a_3, b_3) = run(3.0)
+    torch.testing.assert_close(b_3, 3.0 * b_1)
+    assert bool((b_1 < 0).all())
+    # the quality path is zero at these sites, so the label's logit is the gate's part alone (no nuisance term)
+    torch.testing.assert_close(logits_1, a_1 - b_1)
+    torch.testing.assert_close(logits_3, 3.0 * logits_1)
+    torch.testing.assert_close(valid_3, valid_1)
+    fit(rm, data, data, TrainConfig(epochs=2, progress=False))
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "kappa", rm)).reward_model
+    assert loaded.model.gate.scale == 3.0 and loaded.config.gate_scale == 3.0
+    torch.testing.assert_close(loaded.reward(data.prompt, data.response_b).reward,
+                               rm.reward(data.prompt, data.response_b).reward)
+    with pytest.raises(ConfigError, match="gate_scale must be > 0"):
+        ModelConfig(gate="statistics", gate_scale=0.0)
+
+
 def test_the_pairwise_validity_observation_sees_only_junk_pairs_and_prefers_the_original():
     """``gate_pairwise``: ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` observed 1 on the junk pairs only."""
     from pyro import poutine

@@ -250,6 +250,9 @@ class ModelConfig(_Config):
                        "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
+    gate_scale: float = _field(1.0, "kappa: the validity gate's term in the reward is kappa log sigma(v . h_G + c), a "
+                               "tempered product of experts P(valid)^kappa x exp(quality); the gate's fit to the "
+                               "validity observations is unchanged, a rejected answer loses kappa times as much.")
     gate_by_prompt: bool = _field(False, "Let the validity gate's weights depend on the prompt linearly, v(x) = v + "
                                   "V^T e_x (site gate_prompt), so what counts as valid can differ by task (copying the "
                                   "prompt is the answer to 'capitalise this sentence').")
@@ -317,8 +320,9 @@ class ModelConfig(_Config):
                               "whitening mixes into principal components; use --feature-transform standardize (the "
                               "default) or none")
         if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0 or self.gate_prior_scale <= 0
+                or self.gate_scale <= 0
                 or (self.bt_prior_scale is not None and self.bt_prior_scale <= 0)):
-            raise ConfigError("ModelConfig: prior scales must be > 0 and decorrelation >= 0")
+            raise ConfigError("ModelConfig: prior scales and gate_scale must be > 0 and decorrelation >= 0")
 
     @property
     def path_uses_prior(self) -> bool:
