@@ -451,6 +451,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+pce+oswa" (round 17): the same order model fitted on every answer of the training instructions
     register(named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pce, representation=pce.representation + "+order_score", order_fit=sentence_words, order_all_answers=True))
+    # "+pce+oswa+gk2" (round 18): the same with the validity gate's term doubled (ModelConfig.gate_scale = 2, the
+    # tempered product of experts P(valid)^2 x exp(quality)): a scratch look at one fit found the trained gate at its
+    # MAP on the validity observations, leaving another prompt's answer or a scaffold only about -0.9
+    oswa = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+sord+pce+oswa+gk2").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        oswa, model={**oswa.model, "gate_scale": 2.0}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
