@@ -455,8 +455,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # tempered product of experts P(valid)^2 x exp(quality)): a scratch look at one fit found the trained gate at its
     # MAP on the validity observations, leaving another prompt's answer or a scaffold only about -0.9
     oswa = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf")]
-    register(named("+vgn").replace("+sord", "+sord+pce+oswa+gk2").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        oswa, model={**oswa.model, "gate_scale": 2.0}))
+    for kappa in (2, 3):  # "+gk3": three times
+        register(named("+vgn").replace("+sord", f"+sord+pce+oswa+gk{kappa}").replace("+rrm6", "+rrm6+cf"),
+                 dataclasses.replace(oswa, model={**oswa.model, "gate_scale": float(kappa)}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
