@@ -458,6 +458,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     for kappa in (2, 3):  # "+gk3": three times
         register(named("+vgn").replace("+sord", f"+sord+pce+oswa+gk{kappa}").replace("+rrm6", "+rrm6+cf"),
                  dataclasses.replace(oswa, model={**oswa.model, "gate_scale": float(kappa)}))
+    # "+pce+oswa" without "+sord" (round 18): no label-taught view of which content comes early or late
+    # (sentence_order, 384 columns), only the self-supervised order model's column; a shuffle that moves a sentence
+    # the judge dislikes ("I'm sorry, but as an AI ...") to the end can no longer gain through that block
+    register(named("+vgn").replace("+sord", "+pce+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        oswa, representation=oswa.representation.replace("+sentence_order", "")))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
