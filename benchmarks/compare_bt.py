@@ -530,6 +530,13 @@ class Bench:
             return self.alpaca.subset(idx_train)
         return self.alpaca_all.subset([i for i, p in enumerate(self.alpaca_all.prompt) if p in instructions])
 
+    def use_split_order_model(self, contender: Contender, seed: int, fold: int, idx_train: list[int],
+                              instructions: set[str], size: int | None = None) -> None:
+        """:meth:`use_order_model` for the AlpacaEval split ``(seed, fold, size)``, fitted on what
+        :meth:`order_training` gives for the contender."""
+        self.use_order_model(contender, ("alpaca", seed, fold, size),
+                             self.order_training(idx_train, instructions, contender.order_all_answers))
+
     def _order_identity(self, representation: str) -> str | None:
         return self.encoder.order_model.identity if needs_order_model(representation) else None
 
@@ -720,8 +727,7 @@ def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> t
 
 def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
     idx, (tr, va, te) = split_rows(bench, seed, fold, size)
-    bench.use_order_model(contender, ("alpaca", seed, fold, size),
-                          bench.order_training(idx["train"], tr, contender.order_all_answers))
+    bench.use_split_order_model(contender, seed, fold, idx["train"], tr, size)
     full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:

@@ -18,6 +18,8 @@ writes ``results/coherence_vg256/gate_anatomy.json`` and ``.md`` (``--out`` name
     python benchmarks/gate_anatomy.py --encoder .gpu/minilm --contenders vrm_part2+nuis+ord+disc+sord+vgn+rrm6+both+glr \
         bt_bayesian_linear_part1+nuis+ord+disc+sord+vgn+rrm6+both+glr --losers other_prompt refusal scaffold template \
         --out coherence_vgi/default_losers
+    python benchmarks/gate_anatomy.py --contenders vrm_part2+nuis+ord+disc+sord+pce+oswa+vgn+rrm6+cf+both+glr --map \
+        --out coherence_r18/gate_map
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
@@ -43,10 +46,39 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = ()) -> dict:
+def gate_map(rm, train) -> dict:
+    """The gate's MAP ``(v, c)`` on ``train``'s validity observations (every ``response_a`` valid, ``response_b``
+    valid unless junk) under its priors, against the guide's means: ``{"nlp_trained", "nlp_map", "weights_map",
+    "bias_map"}`` (``nlp``: the negative log posterior, up to a constant)."""
+    gate, q = rm.model.gate, rm.guide.global_guide
+    with torch.no_grad():
+        h = torch.cat([rm.transform.features(r)[:, gate.columns] for r in (train.response_a, train.response_b)])
+    y = torch.cat([torch.ones(len(train)), (~train.junk).float()])
+    (_, weight_std), (_, bias_std) = gate.priors["gate_weight"], gate.priors["gate_bias"]
+
+    def nlp(v, c):
+        return (F.binary_cross_entropy_with_logits(h @ v + c, y, reduction="sum") + 0.5 * (v / weight_std).square().sum()
+                + 0.5 * (c / bias_std).square().sum())
+
+    v, c = (q.loc[s].detach().clone().requires_grad_() for s in ("gate_weight", "gate_bias"))
+    trained = float(nlp(v, c))
+    opt = torch.optim.LBFGS([v, c], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nlp(v, c)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"nlp_trained": trained, "nlp_map": float(nlp(v, c)), "weights_map": v.detach().tolist(),
+            "bias_map": float(c.detach())}
+
+
+def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (), with_map: bool = False) -> dict:
     c = cb.CONTENDERS[name]
-    idx, (_, _, te) = cb.split_rows(bench, seed, 0)
-    bench.use_order_model(c, ("alpaca", seed, 0, None), bench.alpaca.subset(idx["train"]))
+    idx, (train_instructions, _, te) = cb.split_rows(bench, seed, 0)
+    bench.use_split_order_model(c, seed, 0, idx["train"], train_instructions)
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
@@ -63,10 +95,22 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = ())
         else:
             gate = np.zeros_like(gap)
     df = pd.DataFrame({"kind": [sk[i] for i in sel], "gap": gap, "gate": gate, "rest": gap - gate})
+    out = {"contender": name, "seed": seed}
+    if with_map:
+        out["map"] = gate_map(rm, train)
+        hj, hr = (rm.transform.features(x)[:, rm.model.gate.columns] for x in (jh, rh))
+        q = rm.guide.global_guide
+        points = {"loc": (q.loc["gate_weight"].detach(), q.loc["gate_bias"].detach()),
+                  "map": (torch.tensor(out["map"]["weights_map"]), torch.tensor([out["map"]["bias_map"]]))}
+        with torch.no_grad():
+            for point, (v, b) in points.items():  # the quality score as trained, the gate's term at one point
+                df[f"gap_{point}"] = df.rest + (rm.model.gate.term(hj @ v + b) - rm.model.gate.term(hr @ v + b)).numpy()
     kinds = {kind: {"n": int(len(g)), "wins": float((g.gap >= 0).mean()), "gap": float(g.gap.mean()),
                     "gate": float(g.gate.mean()), "rest": float(g.rest.mean()), "rest_sd": float(g.rest.std()),
-                    "gate_nearly_zero": float((g.gate > -0.1).mean())} for kind, g in df.groupby("kind")}
-    out = {"contender": name, "seed": seed, "kinds": kinds}
+                    "gate_nearly_zero": float((g.gate > -0.1).mean()),
+                    **({f"wins_{p}": float((g[f"gap_{p}"] >= 0).mean()) for p in ("loc", "map")} if with_map else {})}
+             for kind, g in df.groupby("kind")}
+    out["kinds"] = kinds
     path = rm.model.path if getattr(rm.model, "path", None) is not None else rm.model.head
     mean, _ = path.weight_moments(rm.guide.posterior(path.site))
     if "likelihood" in c.representation:
@@ -109,6 +153,20 @@ def render(rows: list[dict]) -> str:
             lines.append(f"| `{name}` | {seed} | {x['kind']} | {x['words']} | {'yes' if x['refusal'] else ''} | "
                          f"{x['gap']:+.2f} | {x['gate']:+.2f} | {_short(x['prompt'], 60)} | {_short(x['real'], 90)} | "
                          f"{_short(x['junk'], 50)} |")
+    mapped = [r for r in rows if "map" in r]
+    if mapped:
+        lines += ["", "`--map`: the gate at the guide's means (`loc`) and at its MAP on the training pairs' validity "
+                  "observations; negative log posterior (up to a constant) and held-out win rates with the gate's term "
+                  "at either point:", "", "| contender | seed | −log post. (loc) | −log post. (MAP) | weights (loc) | "
+                  "weights (MAP) | " + " | ".join(sorted(mapped[0]["kinds"])) + " |",
+                  "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in mapped[0]["kinds"]) + " |"]
+        for r in mapped:
+            m = r["map"]
+            lines.append(f"| `{r['contender']}` | {r['seed']} | {m['nlp_trained']:.1f} | {m['nlp_map']:.1f} | "
+                         + ", ".join(f"{w:+.2f}" for w in r["gate_weights"]) + " | "
+                         + ", ".join(f"{w:+.2f}" for w in m["weights_map"]) + " | "
+                         + " | ".join(f"{r['kinds'][k]['wins_loc']:.3f} → {r['kinds'][k]['wins_map']:.3f}"
+                                      for k in sorted(r["kinds"])) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,10 +180,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="coherence_vg256/gate_anatomy", help="results/<stage>/<name> (.json and .md)")
     ap.add_argument("--losers", nargs="*", default=[], choices=list(JUNK_KINDS),
                     help="List the real answers that junk of these kinds outranks.")
+    ap.add_argument("--map", action="store_true", help="Also fit the gate's MAP on the validity observations and "
+                    "score the held-out junk with it (is the trained gate an unfinished fit?).")
     args = ap.parse_args(argv)
     bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model,
                      likelihood_response_tokens=args.likelihood_response_tokens)
-    rows = [anatomy(bench, name, seed, tuple(args.losers)) for name in args.contenders for seed in args.seeds]
+    rows = [anatomy(bench, name, seed, tuple(args.losers), args.map) for name in args.contenders for seed in args.seeds]
     out = cb.RESULTS / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/gate_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -65,8 +65,8 @@ def anatomy(bench: cb.Bench, name: str, seed: int) -> tuple[list[dict], dict, li
     c = cb.CONTENDERS[name]
     if c.model.get("model", "vrm") != "vrm" or c.model.get("path", "bayesian") != "bayesian":
         raise SystemExit(f"junk_anatomy.py: {name} is not a VRM with a Bayesian path (what the anatomy splits)")
-    idx, (_, _, test_instructions) = cb.split_rows(bench, seed, 0)
-    bench.use_order_model(c, ("alpaca", seed, 0, None), bench.alpaca.subset(idx["train"]))
+    idx, (train_instructions, _, test_instructions) = cb.split_rows(bench, seed, 0)
+    bench.use_split_order_model(c, seed, 0, idx["train"], train_instructions)
     full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
     train, val = (full.subset(idx[k]) for k in ("train", "validation"))
     train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
