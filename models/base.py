@@ -186,7 +186,8 @@ class PreferenceModel(nn.Module):
         nuisance: a :class:`~vrm_pyro.models.nuisance.NuisanceTerm` (the judge's reaction to
             observable covariates), or None.
         decorrelation: weight of a penalty on the squared batch correlation between the authentic
-            reward differences and each covariate difference (as ODIN does for length); 0 = off.
+            reward differences and each covariate difference (as ODIN does for length), over the batch's real
+            pairs (not the junk made by construction); 0 = off.
         gate: a :class:`~vrm_pyro.models.paths.ValidityGate` (``log P(valid | y)`` added to the reward), or None.
     """
 
@@ -262,9 +263,12 @@ class PreferenceModel(nn.Module):
             if self.gate is not None and junk is not None:
                 self.gate.observe(t_a, t_b, junk)
         if self.decorrelation > 0 and label is not None and nuisance_a is not None and nuisance_a.shape[-1]:
-            # not part of the generative story: a penalty on the ELBO, scaled to the dataset like it
-            penalty = squared_correlation(authentic, nuisance_a - nuisance_b)
-            pyro.factor("decorrelation", -self.decorrelation * (size or prompt.shape[0]) * penalty)
+            # not part of the generative story: a penalty on the ELBO, scaled to the dataset like it; over the
+            # judge's pairs only (junk made by construction differs in length on purpose: a truncation is shorter)
+            real = torch.ones_like(label, dtype=torch.bool) if junk is None else ~junk
+            if int(real.sum()) >= 2:  # a correlation needs two pairs
+                penalty = squared_correlation(authentic[..., real], (nuisance_a - nuisance_b)[real])
+                pyro.factor("decorrelation", -self.decorrelation * (size or prompt.shape[0]) * penalty)
         return logits
 
     # -- posterior summaries (no gradients; used by scoring and evaluation) -------------------------

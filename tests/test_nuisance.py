@@ -62,3 +62,36 @@ def test_nuisance_lr_moves_gamma_in_its_own_parameter_group(length_biased):
         fit(rm, train, val, cfg)
         gammas[name] = rm.nuisance_posterior()[0]["logits_per_unit"]
     assert abs(gammas["shared"]) < 0.3 < LENGTH_EFFECT / 2 < gammas["own"], gammas
+
+
+def test_the_decorrelation_penalty_reads_the_judges_pairs_not_the_junk():
+    """``decorrelation``: the penalty on the correlation between the authentic reward difference and the covariate
+    differences is taken over the real pairs of a batch only; junk made by construction (a truncation is shorter on
+    purpose) changes nothing in it, and without junk every pair counts."""
+    from pyro import poutine
+    from vrm_pyro.models.base import squared_correlation
+
+    from vrm_pyro.data import PairEmbeddings
+
+    g = torch.Generator().manual_seed(0)
+    n, e, c = 40, 6, 2
+    prompt, a, b = (torch.randn(n, e, generator=g) for _ in range(3))
+    phi_a, phi_b = torch.randn(n, c, generator=g), torch.randn(n, c, generator=g)
+    junk = torch.arange(n) % 4 == 0
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="linear", nuisance="length,bold", decorrelation=2.0),
+                            emb_dim=e, seed=0)
+
+    def factor(phi_b_, junk_):
+        data = PairEmbeddings(prompt, a, b, torch.ones(n), phi_a, phi_b_, junk=junk_)
+        trace = poutine.trace(rm.model).get_trace(*data.batch(slice(None)))
+        trace.compute_log_prob()
+        return trace.nodes["decorrelation"]["log_prob_sum"]
+
+    moved = phi_b.clone()
+    moved[junk] = 100.0 * torch.randn(int(junk.sum()), c, generator=g)  # only the junk rows' covariates change
+    torch.testing.assert_close(factor(phi_b, junk), factor(moved, junk))
+    assert not torch.allclose(factor(phi_b, None), factor(moved, None))
+    with torch.no_grad():
+        d = rm.model.authentic_logits({}, prompt, rm.transform.features(a), rm.transform.features(b))
+    expected = -2.0 * n * squared_correlation(d[~junk], (phi_a - phi_b)[~junk]).sum()
+    torch.testing.assert_close(factor(phi_b, junk), expected)

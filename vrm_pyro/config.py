@@ -273,7 +273,8 @@ class ModelConfig(_Config):
     erase_nuisance: bool = _field(False, "Erase the nuisance covariates linearly from the response features (LEACE, "
                                   "fitted on the training responses, stored in the checkpoint).")
     decorrelation: float = _field(0.0, "Weight of a penalty on the batch correlation between authentic reward "
-                                  "differences and covariate differences (as ODIN); 0 = off.")
+                                  "differences and covariate differences (as ODIN), over the judge's pairs (augmented junk "
+                                  "left out: a truncation is shorter by construction); 0 = off.")
     feature_transform: str = _field("standardize", "Fitted on the training responses and applied before the heads: "
                                     "none, standardize (per dimension) or whiten (PCA; the Bayesian path's prior is "
                                     "then Zellner's g-prior and its posterior variance a Mahalanobis distance).")
