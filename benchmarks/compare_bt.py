@@ -463,6 +463,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # the judge dislikes ("I'm sorry, but as an AI ...") to the end can no longer gain through that block
     register(named("+vgn").replace("+sord", "+pce+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         oswa, representation=oswa.representation.replace("+sentence_order", "")))
+    # "+pce+oswa+dc1" (round 18): with ODIN's decorrelation penalty at weight 1 (ModelConfig.decorrelation, over the
+    # judge's pairs): the authentic reward's differences kept uncorrelated with the judge's nuisance covariates
+    # (length, lists, headers, code, bold), so a long or structured answer (a scaffold, another prompt's essay) gains
+    # less over a short real one
+    register(named("+vgn").replace("+sord", "+sord+pce+oswa+dc1").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        oswa, model={**oswa.model, "decorrelation": 1.0}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
