@@ -61,7 +61,7 @@ def gate_map(rm, train) -> dict:
                 + 0.5 * (c / bias_std).square().sum())
 
     v, c = (q.loc[s].detach().clone().requires_grad_() for s in ("gate_weight", "gate_bias"))
-    trained = float(nlp(v, c))
+    trained = float(nlp(v, c).detach())
     opt = torch.optim.LBFGS([v, c], max_iter=500, line_search_fn="strong_wolfe")
 
     def closure():
@@ -71,7 +71,7 @@ def gate_map(rm, train) -> dict:
         return loss
 
     opt.step(closure)
-    return {"nlp_trained": trained, "nlp_map": float(nlp(v, c)), "weights_map": v.detach().tolist(),
+    return {"nlp_trained": trained, "nlp_map": float(nlp(v, c).detach()), "weights_map": v.detach().tolist(),
             "bias_map": float(c.detach())}
 
 
