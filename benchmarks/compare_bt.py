@@ -452,8 +452,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         pce, representation=pce.representation + "+order_score", order_fit=sentence_words, order_all_answers=True))
     # "+pce+oswa+gk2" (round 18): the same with the validity gate's term doubled (ModelConfig.gate_scale = 2, the
-    # tempered product of experts P(valid)^2 x exp(quality)): a scratch look at one fit found the trained gate at its
-    # MAP on the validity observations, leaving another prompt's answer or a scaffold only about -0.9
+    # tempered product of experts P(valid)^2 x exp(quality)): the trained gate is at its MAP on the validity
+    # observations (results/coherence_r18/gate_map.md) and leaves another prompt's answer only about -0.9
     oswa = CONTENDERS[named("+vgn").replace("+sord", "+sord+pce+oswa").replace("+rrm6", "+rrm6+cf")]
     for kappa in (2, 3):  # "+gk3": three times
         register(named("+vgn").replace("+sord", f"+sord+pce+oswa+gk{kappa}").replace("+rrm6", "+rrm6+cf"),

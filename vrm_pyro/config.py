@@ -320,10 +320,14 @@ class ModelConfig(_Config):
             raise ConfigError(f"ModelConfig.gate (--gate {self.gate}) reads named columns of the features, which "
                               "whitening mixes into principal components; use --feature-transform standardize (the "
                               "default) or none")
-        if (self.path_prior_scale <= 0 or self.nuisance_prior_scale <= 0 or self.decorrelation < 0 or self.gate_prior_scale <= 0
-                or self.gate_scale <= 0
-                or (self.bt_prior_scale is not None and self.bt_prior_scale <= 0)):
-            raise ConfigError("ModelConfig: prior scales and gate_scale must be > 0 and decorrelation >= 0")
+        positive = {"path_prior_scale": self.path_prior_scale, "nuisance_prior_scale": self.nuisance_prior_scale,
+                    "gate_prior_scale": self.gate_prior_scale, "gate_scale": self.gate_scale,
+                    "bt_prior_scale": 1.0 if self.bt_prior_scale is None else self.bt_prior_scale}
+        wrong = [f"{name}={value}" for name, value in positive.items() if not value > 0]
+        if wrong or self.decorrelation < 0:
+            raise ConfigError(f"ModelConfig: {', '.join(wrong + [f'decorrelation={self.decorrelation}'] * (self.decorrelation < 0))}: "
+                              "prior scales and gate_scale must be > 0 and decorrelation >= 0 (the --flag of the same "
+                              "name on the command line)")
 
     @property
     def path_uses_prior(self) -> bool:
