@@ -46,12 +46,12 @@ def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> 
 
 def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_answers: bool = False) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    train = bench.order_training(idx["train"], train_instructions, all_answers)
     start = time.perf_counter()
     if options is None:  # the defaults, memoised as compare_bt fits them
         contender = cb.Contender({}, representation="order_score", order_all_answers=all_answers)
-        bench.use_order_model(contender, ("alpaca", seed, fold, None), train)
+        bench.use_split_order_model(contender, seed, fold, idx["train"], train_instructions)
     else:
+        train = bench.order_training(idx["train"], train_instructions, all_answers)
         fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", **options)
     seconds = time.perf_counter() - start
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))

@@ -324,8 +324,10 @@ class ModelConfig(_Config):
                     "gate_prior_scale": self.gate_prior_scale, "gate_scale": self.gate_scale,
                     "bt_prior_scale": 1.0 if self.bt_prior_scale is None else self.bt_prior_scale}
         wrong = [f"{name}={value}" for name, value in positive.items() if not value > 0]
-        if wrong or self.decorrelation < 0:
-            raise ConfigError(f"ModelConfig: {', '.join(wrong + [f'decorrelation={self.decorrelation}'] * (self.decorrelation < 0))}: "
+        if self.decorrelation < 0:
+            wrong.append(f"decorrelation={self.decorrelation}")
+        if wrong:
+            raise ConfigError(f"ModelConfig: {', '.join(wrong)}: "
                               "prior scales and gate_scale must be > 0 and decorrelation >= 0 (the --flag of the same "
                               "name on the command line)")
 
