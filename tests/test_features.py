@@ -1,14 +1,18 @@
 """Response features: covariates, coherence statistics, representations, fitted transforms (LEACE)."""
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
 
 from vrm_pyro import ConfigError, EncoderConfig
 from vrm_pyro.covariates import (
+    BAG_STATISTICS,
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
+    bag_statistics,
     coherence_statistics,
     copy_statistics,
     discourse_statistics,
@@ -20,8 +24,10 @@ from vrm_pyro.hacking import make_junk
 from vrm_pyro.representations import (
     MAX_SENTENCES,
     parse_representation,
+    part_columns,
     representation_dim,
     response_features,
+    sentence_bag,
     sentence_flow,
     sentence_order,
     sentences,
@@ -183,6 +189,63 @@ def test_sentence_order_is_the_position_weighted_mean_of_the_sentence_embeddings
     assert torch.allclose(sentence_order(enc, [" ".join(many)])[0], expected / len(keep), atol=1e-6)
     h = response_features(enc, ["p"], [three], spec="response+sentence_order")
     assert h.shape == (1, 8) and torch.allclose(h[0, 4:], o[0])
+
+
+class CrcEncoder(HashEncoder):
+    """A fake encoder whose vectors follow the exact text (a reordering of its words or sentences moves them)."""
+
+    dim = 6
+
+    def vec(self, text):
+        return torch.randn(6, generator=torch.Generator().manual_seed(zlib.crc32(text.encode())))
+
+
+BAG = "sentence_bag+bag_interaction+bag_statistics"
+
+
+def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
+    enc = CrcEncoder()
+    prompt = "How do I bake bread at home?"
+    # answers whose shuffles split into the same sentences again (a list item moved after a space instead of a
+    # line break would lose its enumerator to a sentence of its own: a different text, which the bag then sees)
+    answers = ["To bake bread, mix flour and water.\n1. Add the yeast and salt.\n2. Knead the dough.\n3. Bake it.",
+               "It rains. The ground is wet.\nSo we stay in. Tomorrow, e.g. at noon, we go out.",
+               "Here are three:\n\n* **Flour** is milled.\n* Water is added.\n* Salt last.\n\nEnjoy!"]
+    for answer in answers:
+        shuffles = {make_junk("shuffled_sentences", prompt, answer, [], seed=k) for k in range(4)}
+        assert answer not in shuffles and len(shuffles) > 1
+        h = response_features(enc, [prompt] * (1 + len(shuffles)), [answer, *shuffles], spec=BAG)
+        assert all(torch.equal(row, h[0]) for row in h[1:])  # the same bits, whatever the order
+        # the views that `vrm train`'s default reads do move: the response alone and the compressibility
+        moved = response_features(enc, [prompt] * 2, [answer, next(iter(shuffles))], spec="response+statistics")
+        assert not torch.equal(moved[0], moved[1])
+    # the bag is the mean of the sentences' normalised vectors; one sentence is the response alone, normalised
+    three = answers[1]
+    e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in sentences(three)]), dim=-1)
+    bag = sentence_bag(enc, [three, "One sentence only here.", "here only sentence One."])
+    assert torch.allclose(bag[0], e.mean(0), atol=1e-6)
+    assert torch.allclose(bag[1], torch.nn.functional.normalize(enc.vec("One sentence only here."), dim=0))
+    assert not torch.allclose(bag[1], bag[2])  # a one-sentence answer's word shuffle still moves it
+    # the bag's relevance features and the gate's name for their cosine
+    x = torch.nn.functional.normalize(enc.vec(prompt), dim=0)
+    h = response_features(enc, [prompt], [three], spec=BAG)
+    assert h[0, 6 + 12] == pytest.approx(float(x @ torch.nn.functional.normalize(bag[0], dim=0)), abs=1e-6)
+    assert part_columns(BAG, 6, ["bag_cosine"]).nonzero().ravel().tolist() == [6 + 12]
+    with pytest.raises(ConfigError, match="'interaction'"):
+        part_columns(BAG, 6, ["cosine"])
+
+
+def test_bag_statistics_see_repetition_echo_and_a_cut_answer():
+    prompt = "How do I bake bread at home?"
+    stats = bag_statistics([prompt] * 4, [ANSWER, "\n\n".join([ANSWER] * 5), prompt, ANSWER[:len(ANSWER) // 3]])
+    s = dict(zip(BAG_STATISTICS, stats.T))
+    assert s["repeated_sentences"][0] == 0 and s["repeated_sentences"][1] == pytest.approx(0.8)
+    assert s["bag_repeated_4grams"][1] > 0.7 > 0.05 > s["bag_repeated_4grams"][0]
+    assert s["bag_compression_ratio"][1] < s["bag_compression_ratio"][0] / 2
+    assert s["bag_prompt_echo"][2] == 1 and s["bag_prompt_echo"][0] < 0.2
+    assert s["bag_prompt_coverage"][2] == 1
+    assert s["unfinished_sentences"][3] > s["unfinished_sentences"][0]  # the cut sentence
+    assert np.isfinite(bag_statistics(["p"], [""])).all()
 
 
 class TableEncoder(HashEncoder):

@@ -330,6 +330,45 @@ def coherence_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
         len(responses), len(COHERENCE_STATISTICS))
 
 
+#: the columns of :func:`bag_statistics`
+#: (named apart from :data:`COHERENCE_STATISTICS`' columns, so that ``--gate`` can name either)
+BAG_STATISTICS = ("bag_distinct_words", "bag_repeated_4grams", "repeated_sentences", "bag_compression_ratio",
+                  "bag_prompt_echo", "bag_prompt_coverage", "bag_log2_words_per_sentence", "unfinished_sentences")
+
+
+def _bag_row(prompt: str, response: str) -> list[float]:
+    parts = sorted(s.lower() for s in sentences(response)) or [""]
+    per_sentence = [[w.lower() for w in WORD.findall(s)] for s in parts]
+    words = [w for ws in per_sentence for w in ws]
+    distinct = len(set(words)) / len(words) if words else 1.0
+    grams = [g for ws in per_sentence for g in _ngrams(ws, 4)]
+    repeated = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+    raw = "\n".join(parts).encode("utf-8", "surrogatepass")
+    compression = len(zlib.compress(raw, 6)) / max(len(raw), 1)
+    p_words = [w.lower() for w in WORD.findall(prompt)]
+    p_tri = set(_ngrams(p_words, 3))
+    r_tri = [g for ws in per_sentence for g in _ngrams(ws, 3)]
+    echo = sum(g in p_tri for g in r_tri) / len(r_tri) if r_tri else 0.0
+    content = {w for w in p_words if len(w) >= 4}
+    coverage = len(content & set(words)) / len(content) if content else 0.0
+    unfinished = sum(not s or s[-1] not in CLEAN_END for s in parts) / len(parts)
+    return [distinct, repeated, (len(parts) - len(set(parts))) / len(parts), compression, echo, coverage,
+            math.log2(1 + len(words) / len(parts)), unfinished]
+
+
+def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``(N, 8)`` float32, columns :data:`BAG_STATISTICS`: the text statistics of the response as a *bag of its
+    sentences* (:func:`sentences`), so that no reordering of them (:func:`reorder_sentences`) that splits back into
+    the same sentences moves any column:
+    distinct words, repeated word 4-grams and repeated sentences (the answer said twice), the compressibility of the
+    sentences sorted, the share of the response's word trigrams (within a sentence) found in the prompt and of the
+    prompt's content words the response covers, words per sentence, and the share of sentences that do not end
+    cleanly (a cut answer's last one). Beside an order-blind view of the words (``sentence_bag``), a reward built on
+    these can only see order through the parts meant for it (``order_score``, ``line_ending``)."""
+    return np.asarray([_bag_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
+        len(responses), len(BAG_STATISTICS))
+
+
 #: the columns of :func:`copy_statistics`
 COPY_STATISTICS = ("prompt_copied",)
 
@@ -374,6 +413,6 @@ def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nd
     return np.asarray([_ends_like_its_lines(r) for r in responses], np.float32).reshape(len(responses), 1)
 
 
-__all__ = ["COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
-           "ORDER_STATISTICS", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
+__all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
+           "ORDER_STATISTICS", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
            "reorder_sentences", "sentence_pieces", "sentences", "unmarked"]

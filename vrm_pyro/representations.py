@@ -40,6 +40,20 @@ part                dimension   what
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
+``sentence_bag``    E           the response as a bag of its sentences: the mean of their normalised
+                                embeddings (each encoded alone; the response alone, normalised, for
+                                one sentence). A reordering that splits back into the same sentences
+                                leaves it as it was, to the bit (up to :data:`MAX_SENTENCES`
+                                sentences); one that does not (a list item moved after a space loses
+                                its enumerator to a sentence of its own) moves it a little, where a
+                                shuffle moves ``response_tokens`` and ``response`` by about a third
+                                of their norm (benchmarks/README.md, section 2t)
+``bag_interaction`` 2E + 1      ``interaction``'s relevance features on the bag: ``x̂ ⊙ b̂``,
+                                ``|x̂ − b̂|``, ``cos(x̂, b̂)`` (``--gate bag_cosine``)
+``bag_statistics``  8           :func:`vrm_pyro.covariates.bag_statistics`: ``statistics`` read off
+                                the bag of sentences (repetition, compressibility, echo, coverage,
+                                words per sentence, sentences that do not end cleanly), so no
+                                reordering moves them either
 ``sentence_flow``   4           from the same sentence embeddings (:func:`sentence_flow`): how
                                 much more alike adjacent sentences are than any two, how much
                                 more the first sentence is about the prompt than the rest,
@@ -77,6 +91,11 @@ view of a long answer at the cost of two windows. ``sentence_order`` costs about
 response's tokens, in short texts (a sentence seen before, in another answer or a reordering of this
 one, is not encoded again). Every view is cached on disk by the encoder.
 
+The three ``bag`` parts make a (nearly) *order-blind base*: a reward on them and on parts meant to see order
+(``order_score``, ``line_ending``) ranks an answer against its own sentence shuffle by those parts alone, so its
+error on shuffles is theirs, whatever the other weights, wherever the shuffle splits into the same sentences
+(benchmarks/README.md, section 2t).
+
 Mean pooling forgets order: an answer and the same sentences shuffled get nearly the same ``response``
 vector. ``sentence_order`` weights the sentences by a linear ramp over their positions,
 
@@ -98,11 +117,13 @@ import torch
 from torch.nn import functional as F
 
 from vrm_pyro.covariates import (
+    BAG_STATISTICS,
     COHERENCE_STATISTICS,
     COPY_STATISTICS,
     DISCOURSE_STATISTICS,
     ENDING_STATISTICS,
     ORDER_STATISTICS,
+    bag_statistics,
     coherence_statistics,
     copy_statistics,
     discourse_statistics,
@@ -117,8 +138,12 @@ from vrm_pyro.order_model import PARTS as ORDER_PARTS
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
-         "order_margin", "sentence_order",
+         "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
+#: the parts read off a response's sentences, each encoded alone (one encoding, :func:`sentence_views`)
+SENTENCE_PARTS = ("sentence_order", "sentence_flow", "sentence_bag", "bag_interaction")
+#: the parts that end in a prompt-response cosine, and the name ``--gate`` picks it by
+COSINES = {"interaction": "cosine", "bag_interaction": "bag_cosine"}
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
 SENTENCE_FLOW = ("adjacent_similarity", "lead_relevance", "relevance_slope", "lead_centrality")
 #: ``sentence_order`` encodes at most this many sentences of a response: the first and last half of them
@@ -146,7 +171,9 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
              "prompt_copy": (len(COPY_STATISTICS),), "line_ending": (len(ENDING_STATISTICS),),
              "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "order_score": (1,), "order_margin": (1,), "sentence_order": (emb_dim,), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
+             "order_score": (1,), "order_margin": (1,), "sentence_order": (emb_dim,),
+             "sentence_bag": (emb_dim,), "bag_interaction": (emb_dim, emb_dim, 1),
+             "bag_statistics": (len(BAG_STATISTICS),), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
              "likelihood_order": (2,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
@@ -158,6 +185,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
 #: :class:`~vrm_pyro.models.paths.BayesianLinearPath` and :func:`feature_orientation`).
 ORIENTED_FEATURES = {
     "cosine": ("interaction", None),  # the prompt-response cosine: relevance
+    "bag_cosine": ("bag_interaction", None),  # the same on the bag of sentences
     "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
     "likelihood_contrast": ("likelihood_contrast", (1, 1)),  # the PMI, log p(end of turn)
     "likelihood_gate": ("likelihood_gate", (1, 1)),  # min(PMI, 0), log p(end of turn)
@@ -204,7 +232,7 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
         width = sum(feature_groups(part, emb_dim))
         if part not in wanted:
             out += [0] * width
-        elif part == "interaction":
+        elif part in COSINES:
             out += [0] * (width - 1) + [code[wanted[part]]]
         else:
             out += [code[wanted[part]] * v for v in ORIENTED_FEATURES[wanted[part]][1]]
@@ -214,27 +242,32 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
 #: the named columns of the statistics parts: ``--gate`` may pick single ones (``clean_ending``, ...)
 NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "prompt_copy": COPY_STATISTICS,
                  "line_ending": ENDING_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
-                 "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS}
+                 "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS,
+                 "bag_statistics": BAG_STATISTICS}
 
 
 def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
     """``(F,)`` bool: the columns of ``h(x, y)`` that belong to the parts ``names`` of the representation ``spec``
-    (``"cosine"``: the last column of ``interaction``, the prompt-response cosine; a statistic's name, e.g.
+    (``"cosine"``: the last column of ``interaction``, the prompt-response cosine; ``"bag_cosine"`` that of
+    ``bag_interaction``; a statistic's name, e.g.
     ``"clean_ending"``: that one column of its part, :data:`NAMED_COLUMNS`). What ``ModelConfig.gate`` feeds the
     validity gate."""
     parts = parse_representation(spec)
     column_part = {col: part for part, cols in NAMED_COLUMNS.items() for col in cols}
     wanted: dict[str, set[int] | None] = {}  # part -> the column indices within it (None: every column)
     for name in names:
-        if name == "cosine":
-            part, index = "interaction", sum(feature_groups("interaction", emb_dim)) - 1
+        cosine_of = {v: k for k, v in COSINES.items()}
+        if name in cosine_of:
+            part = cosine_of[name]
+            index = sum(feature_groups(part, emb_dim)) - 1
         elif name in column_part:
             part, index = column_part[name], NAMED_COLUMNS[column_part[name]].index(name)
         elif name in PARTS:
             part, index = name, None
         else:
             raise ConfigError(f"ModelConfig.gate (--gate): unknown part {name!r}; name parts of the representation "
-                              f"({'+'.join(parts)}), 'cosine' or a column of {', '.join(NAMED_COLUMNS)} "
+                              f"({'+'.join(parts)}), {' or '.join(map(repr, COSINES.values()))} or a column of "
+                              f"{', '.join(NAMED_COLUMNS)} "
                               "(vrm_pyro.representations.NAMED_COLUMNS)")
         if part not in parts:
             raise ConfigError(f"ModelConfig.gate (--gate): {name!r} needs the representation part {part!r}, which "
@@ -298,6 +331,26 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
     return out
 
 
+def sentence_bag(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses",
+                 views: list[SentenceView] | None = None) -> torch.Tensor:
+    """``b(y)``: ``(N, E)`` float32, the mean of the normalised embeddings of each response's sentences
+    (:func:`~vrm_pyro.covariates.sentences`), ``(1/n) sum_i ê(s_i)``, summed in float64 so that the same sentences in
+    any order give the same bits; for a
+    response of one sentence (no sentence view), the response encoded alone, normalised: a word shuffle of it
+    still moves the view. Over :data:`MAX_SENTENCES` sentences, the kept first and last half.
+    ``views``: the responses' :func:`sentence_views`, if already computed."""
+    views = sentence_views(encoder, responses, progress=progress, desc=desc) if views is None else views
+    out = torch.zeros(len(views), encoder.dim)
+    single = [row for row, v in enumerate(views) if not len(v.embeddings)]
+    if single:
+        out[single] = F.normalize(encoder.encode([responses[row] for row in single], progress=progress,
+                                                 desc=f"encode {desc}: response alone"), dim=-1)
+    for row, v in enumerate(views):
+        if len(v.embeddings):
+            out[row] = v.embeddings.double().mean(0).float()
+    return out
+
+
 def sentence_flow(encoder, responses: Sequence[str], *, prompt_emb: torch.Tensor,
                   progress: bool = False, desc: str = "responses",
                   views: list[SentenceView] | None = None) -> torch.Tensor:
@@ -346,16 +399,22 @@ def _permuted_likelihood(encoder, prompts: list[str], responses: list[str], stat
     return out
 
 
+def _interaction(prompt_emb: torch.Tensor, response_emb: torch.Tensor) -> torch.Tensor:
+    """Bi-encoder relevance features ``(N, 2E + 1)``: ``x̂ ⊙ ŷ``, ``|x̂ − ŷ|``, ``cos(x̂, ŷ)``."""
+    x, y = F.normalize(prompt_emb, dim=-1), F.normalize(response_emb, dim=-1)
+    return torch.cat([x * y, (x - y).abs(), (x * y).sum(-1, keepdim=True)], dim=-1)
+
+
 def response_features(encoder, prompts: Sequence[str], responses: Sequence[str], *, spec: str,
                       prompt_emb: torch.Tensor | None = None, progress: bool = False,
                       desc: str = "responses") -> torch.Tensor:
     """``h(x, y)`` for ``N`` (prompt, response) texts: ``(N, F)`` float32 on CPU.
 
     ``prompt_emb`` ``(N, E)``: the prompts' own embeddings, if already computed (``interaction``,
-    ``sentence_flow``)."""
+    ``bag_interaction``, ``sentence_flow``)."""
     parts = parse_representation(spec)
     prompts, responses = list(prompts), list(responses)
-    out, alone, lm, sent = [], None, None, None
+    out, alone, lm, sent, bag = [], None, None, None, None
     for part in parts:
         if part in ("joint", "response_tokens"):
             span = "all" if part == "joint" else "response"
@@ -369,10 +428,11 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
             else:
                 if prompt_emb is None:
                     prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
-                x, y = F.normalize(prompt_emb, dim=-1), F.normalize(alone, dim=-1)
-                out.append(torch.cat([x * y, (x - y).abs(), (x * y).sum(-1, keepdim=True)], dim=-1))
+                out.append(_interaction(prompt_emb, alone))
         elif part == "statistics":
             out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
+        elif part == "bag_statistics":
+            out.append(torch.from_numpy(bag_statistics(prompts, responses)))
         elif part == "prompt_copy":
             out.append(torch.from_numpy(copy_statistics(prompts, responses)))
         elif part == "line_ending":
@@ -402,18 +462,25 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.stack([lm[:, 0], pmi, lm[:, 3]], dim=-1))
             else:  # likelihood_order
                 out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
-        else:  # sentence_order, sentence_flow: one encoding of the sentences
+        else:  # SENTENCE_PARTS: one encoding of the sentences
             if sent is None:
                 sent = sentence_views(encoder, responses, progress=progress, desc=desc)
             if part == "sentence_order":
                 out.append(sentence_order(encoder, responses, views=sent))
-            else:
-                if prompt_emb is None:
-                    prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
-                out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, views=sent))
+                continue
+            if part in ("sentence_bag", "bag_interaction") and bag is None:
+                bag = sentence_bag(encoder, responses, progress=progress, desc=desc, views=sent)
+            if part == "sentence_bag":
+                out.append(bag)
+                continue
+            if prompt_emb is None:
+                prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
+            out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, views=sent) if part == "sentence_flow"
+                       else _interaction(prompt_emb, bag))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
            "SENTENCE_FLOW", "SentenceView", "feature_groups", "feature_orientation", "parse_representation", "part_columns",
-           "representation_dim", "response_features", "sentence_flow", "sentence_order", "sentence_views", "sentences"]
+           "representation_dim", "response_features", "sentence_bag", "sentence_flow", "sentence_order", "sentence_views",
+           "sentences"]
