@@ -317,6 +317,10 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
 # answers sit where it has saturated, so the judge's labels among them pull on it little; junk loses its full logit.
 # It learns from each pair's validity (every answer a judge saw is valid, augmented junk is not), at the rate gamma has
 GATE_PARTS = "cosine,statistics,order,discourse"
+#: round 19's order-blind base ("+bag"): the bag-of-sentences views, the copy and ending columns, the order model
+BAG_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt_copy+line_ending+order_score"
+BAG_GATE = ("bag_cosine,bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio,"
+            "bag_prompt_coverage,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
 
 
 def _gated(source: str, name: str, **model) -> None:
@@ -469,6 +473,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # less over a short real one
     register(named("+vgn").replace("+sord", "+sord+pce+oswa+dc1").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         oswa, model={**oswa.model, "decorrelation": 1.0}))
+    # "+bag+oswa" (round 19): an order-blind base. Every view that a shuffle of the sentences moves is replaced by one
+    # read off the bag of sentences (sentence_bag, bag_interaction, bag_statistics; the gate the same columns on the
+    # bag, with repeated and unfinished sentences beside them); order is seen only by the order model's column and
+    # the answer's ending (line_ending). Against its own shuffle the reward then errs exactly where those do
+    register(named("+vgn").replace("+sord", "+bag+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        oswa, representation=BAG_REPRESENTATION, model={**oswa.model, "gate": BAG_GATE}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
