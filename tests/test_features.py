@@ -12,6 +12,7 @@ from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
+    bag_sentences,
     bag_statistics,
     coherence_statistics,
     copy_statistics,
@@ -206,10 +207,8 @@ BAG = "sentence_bag+bag_interaction+bag_statistics"
 def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     enc = CrcEncoder()
     prompt = "How do I bake bread at home?"
-    # answers whose shuffles split into the same sentences again (a list item moved after a space instead of a
-    # line break would lose its enumerator to a sentence of its own: a different text, which the bag then sees)
-    answers = ["To bake bread, mix flour and water.\n1. Add the yeast and salt.\n2. Knead the dough.\n3. Bake it.",
-               "It rains. The ground is wet.\nSo we stay in. Tomorrow, e.g. at noon, we go out.",
+    # list items moved after a space (where sentences() would give "2." a sentence of its own), a quotation's end
+    answers = [ANSWER, "It rains. The ground is wet.\nSo we stay in. He said \"Tomorrow, e.g. at noon.\" We go out.",
                "Here are three:\n\n* **Flour** is milled.\n* Water is added.\n* Salt last.\n\nEnjoy!"]
     for answer in answers:
         shuffles = {make_junk("shuffled_sentences", prompt, answer, [], seed=k) for k in range(4)}
@@ -219,13 +218,17 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
         # the views that `vrm train`'s default reads do move: the response alone and the compressibility
         moved = response_features(enc, [prompt] * 2, [answer, next(iter(shuffles))], spec="response+statistics")
         assert not torch.equal(moved[0], moved[1])
-    # the bag is the mean of the sentences' normalised vectors; one sentence is the response alone, normalised
+    # the bag is the mean of its pieces' normalised vectors, list marks stripped; a word shuffle still moves it
     three = answers[1]
-    e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in sentences(three)]), dim=-1)
-    bag = sentence_bag(enc, [three, "One sentence only here.", "here only sentence One."])
+    assert bag_sentences(three) == ['He said "Tomorrow, e.g.', 'It rains.', 'So we stay in.', 'The ground is wet.',
+                                    'We go out.', 'at noon."']
+    assert bag_sentences("1. Mix it.\n* **Bake** it!") == ["Bake** it!", "Mix it."]
+    e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in bag_sentences(three)]), dim=-1)
+    bag = sentence_bag(enc, [three, "One sentence only here.", "here only sentence One.", "---"])
     assert torch.allclose(bag[0], e.mean(0), atol=1e-6)
     assert torch.allclose(bag[1], torch.nn.functional.normalize(enc.vec("One sentence only here."), dim=0))
-    assert not torch.allclose(bag[1], bag[2])  # a one-sentence answer's word shuffle still moves it
+    assert not torch.allclose(bag[1], bag[2])
+    assert torch.equal(bag[3], torch.zeros(6))  # no word, no bag
     # the bag's relevance features and the gate's name for their cosine
     x = torch.nn.functional.normalize(enc.vec(prompt), dim=0)
     h = response_features(enc, [prompt], [three], spec=BAG)

@@ -336,8 +336,31 @@ BAG_STATISTICS = ("bag_distinct_words", "bag_repeated_4grams", "repeated_sentenc
                   "bag_prompt_echo", "bag_prompt_coverage", "bag_log2_words_per_sentence", "unfinished_sentences")
 
 
+#: closing marks that may follow a sentence's end (a quotation, a bracket, Markdown emphasis)
+_CLOSERS = "[\"'\u201d\u2019)\\]*_`]"
+#: where :func:`bag_sentences` cuts: every line break; white space after ``.!?:;`` (and up to two closing marks);
+#: white space before a list's enumerator or bullet
+BAG_SEAM = re.compile(r"\s*\n\s*|(?<=[.!?:;])\s+|(?<=[.!?]" + _CLOSERS + r")\s+|(?<=[.!?]" + _CLOSERS + _CLOSERS
+                      + r")\s+|\s+(?=\d{1,2}[.)]\s)|\s+(?=[*\u2022-]\s)")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def bag_sentences(text: str) -> list[str]:
+    """The pieces of ``text`` as a bag, sorted: cut at :data:`BAG_SEAM` with none of :func:`sentences`' rules
+    that read a cut's neighbours (an enumerator kept with its item, no cut before a lower-case letter or after an
+    abbreviation), list marks stripped (:func:`unmarked`), pieces without a letter dropped. A reordering of the
+    text's sentences (:func:`reorder_sentences`, the layout kept) gives the same bag unless a sentence that ended
+    without a mark ("1 egg, beaten" at a line's end) lands before a space; on the AlpacaEval stress set 0.82 of
+    the shuffles do (:func:`sentences`' own pieces: 0.47).
+
+    >>> bag_sentences("Steps:\\n1. Mix. Add water. 2. Bake (at 200.) Serve.")
+    ['Add water.', 'Bake (at 200.)', 'Mix.', 'Serve.', 'Steps:']
+    """
+    return sorted(u for u in (unmarked(piece) for piece in BAG_SEAM.split(text.strip())) if _LETTER.search(u))
+
+
 def _bag_row(prompt: str, response: str) -> list[float]:
-    parts = sorted(s.lower() for s in sentences(response)) or [""]
+    parts = [s.lower() for s in bag_sentences(response)] or [""]
     per_sentence = [[w.lower() for w in WORD.findall(s)] for s in parts]
     words = [w for ws in per_sentence for w in ws]
     distinct = len(set(words)) / len(words) if words else 1.0
@@ -358,8 +381,8 @@ def _bag_row(prompt: str, response: str) -> list[float]:
 
 def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     """``(N, 8)`` float32, columns :data:`BAG_STATISTICS`: the text statistics of the response as a *bag of its
-    sentences* (:func:`sentences`), so that no reordering of them (:func:`reorder_sentences`) that splits back into
-    the same sentences moves any column:
+    sentences* (:func:`bag_sentences`), so that no reordering of them (:func:`reorder_sentences`) that gives the
+    same bag moves any column:
     distinct words, repeated word 4-grams and repeated sentences (the answer said twice), the compressibility of the
     sentences sorted, the share of the response's word trigrams (within a sentence) found in the prompt and of the
     prompt's content words the response covers, words per sentence, and the share of sentences that do not end
@@ -414,5 +437,5 @@ def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nd
 
 
 __all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
-           "ORDER_STATISTICS", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
+           "ORDER_STATISTICS", "bag_sentences", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
            "reorder_sentences", "sentence_pieces", "sentences", "unmarked"]

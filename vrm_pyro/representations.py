@@ -40,14 +40,11 @@ part                dimension   what
 ``sentence_order``  E           the response's sentences, each encoded alone, weighted by
                                 their centred position (:func:`sentence_order`): what the
                                 answer says last minus what it says first
-``sentence_bag``    E           the response as a bag of its sentences: the mean of their normalised
-                                embeddings (each encoded alone; the response alone, normalised, for
-                                one sentence). A reordering that splits back into the same sentences
-                                leaves it as it was, to the bit (up to :data:`MAX_SENTENCES`
-                                sentences); one that does not (a list item moved after a space loses
-                                its enumerator to a sentence of its own) moves it a little, where a
-                                shuffle moves ``response_tokens`` and ``response`` by about a third
-                                of their norm (benchmarks/README.md, section 2t)
+``sentence_bag``    E           the response as a bag of its sentences
+                                (:func:`vrm_pyro.covariates.bag_sentences`): the mean of their
+                                normalised embeddings, each encoded alone. A reordering that gives
+                                the same bag leaves it as it was, to the bit; the stress test's
+                                shuffles mostly do (benchmarks/README.md, section 2t)
 ``bag_interaction`` 2E + 1      ``interaction``'s relevance features on the bag: ``x̂ ⊙ b̂``,
                                 ``|x̂ − b̂|``, ``cos(x̂, b̂)`` (``--gate bag_cosine``)
 ``bag_statistics``  8           :func:`vrm_pyro.covariates.bag_statistics`: ``statistics`` read off
@@ -123,6 +120,7 @@ from vrm_pyro.covariates import (
     DISCOURSE_STATISTICS,
     ENDING_STATISTICS,
     ORDER_STATISTICS,
+    bag_sentences,
     bag_statistics,
     coherence_statistics,
     copy_statistics,
@@ -140,8 +138,6 @@ LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "lik
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
-#: the parts read off a response's sentences, each encoded alone (one encoding, :func:`sentence_views`)
-SENTENCE_PARTS = ("sentence_order", "sentence_flow", "sentence_bag", "bag_interaction")
 #: the parts that end in a prompt-response cosine, and the name ``--gate`` picks it by
 COSINES = {"interaction": "cosine", "bag_interaction": "bag_cosine"}
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
@@ -331,23 +327,22 @@ def sentence_order(encoder, responses: Sequence[str], *, progress: bool = False,
     return out
 
 
-def sentence_bag(encoder, responses: Sequence[str], *, progress: bool = False, desc: str = "responses",
-                 views: list[SentenceView] | None = None) -> torch.Tensor:
-    """``b(y)``: ``(N, E)`` float32, the mean of the normalised embeddings of each response's sentences
-    (:func:`~vrm_pyro.covariates.sentences`), ``(1/n) sum_i ê(s_i)``, summed in float64 so that the same sentences in
-    any order give the same bits; for a
-    response of one sentence (no sentence view), the response encoded alone, normalised: a word shuffle of it
-    still moves the view. Over :data:`MAX_SENTENCES` sentences, the kept first and last half.
-    ``views``: the responses' :func:`sentence_views`, if already computed."""
-    views = sentence_views(encoder, responses, progress=progress, desc=desc) if views is None else views
-    out = torch.zeros(len(views), encoder.dim)
-    single = [row for row, v in enumerate(views) if not len(v.embeddings)]
-    if single:
-        out[single] = F.normalize(encoder.encode([responses[row] for row in single], progress=progress,
-                                                 desc=f"encode {desc}: response alone"), dim=-1)
-    for row, v in enumerate(views):
-        if len(v.embeddings):
-            out[row] = v.embeddings.double().mean(0).float()
+def sentence_bag(encoder, responses: Sequence[str], *, progress: bool = False,
+                 desc: str = "responses") -> torch.Tensor:
+    """``b(y)``: ``(N, E)`` float32, the mean of the normalised embeddings of each response's pieces as a bag
+    (:func:`~vrm_pyro.covariates.bag_sentences`, each encoded alone, one encoder call for all),
+    ``(1/n) sum_i ê(s_i)`` over them sorted, summed in float64: the same bag gives the same bits. Zeros for a
+    response without a word."""
+    bags = [bag_sentences(r) for r in responses]
+    flat = [piece for bag in bags for piece in bag]
+    emb = (F.normalize(encoder.encode(flat, progress=progress, desc=f"encode {desc}: sentences as a bag"), dim=-1)
+           if flat else torch.zeros(0, encoder.dim))
+    out = torch.zeros(len(bags), encoder.dim)
+    start = 0
+    for row, bag in enumerate(bags):
+        if bag:
+            out[row] = emb[start:start + len(bag)].double().mean(0).float()
+        start += len(bag)
     return out
 
 
@@ -462,21 +457,24 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.stack([lm[:, 0], pmi, lm[:, 3]], dim=-1))
             else:  # likelihood_order
                 out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
-        else:  # SENTENCE_PARTS: one encoding of the sentences
+        elif part in ("sentence_bag", "bag_interaction"):  # one encoding of the bag
+            if bag is None:
+                bag = sentence_bag(encoder, responses, progress=progress, desc=desc)
+            if part == "sentence_bag":
+                out.append(bag)
+            else:
+                if prompt_emb is None:
+                    prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
+                out.append(_interaction(prompt_emb, bag))
+        else:  # sentence_order, sentence_flow: one encoding of the sentences
             if sent is None:
                 sent = sentence_views(encoder, responses, progress=progress, desc=desc)
             if part == "sentence_order":
                 out.append(sentence_order(encoder, responses, views=sent))
-                continue
-            if part in ("sentence_bag", "bag_interaction") and bag is None:
-                bag = sentence_bag(encoder, responses, progress=progress, desc=desc, views=sent)
-            if part == "sentence_bag":
-                out.append(bag)
-                continue
-            if prompt_emb is None:
-                prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
-            out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, views=sent) if part == "sentence_flow"
-                       else _interaction(prompt_emb, bag))
+            else:
+                if prompt_emb is None:
+                    prompt_emb = encoder.encode(prompts, progress=progress, desc=f"encode {desc}: prompts")
+                out.append(sentence_flow(encoder, responses, prompt_emb=prompt_emb, views=sent))
     return torch.cat(out, dim=-1) if out else torch.empty(len(responses), 0)
 
 
