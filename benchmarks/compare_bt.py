@@ -477,8 +477,13 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # read off the bag of sentences (sentence_bag, bag_interaction, bag_statistics; the gate the same columns on the
     # bag, with repeated and unfinished sentences beside them); order is seen only by the order model's column and
     # the answer's ending (line_ending). Against its own shuffle the reward then errs exactly where those do
-    register(named("+vgn").replace("+sord", "+bag+oswa").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        oswa, representation=BAG_REPRESENTATION, model={**oswa.model, "gate": BAG_GATE}))
+    bag = dataclasses.replace(oswa, representation=BAG_REPRESENTATION, model={**oswa.model, "gate": BAG_GATE})
+    register(named("+vgn").replace("+sord", "+bag+oswa").replace("+rrm6", "+rrm6+cf"), bag)
+    # "+bag+oswa+gk2": the same with the gate's term doubled, which round 18's "+gk2" could not afford: its gate read
+    # views a shuffle moves, so a stronger gate sank shuffles and real answers alike; this gate's columns do not move
+    # (but for line_ending, whose move is toward "invalid" for a shuffle that ends on a heading)
+    register(named("+vgn").replace("+sord", "+bag+oswa+gk2").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        bag, model={**bag.model, "gate_scale": 2.0}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
