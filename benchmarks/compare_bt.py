@@ -62,7 +62,7 @@ from shared_data import (  # noqa: E402
 )
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
-from vrm_pyro.config import ROUND12_GATE  # noqa: E402
+from vrm_pyro.config import ORDER_BLIND_GATE, ORDER_BLIND_REPRESENTATION, ROUND12_GATE  # noqa: E402
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
 from vrm_pyro.encoders import TextEncoder, embed_pairs, embed_texts  # noqa: E402
 from vrm_pyro.evaluate import (  # noqa: E402
@@ -317,10 +317,6 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
 # answers sit where it has saturated, so the judge's labels among them pull on it little; junk loses its full logit.
 # It learns from each pair's validity (every answer a judge saw is valid, augmented junk is not), at the rate gamma has
 GATE_PARTS = "cosine,statistics,order,discourse"
-#: round 19's order-blind base ("+bag"): the bag-of-sentences views, the copy and ending columns, the order model
-BAG_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt_copy+line_ending+order_score"
-BAG_GATE = ("bag_cosine,bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio,"
-            "bag_prompt_coverage,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
 
 
 def _gated(source: str, name: str, **model) -> None:
@@ -477,7 +473,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # read off the bag of sentences (sentence_bag, bag_interaction, bag_statistics; the gate the same columns on the
     # bag, with repeated and unfinished sentences beside them); order is seen only by the order model's column and
     # the answer's ending (line_ending). Against its own shuffle the reward then errs exactly where those do
-    bag = dataclasses.replace(oswa, representation=BAG_REPRESENTATION, model={**oswa.model, "gate": BAG_GATE})
+    bag = dataclasses.replace(oswa, representation=ORDER_BLIND_REPRESENTATION,
+                              model={**oswa.model, "gate": ORDER_BLIND_GATE})
     register(named("+vgn").replace("+sord", "+bag+oswa").replace("+rrm6", "+rrm6+cf"), bag)
     # "+bag+oswa+gk2": the same with the gate's term doubled, which round 18's "+gk2" could not afford: its gate read
     # views a shuffle moves, so a stronger gate sank shuffles and real answers alike; this gate's columns do not move

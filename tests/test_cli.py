@@ -191,11 +191,23 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
 
 def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
-    from vrm_pyro.config import DEFAULT_GATE, LIKELIHOOD_RECIPE, ROUND4_REPRESENTATION, TRAIN_RECIPE
+    from vrm_pyro.config import (
+        DEFAULT_GATE,
+        LIKELIHOOD_RECIPE,
+        ORDER_BLIND_GATE,
+        ORDER_BLIND_REPRESENTATION,
+        ROUND4_REPRESENTATION,
+        ROUND16_GATE,
+        TRAIN_RECIPE,
+    )
 
     plain = build_parser().parse_args(["train"])
-    assert plain.representation == TRAIN_RECIPE["representation"] == (ROUND4_REPRESENTATION
-                                                                     + "+prompt_copy+line_ending+order_score")
+    assert plain.representation == TRAIN_RECIPE["representation"] == ORDER_BLIND_REPRESENTATION
+    assert DEFAULT_GATE == ORDER_BLIND_GATE
+    # rounds 16-18's default, one option away; the rest of the recipe as the default's
+    windowed = build_parser("windowed").parse_args(["train", "--recipe", "windowed"])
+    assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"
+    assert windowed.gate == ROUND16_GATE and (windowed.augment, windowed.order_l2) == (plain.augment, plain.order_l2)
     assert (plain.order_features, plain.order_l2) == ("sentence_words", 1e-4)
     assert plain.monotone == "" and plain.augment == "rrm,content_free:0.1"
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
@@ -204,8 +216,9 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     assert lm.augment == "rrm"
     assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
     assert (plain.gate, plain.gate_lr) == (DEFAULT_GATE, 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
-    assert "prompt_echo" not in DEFAULT_GATE and "prompt_copy" in DEFAULT_GATE
-    assert "line_ending" in DEFAULT_GATE and "clean_ending" not in DEFAULT_GATE
+    for gate in (DEFAULT_GATE, ROUND16_GATE):
+        assert "prompt_echo" not in gate and "prompt_copy" in gate
+        assert "line_ending" in gate and "clean_ending" not in gate
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])

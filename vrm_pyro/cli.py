@@ -246,8 +246,9 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="Also fit the Bradley–Terry baseline on the same splits and print both.")
     p.add_argument("--recipe", default="default", choices=list(RECIPES),
-                   help="The defaults of every option below: default (what measured best on validation) or "
-                        "likelihood (the same with a small LM's PMI and end-of-turn statistics; needs the LM, see "
+                   help="The defaults of every option below: default (what measured best on validation), windowed "
+                        "(rounds 16-18's default: the response pooled over 256-token windows, vrm_pyro.config."
+                        "WINDOWED_RECIPE) or likelihood (a small LM's PMI and end-of-turn statistics; needs the LM, see "
                         "vrm_pyro.config.LIKELIHOOD_RECIPE). Options given explicitly win.")
     for cls in CONFIGS:
         p._add_dataclass_arguments(cls)
