@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--likelihood-model", default=None)
     ap.add_argument("--likelihood-response-tokens", type=int, default=cb.EncoderConfig.likelihood_response_tokens)
-    ap.add_argument("--contenders", nargs="+", required=True, choices=list(cb.CONTENDERS))
+    ap.add_argument("--contenders", nargs="+", required=True, choices=list(cb.CONTENDERS), metavar="CONTENDER",
+                    help="compare_bt.py list names them")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", default="coherence_vg256/gate_anatomy", help="results/<stage>/<name> (.json and .md)")
     ap.add_argument("--losers", nargs="*", default=[], choices=list(JUNK_KINDS),

@@ -167,7 +167,8 @@ def render(doc: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default=None)
-    ap.add_argument("--contenders", nargs="+", choices=list(cb.CONTENDERS))
+    ap.add_argument("--contenders", nargs="+", choices=list(cb.CONTENDERS), metavar="CONTENDER",
+                    help="compare_bt.py list names them")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--likelihood-model", default=None,
                     help="The LM for contenders with a likelihood part (as compare_bt.py's option).")

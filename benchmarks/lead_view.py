@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--contender", required=True, choices=[k for k, c in cb.CONTENDERS.items()
                                                            if c.model.get("path_prior") == "part"
-                                                           and c.model.get("model", "vrm") == "vrm"])
+                                                           and c.model.get("model", "vrm") == "vrm"],
+                    metavar="CONTENDER", help="a VRM contender with the block prior (compare_bt.py list names them)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = ap.parse_args(argv)
     bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10)
