@@ -472,7 +472,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+bag+oswa" (round 19): an order-blind base. Every view that a shuffle of the sentences moves is replaced by one
     # read off the bag of sentences (sentence_bag, bag_interaction, bag_statistics; the gate the same columns on the
     # bag, with repeated and unfinished sentences beside them); order is seen only by the order model's column and
-    # the answer's ending (line_ending). Against its own shuffle the reward then errs exactly where those do
+    # the answer's ending (line_ending). Against its own shuffle the reward then errs exactly where those do. (The
+    # name keeps its base's tags, "+ord+disc" among them; this representation has no order or discourse part.)
     bag = dataclasses.replace(oswa, representation=ORDER_BLIND_REPRESENTATION,
                               model={**oswa.model, "gate": ORDER_BLIND_GATE})
     register(named("+vgn").replace("+sord", "+bag+oswa").replace("+rrm6", "+rrm6+cf"), bag)

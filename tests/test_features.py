@@ -215,7 +215,7 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
         assert answer not in shuffles and len(shuffles) > 1
         h = response_features(enc, [prompt] * (1 + len(shuffles)), [answer, *shuffles], spec=BAG)
         assert all(torch.equal(row, h[0]) for row in h[1:])  # the same bits, whatever the order
-        # the views that `vrm train`'s default reads do move: the response alone and the compressibility
+        # the views of rounds 16-18's default (--recipe windowed) do move: the response alone, the compressibility
         moved = response_features(enc, [prompt] * 2, [answer, next(iter(shuffles))], spec="response+statistics")
         assert not torch.equal(moved[0], moved[1])
     # the bag is the mean of its pieces' normalised vectors, list marks stripped; a word shuffle still moves it
@@ -228,7 +228,9 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     assert torch.allclose(bag[0], e.mean(0), atol=1e-6)
     assert torch.allclose(bag[1], torch.nn.functional.normalize(enc.vec("One sentence only here."), dim=0))
     assert not torch.allclose(bag[1], bag[2])
-    assert torch.equal(bag[3], torch.zeros(6))  # no word, no bag
+    assert torch.equal(bag[3], torch.zeros(6))  # no letter or digit, no bag
+    # an answer without a letter keeps its digits: "42" is an answer, not an empty one
+    assert torch.allclose(sentence_bag(enc, ["42"])[0], torch.nn.functional.normalize(enc.vec("42"), dim=0))
     # the bag's relevance features and the gate's name for their cosine
     x = torch.nn.functional.normalize(enc.vec(prompt), dim=0)
     h = response_features(enc, [prompt], [three], spec=BAG)

@@ -234,8 +234,9 @@ class ModelConfig(_Config):
     bt_prior_scale: float | None = _field(None, "Prior std of the Bayesian BT head's score (default: "
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
-    monotone: str = _field("", "Comma-separated features whose direction is known (cosine, likelihood, "
-                           "likelihood_contrast, likelihood_gate, pmi, pmi_gate, fluency, order_gain; see "
+    monotone: str = _field("", "Comma-separated features whose direction is known (cosine, bag_cosine, likelihood, "
+                           "likelihood_contrast, likelihood_gate, pmi, pmi_gate, fluency, order_gain, order_score, "
+                           "order_margin; see "
                            "vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path weighs them with a "
                            "positive weight (monotone_prior), so the reward can only rise with them. "
                            "Needs the representation part that computes them and a Bayesian path or head.")
@@ -249,7 +250,8 @@ class ModelConfig(_Config):
                        "vrm_pyro.representations.NAMED_COLUMNS) whose columns feed a validity gate log sigmoid(v . h_G + c) added to the "
                        "reward, VRM and BT alike (models.paths.ValidityGate): junk that the gate rejects loses "
                        "|v . h_G + c| while real answers sit where it has saturated; '' for none. Low-dimensional "
-                       "parts suit it (statistics, order, discourse, cosine, the likelihood parts).")
+                       "parts suit it (statistics, bag_statistics, order, discourse, cosine, bag_cosine, the "
+                       "likelihood parts).")
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
     gate_scale: float = _field(1.0, "kappa: the validity gate's term in the reward is kappa log sigma(v . h_G + c), a "
@@ -443,10 +445,12 @@ ROUND16_GATE = ROUND12_GATE.replace("clean_ending,", "") + ",line_ending"
 #: 256-token windows or weighted by position, three sets of text statistics, the copy and ending columns and the
 #: sentence-order model's score.
 ROUND16_REPRESENTATION = ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"
-#: An order-blind base (round 19, ``benchmarks/README.md`` section 2t): every view that a shuffle of the sentences
-#: moves replaced by one read off the bag of sentences (``sentence_bag``, ``bag_interaction``, ``bag_statistics``),
-#: so that against its own sentence shuffle an answer is ranked by the parts meant to see order alone: the
-#: sentence-order model's column and the answer's ending. No 256-token window is encoded.
+#: An order-blind base (round 19, ``benchmarks/README.md`` section 2t): the pooled views and text statistics that a
+#: shuffle of the sentences moves replaced by ones read off the bag of sentences (``sentence_bag``,
+#: ``bag_interaction``, ``bag_statistics``), the order and discourse statistics and ``sentence_order`` dropped (the
+#: order model reads the first two), so that against its own sentence shuffle an answer is ranked by the parts meant
+#: to see order, the sentence-order model's column and the answer's ending, wherever the shuffle gives the same bag
+#: (0.82 of the stress test's shuffles). No 256-token window is encoded.
 ORDER_BLIND_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt_copy+line_ending+order_score"
 #: The validity gate of the order-blind base: :data:`ROUND16_GATE`'s columns read off the bag, with repeated and
 #: unfinished sentences beside them.

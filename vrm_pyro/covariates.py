@@ -113,29 +113,33 @@ def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
-def _coherence_row(prompt: str, response: str) -> list[float]:
-    words = [w.lower() for w in WORD.findall(response)]
+def _word_statistics(prompt: str, pieces: list[list[str]], raw: str) -> list[float]:
+    """Distinct words, repeated word 4-grams, compressibility of ``raw``, the share of the response's word trigrams
+    found in the prompt, and the share of the prompt's content words the response has: ``pieces`` are the
+    response's lower-cased words, in one list or one per sentence (n-grams are read within a piece)."""
+    words = [w for piece in pieces for w in piece]
     distinct = len(set(words)) / len(words) if words else 1.0
-    grams = _ngrams(words, 4)
-    seen: set = set()
-    repeated = 0
-    for g in grams:
-        repeated += g in seen
-        seen.add(g)
-    repeated_frac = repeated / len(grams) if grams else 0.0
-    raw = response.encode("utf-8", "surrogatepass")
-    compression = len(zlib.compress(raw, 6)) / max(len(raw), 1)
+    grams = [g for piece in pieces for g in _ngrams(piece, 4)]
+    repeated = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+    data = raw.encode("utf-8", "surrogatepass")
+    compression = len(zlib.compress(data, 6)) / max(len(data), 1)
     p_words = [w.lower() for w in WORD.findall(prompt)]
     p_tri = set(_ngrams(p_words, 3))
-    r_tri = _ngrams(words, 3)
+    r_tri = [g for piece in pieces for g in _ngrams(piece, 3)]
     echo = sum(g in p_tri for g in r_tri) / len(r_tri) if r_tri else 0.0
     content = {w for w in p_words if len(w) >= 4}
     coverage = len(content & set(words)) / len(content) if content else 0.0
+    return [distinct, repeated, compression, echo, coverage]
+
+
+def _coherence_row(prompt: str, response: str) -> list[float]:
+    words = [w.lower() for w in WORD.findall(response)]
+    distinct, repeated, compression, echo, coverage = _word_statistics(prompt, [words], response)
     stripped = response.rstrip()
     clean_end = float(bool(stripped) and (stripped[-1] in CLEAN_END or stripped.endswith("```")))
     sentences = max(len(SENTENCE_END.findall(response)), 1)
     per_sentence = math.log2(1 + len(words) / sentences)
-    return [distinct, repeated_frac, compression, echo, coverage, clean_end, per_sentence]
+    return [distinct, repeated, compression, echo, coverage, clean_end, per_sentence]
 
 
 COHERENCE_STATISTICS = ("distinct_words", "repeated_4grams", "compression_ratio", "prompt_echo",
@@ -337,46 +341,40 @@ BAG_STATISTICS = ("bag_distinct_words", "bag_repeated_4grams", "repeated_sentenc
 
 
 #: closing marks that may follow a sentence's end (a quotation, a bracket, Markdown emphasis)
-_CLOSERS = "[\"'\u201d\u2019)\\]*_`]"
+_CLOSING_MARKS = "[\"'\u201d\u2019)\\]*_`]"
 #: where :func:`bag_sentences` cuts: every line break; white space after ``.!?:;`` (and up to two closing marks);
-#: white space before a list's enumerator or bullet
-BAG_SEAM = re.compile(r"\s*\n\s*|(?<=[.!?:;])\s+|(?<=[.!?]" + _CLOSERS + r")\s+|(?<=[.!?]" + _CLOSERS + _CLOSERS
-                      + r")\s+|\s+(?=\d{1,2}[.)]\s)|\s+(?=[*\u2022-]\s)")
+#: white space before a list's enumerator or bullet (an inline " - " too: "5 - 3" gives "5" and "3")
+BAG_SEAM = re.compile(r"\s*\n\s*|(?<=[.!?:;])\s+|(?<=[.!?]" + _CLOSING_MARKS + r")\s+|(?<=[.!?]" + _CLOSING_MARKS
+                      + _CLOSING_MARKS + r")\s+|\s+(?=\d{1,2}[.)]\s)|\s+(?=[*\u2022-]\s)")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
 def bag_sentences(text: str) -> list[str]:
     """The pieces of ``text`` as a bag, sorted: cut at :data:`BAG_SEAM` with none of :func:`sentences`' rules
     that read a cut's neighbours (an enumerator kept with its item, no cut before a lower-case letter or after an
-    abbreviation), list marks stripped (:func:`unmarked`), pieces without a letter dropped. A reordering of the
+    abbreviation), list marks stripped (:func:`unmarked`), pieces without a letter dropped (a lone "2." or "---";
+    if no piece has a letter, the pieces with a digit are kept: "42", a grid of numbers). A reordering of the
     text's sentences (:func:`reorder_sentences`, the layout kept) gives the same bag unless a sentence that ended
     without a mark ("1 egg, beaten" at a line's end) lands before a space; on the AlpacaEval stress set 0.82 of
     the shuffles do (:func:`sentences`' own pieces: 0.47).
 
     >>> bag_sentences("Steps:\\n1. Mix. Add water. 2. Bake (at 200.) Serve.")
     ['Add water.', 'Bake (at 200.)', 'Mix.', 'Serve.', 'Steps:']
+    >>> bag_sentences("42")
+    ['42']
     """
-    return sorted(u for u in (unmarked(piece) for piece in BAG_SEAM.split(text.strip())) if _LETTER.search(u))
+    pieces = [unmarked(piece) for piece in BAG_SEAM.split(text.strip())]
+    return sorted([u for u in pieces if _LETTER.search(u)] or [u for u in pieces if WORD.search(u)])
 
 
 def _bag_row(prompt: str, response: str) -> list[float]:
     parts = [s.lower() for s in bag_sentences(response)] or [""]
-    per_sentence = [[w.lower() for w in WORD.findall(s)] for s in parts]
-    words = [w for ws in per_sentence for w in ws]
-    distinct = len(set(words)) / len(words) if words else 1.0
-    grams = [g for ws in per_sentence for g in _ngrams(ws, 4)]
-    repeated = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
-    raw = "\n".join(parts).encode("utf-8", "surrogatepass")
-    compression = len(zlib.compress(raw, 6)) / max(len(raw), 1)
-    p_words = [w.lower() for w in WORD.findall(prompt)]
-    p_tri = set(_ngrams(p_words, 3))
-    r_tri = [g for ws in per_sentence for g in _ngrams(ws, 3)]
-    echo = sum(g in p_tri for g in r_tri) / len(r_tri) if r_tri else 0.0
-    content = {w for w in p_words if len(w) >= 4}
-    coverage = len(content & set(words)) / len(content) if content else 0.0
+    per_sentence = [WORD.findall(s) for s in parts]
+    distinct, repeated, compression, echo, coverage = _word_statistics(prompt, per_sentence, "\n".join(parts))
+    words = sum(map(len, per_sentence))
     unfinished = sum(not s or s[-1] not in CLEAN_END for s in parts) / len(parts)
     return [distinct, repeated, (len(parts) - len(set(parts))) / len(parts), compression, echo, coverage,
-            math.log2(1 + len(words) / len(parts)), unfinished]
+            math.log2(1 + words / len(parts)), unfinished]
 
 
 def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -385,8 +383,9 @@ def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarr
     same bag moves any column:
     distinct words, repeated word 4-grams and repeated sentences (the answer said twice), the compressibility of the
     sentences sorted, the share of the response's word trigrams (within a sentence) found in the prompt and of the
-    prompt's content words the response covers, words per sentence, and the share of sentences that do not end
-    cleanly (a cut answer's last one). Beside an order-blind view of the words (``sentence_bag``), a reward built on
+    prompt's content words the response covers, words per sentence, and the share of pieces that do not end in
+    punctuation (:data:`CLEAN_END`, read after the list marks are stripped: headings and list items without a full
+    stop count, as does a cut answer's last piece). Beside an order-blind view of the words (``sentence_bag``), a reward built on
     these can only see order through the parts meant for it (``order_score``, ``line_ending``)."""
     return np.asarray([_bag_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
         len(responses), len(BAG_STATISTICS))
