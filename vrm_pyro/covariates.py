@@ -385,8 +385,8 @@ def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarr
     sentences sorted, the share of the response's word trigrams (within a sentence) found in the prompt and of the
     prompt's content words the response covers, words per sentence, and the share of pieces that do not end in
     punctuation (:data:`CLEAN_END`, read after the list marks are stripped: headings and list items without a full
-    stop count, as does a cut answer's last piece). Beside an order-blind view of the words (``sentence_bag``), a reward built on
-    these can only see order through the parts meant for it (``order_score``, ``line_ending``)."""
+    stop count, as does a cut answer's last piece). Beside an order-blind view of the words (``sentence_bag``), a
+    reward built on these sees order through the parts meant for it (``order_score``, ``line_ending``)."""
     return np.asarray([_bag_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
         len(responses), len(BAG_STATISTICS))
 

@@ -49,8 +49,8 @@ part                dimension   what
                                 ``|x̂ − b̂|``, ``cos(x̂, b̂)`` (``--gate bag_cosine``)
 ``bag_statistics``  8           :func:`vrm_pyro.covariates.bag_statistics`: ``statistics`` read off
                                 the bag of sentences (repetition, compressibility, echo, coverage,
-                                words per sentence, sentences that do not end cleanly), so no
-                                reordering moves them either
+                                words per sentence, pieces that do not end in punctuation), so a
+                                reordering that gives the same bag moves none of them
 ``sentence_flow``   4           from the same sentence embeddings (:func:`sentence_flow`): how
                                 much more alike adjacent sentences are than any two, how much
                                 more the first sentence is about the prompt than the rest,
