@@ -24,6 +24,7 @@ from vrm_pyro.covariates import (
 from vrm_pyro.hacking import make_junk
 from vrm_pyro.representations import (
     MAX_SENTENCES,
+    feature_orientation,
     parse_representation,
     part_columns,
     representation_dim,
@@ -236,6 +237,9 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     h = response_features(enc, [prompt], [three], spec=BAG)
     assert h[0, 6 + 12] == pytest.approx(float(x @ torch.nn.functional.normalize(bag[0], dim=0)), abs=1e-6)
     assert part_columns(BAG, 6, ["bag_cosine"]).nonzero().ravel().tolist() == [6 + 12]
+    # the same column is what --monotone bag_cosine orients, and nothing else of the representation
+    oriented = feature_orientation(BAG, 6, ["bag_cosine"], ["log_normal"])
+    assert [i for i, v in enumerate(oriented) if v] == [6 + 12] and oriented[6 + 12] == 2
     with pytest.raises(ConfigError, match="'interaction'"):
         part_columns(BAG, 6, ["cosine"])
 
