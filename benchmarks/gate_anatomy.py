@@ -8,7 +8,9 @@ the gate's part and of the rest, the spread of the rest, and how often the gate'
 answers where ``log σ`` has saturated). Also the gate's weights on its columns and the path's mean weight on the LM's
 columns (the last six of ``+likfpl``'s representation). With ``--losers KIND ...``: every real answer that junk of those
 kinds outranks, with its length in words, whether it refuses (``vrm_pyro.inspect``'s refusal phrases), the gap and the
-gate's part, the texts cut short.
+gate's part, the texts cut short. Where the representation has a sentence-order model, the sentence shuffles split
+by whether they keep the answer's bag of sentences, with the reward's and the order model's own win rates on each side
+(:func:`shuffle_split`).
 
     python benchmarks/gate_anatomy.py --encoder .gpu/minilm --likelihood-model <gguf> --likelihood-response-tokens 256 \
         --contenders vrm_part2+nuis+ord+disc+sord+likfpl+rrm6+both+glr vrm_part2+nuis+ord+disc+sord+likfpl+vg+rrm6+both+glr
@@ -37,8 +39,13 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
+from vrm_pyro.covariates import bag_sentences  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.inspect import response_properties  # noqa: E402
+
+
+def _rate(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _short(text: str, n: int) -> str:
@@ -73,6 +80,22 @@ def gate_map(rm, train) -> dict:
     opt.step(closure)
     return {"nlp_trained": trained, "nlp_map": float(nlp(v, c).detach()), "weights_map": v.detach().tolist(),
             "bias_map": float(c.detach())}
+
+
+def shuffle_split(order_model, prompts: list[str], real: list[str], junk: list[str], gap: np.ndarray) -> dict:
+    """Sentence shuffles split by whether they keep the answer's bag of sentences
+    (:func:`vrm_pyro.covariates.bag_sentences`): how many, the reward's win rate (``gap`` ``(N,)``, junk minus real)
+    and the sentence-order model's alone, on each side. On an order-blind base a shuffle that keeps the bag moves
+    only the order model's column and the ending, so there the two rates show how much of the reward's error on
+    shuffles is the order model's."""
+    same = np.array([bag_sentences(r) == bag_sentences(j) for r, j in zip(real, junk)])
+    with torch.no_grad():
+        alone = (order_model.score(prompts, junk) - order_model.score(prompts, real)).numpy()
+    out = {}
+    for side, mask in (("same_bag", same), ("changed_bag", ~same)):
+        out[side] = {"n": int(mask.sum()), "wins": float((gap[mask] >= 0).mean()) if mask.any() else None,
+                     "order_model_wins": float((alone[mask] >= 0).mean()) if mask.any() else None}
+    return out
 
 
 def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (), with_map: bool = False) -> dict:
@@ -111,6 +134,11 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (),
                     **({f"wins_{p}": float((g[f"gap_{p}"] >= 0).mean()) for p in ("loc", "map")} if with_map else {})}
              for kind, g in df.groupby("kind")}
     out["kinds"] = kinds
+    shuffles = [j for j, i in enumerate(sel) if sk[i] == "shuffled_sentences"]
+    if shuffles and bench.encoder.order_model is not None:  # is a shuffle's win the order model's own?
+        out["shuffle_split"] = shuffle_split(bench.encoder.order_model, [sp[sel[j]] for j in shuffles],
+                                             [sr[sel[j]] for j in shuffles], [sj[sel[j]] for j in shuffles],
+                                             gap[shuffles])
     path = rm.model.path if getattr(rm.model, "path", None) is not None else rm.model.head
     mean, _ = path.weight_moments(rm.guide.posterior(path.site))
     if "likelihood" in c.representation:
@@ -153,6 +181,16 @@ def render(rows: list[dict]) -> str:
             lines.append(f"| `{name}` | {seed} | {x['kind']} | {x['words']} | {'yes' if x['refusal'] else ''} | "
                          f"{x['gap']:+.2f} | {x['gate']:+.2f} | {_short(x['prompt'], 60)} | {_short(x['real'], 90)} | "
                          f"{_short(x['junk'], 50)} |")
+    split = [r for r in rows if "shuffle_split" in r]
+    if split:
+        lines += ["", "Sentence shuffles that keep the answer's bag of sentences and those that do not: how many, the "
+                  "reward's win rate, the sentence-order model's alone (`order_score` as the only reward):", "",
+                  "| contender | seed | same bag: n | wins | order model alone | other bag: n | wins | "
+                  "order model alone |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in split:
+            a, b = r["shuffle_split"]["same_bag"], r["shuffle_split"]["changed_bag"]
+            lines.append(f"| `{r['contender']}` | {r['seed']} | " + " | ".join(
+                f"{x['n']} | {_rate(x['wins'])} | {_rate(x['order_model_wins'])}" for x in (a, b)) + " |")
     mapped = [r for r in rows if "map" in r]
     if mapped:
         lines += ["", "`--map`: the gate at the guide's means (`loc`) and at its MAP on the training pairs' validity "
