@@ -209,7 +209,10 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"
     assert windowed.gate == ROUND16_GATE and (windowed.augment, windowed.order_l2) == (plain.augment, plain.order_l2)
     assert (plain.order_features, plain.order_l2) == ("sentence_words", 1e-4)
-    assert plain.monotone == "" and plain.augment == "rrm,content_free:0.1"
+    # since round 20 the reward rises with the bag's prompt-response cosine; the windowed recipe has no bag
+    assert (plain.monotone, plain.monotone_prior) == ("bag_cosine", "log_normal")
+    assert (windowed.monotone, windowed.monotone_prior) == ("", "half_normal")
+    assert plain.augment == "rrm,content_free:0.1"
     lm = build_parser("likelihood").parse_args(["train", "--recipe", "likelihood"])
     # the LM recipe keeps what it was measured with: round 4's representation and RRM's augmentation alone
     assert lm.representation == LIKELIHOOD_RECIPE["representation"] == ROUND4_REPRESENTATION + "+likelihood_contrast"
