@@ -240,6 +240,8 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     # the same column is what --monotone bag_cosine orients, and nothing else of the representation
     oriented = feature_orientation(BAG, 6, ["bag_cosine"], ["log_normal"])
     assert [i for i, v in enumerate(oriented) if v] == [6 + 12] and oriented[6 + 12] == 2
+    with pytest.raises(ConfigError, match=r"add \+bag_interaction, or pass --monotone ''"):  # the recipe's default
+        feature_orientation("response", 6, ["bag_cosine"])
     with pytest.raises(ConfigError, match="'interaction'"):
         part_columns(BAG, 6, ["cosine"])
 

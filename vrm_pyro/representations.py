@@ -220,7 +220,8 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
         part, _ = ORIENTED_FEATURES[name]
         if part not in parts:
             raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} needs the representation part {part!r}, "
-                              f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}")
+                              f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}, or "
+                              f"pass --monotone '' (vrm train's default recipe sets --monotone bag_cosine)")
         if part in wanted:
             raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} and {wanted[part]!r} both orient the part "
                               f"{part!r}; name one")
