@@ -483,9 +483,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(named("+vgn").replace("+sord", "+bag+oswa+gk2").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         bag, model={**bag.model, "gate_scale": 2.0}))
     # "+bag+oswa+mbc" (round 20): the bag's prompt-response cosine monotone in the quality score (ModelConfig.monotone
-    # bag_cosine, half-normal; "+mbcl" log-normal, its median the block's prior std): zero-shot the cosine alone ranks
-    # a scaffold, a template, a refusal below the real answer every time, and the gate alone does not make them
-    # lose (section 2t: its part of a scaffold's gap is -0.10)
+    # bag_cosine, half-normal; "+mbcl" log-normal, its median the block's prior std): relevance is what ranks a
+    # scaffold or another prompt's answer, and the gate alone does not make them lose (section 2t: its part of a
+    # scaffold's gap is -0.10)
     for tag, prior in (("+mbc", "half_normal"), ("+mbcl", "log_normal")):
         register(named("+vgn").replace("+sord", "+bag+oswa" + tag).replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
             bag, model={**bag.model, "monotone": "bag_cosine", "monotone_prior": prior}))
