@@ -489,6 +489,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     for tag, prior in (("+mbc", "half_normal"), ("+mbcl", "log_normal")):
         register(named("+vgn").replace("+sord", "+bag+oswa" + tag).replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
             bag, model={**bag.model, "monotone": "bag_cosine", "monotone_prior": prior}))
+    # "+mbcl" with "+cf2": twice the content-free answers (0.2 per pair), which the monotone cosine now also sinks in
+    # the quality score: scaffolds are the kind the new default still lets through most after shuffles
+    mbcl = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+bag+oswa+mbcl").replace("+rrm6", "+rrm6+cf2"), dataclasses.replace(
+        mbcl, augment=mbcl.augment.replace("content_free:0.1", "content_free:0.2")))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
