@@ -313,12 +313,11 @@ class ModelConfig(_Config):
         if self.monotone_features and self.feature_transform == "whiten":
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the weights of named "
                               "features, which whitening mixes into principal components; use --feature-transform "
-                              "standardize (the default) or none, or pass --monotone '' (vrm train's default recipe "
-                              "sets --monotone bag_cosine)")
+                              f"standardize (the default) or none, {monotone_off_hint()}")
         if self.monotone_features and not self.path_uses_prior:
             raise ConfigError(f"ModelConfig.monotone (--monotone {self.monotone}) constrains the signs of the Bayesian "
-                              "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT), or pass --monotone '' "
-                              "(vrm train's default recipe sets --monotone bag_cosine)")
+                              "path's weights: use --path bayesian (VRM) or --bt-head bayesian_linear (BT), "
+                              f"{monotone_off_hint()}")
         if self.gate_by_prompt and not self.gate_parts:
             raise ConfigError("ModelConfig.gate_by_prompt (--gate-by-prompt) conditions the validity gate on the prompt, "
                               "but there is no gate: name its columns with --gate (e.g. --gate cosine,statistics)")
@@ -526,9 +525,15 @@ LIKELIHOOD_RECIPE: dict[str, Any] = {
 #: cosine: round 20's was measured on the bag's.
 WINDOWED_RECIPE: dict[str, Any] = {**TRAIN_RECIPE, "representation": ROUND16_REPRESENTATION, "gate": ROUND16_GATE,
                                    "monotone": "", "monotone_prior": "half_normal"}
+
 #: ``vrm train --recipe NAME``
 RECIPES: dict[str, dict[str, Any]] = {"default": TRAIN_RECIPE, "windowed": WINDOWED_RECIPE,
                                       "likelihood": LIKELIHOOD_RECIPE}
+
+
+def monotone_off_hint() -> str:
+    """The end of an error about a monotone feature: how to drop it, and that ``vrm train``'s default sets one."""
+    return f"or pass --monotone '' (vrm train's default recipe sets --monotone {TRAIN_RECIPE['monotone']})"
 
 
 def recommended_configs(recipe: str = "default") -> dict[str, _Config]:

@@ -203,7 +203,7 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
     :data:`ORIENTED_FEATURES`) make monotone, ``1 +`` the index in :data:`~vrm_pyro.config.MONOTONE_PRIORS` of
     that name's prior (``priors``, one per name; default half-normal: 1), 0 elsewhere. Every name must be in the
     representation."""
-    from vrm_pyro.config import MONOTONE_PRIORS
+    from vrm_pyro.config import MONOTONE_PRIORS, monotone_off_hint
 
     priors = list(priors or ["half_normal"] * len(monotone))
     if len(priors) != len(monotone) or set(priors) - set(MONOTONE_PRIORS):
@@ -220,8 +220,8 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
         part, _ = ORIENTED_FEATURES[name]
         if part not in parts:
             raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} needs the representation part {part!r}, "
-                              f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}, or "
-                              f"pass --monotone '' (vrm train's default recipe sets --monotone bag_cosine)")
+                              f"which {spec!r} (EncoderConfig.representation) does not have: add +{part}, "
+                              f"{monotone_off_hint()}")
         if part in wanted:
             raise ConfigError(f"ModelConfig.monotone (--monotone): {name!r} and {wanted[part]!r} both orient the part "
                               f"{part!r}; name one")
