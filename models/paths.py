@@ -197,6 +197,9 @@ class ValidityGate(_GlobalGaussian):
     :class:`NuisanceTerm`'s ``by_prompt``), so what counts as valid can differ by task: copying the prompt is an
     echo for a question and the answer for "capitalise this sentence"; a repeated line is junk in an essay and a
     chorus in a song.
+    ``clip`` ``c`` (0: off): each column is soft-clipped to ``c tanh(h / c)`` before the weights, so no one
+    heavy-tailed statistic can sink an answer alone (a song's chorus or a table's repeated rule lines sit 5–20 standard
+    deviations out on the repetition columns, where a linear gate charges them as much as five copies of an answer).
     ``pairwise``: junk made from an answer is also observed to be *less* valid than that answer,
     ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs: the comparison a shuffle (only worse than
     its own original) would need; with the text statistics and LM columns measured so far it changed nothing
@@ -204,11 +207,15 @@ class ValidityGate(_GlobalGaussian):
     """
 
     def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,
-                 pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False, scale: float = 1.0):
+                 pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False, scale: float = 1.0,
+                 clip: float = 0.0):
         super().__init__()
         if not scale > 0:
             raise ValueError(f"ValidityGate: scale must be > 0 (got {scale}); 1 is the plain product of experts")
+        if not clip >= 0:
+            raise ValueError(f"ValidityGate: clip must be >= 0 (got {clip}); 0 leaves the columns as they are")
         self.in_label, self.pairwise, self.by_prompt, self.scale = in_label, pairwise, by_prompt, float(scale)
+        self.clip = float(clip)
         columns = torch.as_tensor(columns, dtype=torch.bool)
         width = int(columns.sum())
         if columns.dim() != 1 or width < 1:
@@ -226,6 +233,8 @@ class ValidityGate(_GlobalGaussian):
         """``v(x) . h_G + c``: ``h (B, F)`` (and ``prompt (B, E)`` with ``by_prompt``) -> ``(B,)``, or ``(S, B)``
         for ``S`` draws of the sites."""
         h_g = h[:, self.columns]
+        if self.clip:
+            h_g = self.clip * torch.tanh(h_g / self.clip)
         t = linear_scores(h_g, globals_["gate_weight"], 1)
         if self.by_prompt:
             if prompt is None:

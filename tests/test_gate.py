@@ -172,6 +172,34 @@ def test_gate_scale_tempers_the_term_not_the_validity_fit(tmp_path):
         ModelConfig(gate="statistics", gate_scale=0.0)
 
 
+def test_gate_clip_bounds_what_one_column_can_take_off(tmp_path):
+    """``gate_clip`` c: the validity logits are the plain gate's on ``c tanh(h_G / c)``: the same near 0, while a
+    column 20 sd out (a song's chorus on the repetition columns) moves them by at most ``c |w|`` instead of ``20 |w|``;
+    a checkpoint keeps c."""
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    sites = {"gate_weight": torch.linspace(-1.0, 2.0, 7), "gate_bias": torch.full((1,), 0.5), "theta": torch.zeros(F)}
+    gates = {c: build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_clip=c),
+                                   emb_dim=E, response_dim=F, representation=REP, seed=0) for c in (0.0, 3.0)}
+    h = torch.zeros(4, F)
+    h[1, VALID], h[2, VALID], h[3, VALID] = 0.01, 20.0, -20.0
+    plain, clipped = (gates[c].model.gate.validity_logits(sites, h) for c in (0.0, 3.0))
+    w = float(sites["gate_weight"][0])
+    torch.testing.assert_close(plain, 0.5 + w * h[:, VALID])
+    torch.testing.assert_close(clipped, 0.5 + w * 3.0 * torch.tanh(h[:, VALID] / 3.0))
+    torch.testing.assert_close(clipped[:2], plain[:2], atol=1e-6, rtol=0)
+    assert float((clipped[2:] - 0.5).abs().max()) < 3.0 * abs(w) < float((plain[2:] - 0.5).abs().min())
+    rm = gates[3.0]
+    data = _pairs(16, 7, junk_share=0.5)
+    fit(rm, data, data, TrainConfig(epochs=2, progress=False))
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "clip", rm)).reward_model
+    assert loaded.model.gate.clip == 3.0 and loaded.config.gate_clip == 3.0
+    torch.testing.assert_close(loaded.reward(data.prompt, data.response_b).reward,
+                               rm.reward(data.prompt, data.response_b).reward)
+    with pytest.raises(ConfigError, match="gate_clip >= 0"):
+        ModelConfig(gate="statistics", gate_clip=-1.0)
+
+
 def test_the_pairwise_validity_observation_sees_only_junk_pairs_and_prefers_the_original():
     """``gate_pairwise``: ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` observed 1 on the junk pairs only."""
     from pyro import poutine

@@ -257,6 +257,9 @@ class ModelConfig(_Config):
     gate_scale: float = _field(1.0, "kappa: the validity gate's term in the reward is kappa log sigma(v . h_G + c), a "
                                "tempered product of experts P(valid)^kappa x exp(quality); the gate's fit to the "
                                "validity observations is unchanged, a rejected answer loses kappa times as much.")
+    gate_clip: float = _field(0.0, "Soft-clip each standardised column of the validity gate to +-c (c tanh(h / c)) before "
+                              "its weights, so one heavy-tailed statistic (a song's chorus, a table's rule lines: "
+                              "5-20 sd out on the repetition columns) cannot sink a real answer alone; 0 is off.")
     gate_by_prompt: bool = _field(False, "Let the validity gate's weights depend on the prompt linearly, v(x) = v + "
                                   "V^T e_x (site gate_prompt), so what counts as valid can differ by task (copying the "
                                   "prompt is the answer to 'capitalise this sentence').")
@@ -331,9 +334,11 @@ class ModelConfig(_Config):
         wrong = [f"{name}={value}" for name, value in positive.items() if not value > 0]
         if self.decorrelation < 0:
             wrong.append(f"decorrelation={self.decorrelation}")
+        if self.gate_clip < 0:
+            wrong.append(f"gate_clip={self.gate_clip}")
         if wrong:
             raise ConfigError(f"ModelConfig: {', '.join(wrong)}: "
-                              "prior scales and gate_scale must be > 0 and decorrelation >= 0 (the --flag of the same "
+                              "prior scales and gate_scale must be > 0, decorrelation and gate_clip >= 0 (the --flag of the same "
                               "name on the command line)")
 
     @property

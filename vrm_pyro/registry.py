@@ -115,7 +115,8 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
                                   f"an encoder of width {E}, but response_dim is {F}: pass the representation the "
                                   "features were computed with")
         gate = ValidityGate(columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label, pairwise=cfg.gate_pairwise,
-                            prompt_dim=E, by_prompt=cfg.gate_by_prompt, scale=cfg.gate_scale)
+                            prompt_dim=E, by_prompt=cfg.gate_by_prompt, scale=cfg.gate_scale,
+                            clip=cfg.gate_clip)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
         model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups,
