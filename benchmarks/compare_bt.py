@@ -499,6 +499,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # columns, which a linear gate charges in full (results/coherence_r21/losers_fold0.md)
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+gc3").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         mbcl, model={**mbcl.model, "gate_clip": 3.0}))
+    # "+mbcl+mcov" (round 21): the bag's coverage of the prompt's content words monotone too (log-normal): a cut
+    # answer covers fewer of them than the whole in 0.575 of the stress set's truncations (never more), a scaffold,
+    # a refusal or another prompt's answer fewer than the real answer in 0.97-0.99 (an echo more, in 0.90)
+    register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
+        mbcl, model={**mbcl.model, "monotone": "bag_cosine,bag_prompt_coverage",
+                     "monotone_prior": "log_normal,log_normal"}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

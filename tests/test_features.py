@@ -240,6 +240,13 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     # the same column is what --monotone bag_cosine orients, and nothing else of the representation
     oriented = feature_orientation(BAG, 6, ["bag_cosine"], ["log_normal"])
     assert [i for i, v in enumerate(oriented) if v] == [6 + 12] and oriented[6 + 12] == 2
+    # --monotone bag_prompt_coverage orients that one statistic of bag_statistics, the share of the prompt's words
+    from vrm_pyro.covariates import BAG_STATISTICS, bag_statistics
+
+    coverage = 6 + 13 + BAG_STATISTICS.index("bag_prompt_coverage")
+    assert h[0, coverage] == pytest.approx(float(bag_statistics([prompt], [three])[0, coverage - 19]))
+    both = feature_orientation(BAG, 6, ["bag_cosine", "bag_prompt_coverage"], ["log_normal", "half_normal"])
+    assert [(i, v) for i, v in enumerate(both) if v] == [(6 + 12, 2), (coverage, 1)]
     with pytest.raises(ConfigError, match=r"add \+bag_interaction, or pass --monotone ''"):  # the recipe's default
         feature_orientation("response", 6, ["bag_cosine"])
     with pytest.raises(ConfigError, match="'interaction'"):

@@ -234,7 +234,7 @@ class ModelConfig(_Config):
     bt_prior_scale: float | None = _field(None, "Prior std of the Bayesian BT head's score (default: "
                                           "path_prior_scale). VRM mixes K scores with simplex weights, which "
                                           "shrinks them, so its best scale is larger than BT's.")
-    monotone: str = _field("", "Comma-separated features whose direction is known (cosine, bag_cosine, likelihood, "
+    monotone: str = _field("", "Comma-separated features whose direction is known (cosine, bag_cosine, bag_prompt_coverage, likelihood, "
                            "likelihood_contrast, likelihood_gate, pmi, pmi_gate, fluency, order_gain, order_score, "
                            "order_margin; see "
                            "vrm_pyro.representations.ORIENTED_FEATURES): the Bayesian path weighs them with a "

@@ -183,6 +183,9 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
 ORIENTED_FEATURES = {
     "cosine": ("interaction", None),  # the prompt-response cosine: relevance
     "bag_cosine": ("bag_interaction", None),  # the same on the bag of sentences
+    # the share of the prompt's content words that the answer's sentences cover: relevance that a cut answer, a
+    # scaffold or another prompt's answer lose (an echo of the prompt wins it: the gate's prompt_copy is for that)
+    "bag_prompt_coverage": ("bag_statistics", tuple(int(c == "bag_prompt_coverage") for c in BAG_STATISTICS)),
     "likelihood": ("likelihood", (1, 0, 1, 1)),  # fluency given the prompt, its low tail, p(end); not "alone"
     "likelihood_contrast": ("likelihood_contrast", (1, 1)),  # the PMI, log p(end of turn)
     "likelihood_gate": ("likelihood_gate", (1, 1)),  # min(PMI, 0), log p(end of turn)
