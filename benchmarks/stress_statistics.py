@@ -1,0 +1,103 @@
+"""Text statistics of the stress set, no model: where a column of the representation puts junk against its real answer,
+and where the real answers that junk outranks sit among all answers. A probe, not a library feature.
+
+- ``kinds``: for each junk kind (:data:`vrm_pyro.hacking.JUNK_KINDS`), made from the best dev answer of each of the
+  407 stress instructions as ``vrm stress`` makes it, the share of rows where the junk's ``--column`` (a column of
+  :data:`~vrm_pyro.covariates.BAG_STATISTICS`, default ``bag_prompt_coverage``) is below, equal to or above the
+  real answer's: what a reward that can only rise with the column (``--monotone``) does to that kind.
+- ``losers`` (with ``--losers FILE``, a ``gate_anatomy.py --losers`` JSON): each distinct real answer that junk
+  outranked there, on the text columns of the default's validity gate (the bag statistics, ``prompt_copy``,
+  ``line_ending``; not ``bag_cosine``, which needs the encoder), as z-scores against 3,000 AlpacaEval answers drawn
+  at random (seed 0), with that sample's 1st, 50th and 99th percentiles.
+
+    python benchmarks/stress_statistics.py --losers results/coherence_r21/losers_fold0.json --out coherence_r21/stress_statistics
+
+writes ``results/<out>.json`` and ``.md`` (seconds, text only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_bt as cb  # noqa: E402
+
+from vrm_pyro.covariates import BAG_STATISTICS, bag_statistics, copy_statistics, ending_statistics  # noqa: E402
+from vrm_pyro.hacking import JUNK_KINDS, make_junk  # noqa: E402
+
+GATE_TEXT_COLUMNS = (*BAG_STATISTICS, "prompt_copy", "line_ending")
+SAMPLE = 3000
+
+
+def gate_text_columns(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """``(N, 10)``: the columns :data:`GATE_TEXT_COLUMNS` (the default gate reads all but ``bag_prompt_echo``)."""
+    return np.concatenate([bag_statistics(prompts, responses), copy_statistics(prompts, responses),
+                           ending_statistics(prompts, responses)], 1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--column", default="bag_prompt_coverage", choices=BAG_STATISTICS)
+    ap.add_argument("--losers", default=None, help="a gate_anatomy.py --losers JSON (relative to benchmarks/)")
+    ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
+    args = ap.parse_args(argv)
+    alpaca = cb.load_pairs_file("alpaca")
+    prompts, real = cb.stress_rows(cb.best_of_n_dev(cb.fit_length_effect(alpaca)))
+    others = list(zip(prompts, real))
+    j = BAG_STATISTICS.index(args.column)
+    real_column = bag_statistics(prompts, real)[:, j]
+    kinds = {}
+    for kind in JUNK_KINDS:
+        junk = bag_statistics(prompts, [make_junk(kind, p, r, others) for p, r in zip(prompts, real)])[:, j]
+        kinds[kind] = {"below": float(np.mean(junk < real_column)), "equal": float(np.mean(junk == real_column)),
+                       "above": float(np.mean(junk > real_column))}
+    out = {"command": "python benchmarks/stress_statistics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "column": args.column, "rows": len(prompts), "kinds": kinds}
+    lines = [f"Command: `{out['command']}`", "",
+             f"`{args.column}` of the junk against the real answer's, {len(prompts)} stress rows:", "",
+             "| kind | below | equal | above |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['below']:.3f} | {v['equal']:.3f} | {v['above']:.3f} |" for k, v in kinds.items()]
+    if args.losers:
+        idx = np.random.default_rng(0).choice(len(alpaca), SAMPLE, replace=False)
+        sample = gate_text_columns([alpaca.prompt[i] for i in idx], [alpaca.response_a[i] for i in idx])
+        mean, sd = sample.mean(0), sample.std(0)
+        z_sample = (sample - mean) / sd
+        answers = dict(zip(prompts, real))
+        losers = json.loads((Path(__file__).resolve().parent / args.losers).read_text())
+        wins: dict[str, list[str]] = {}
+        for row in losers["rows"]:
+            for loser in row["losers"]:
+                wins.setdefault(loser["prompt"], []).append(f"{loser['kind']} (seed {row['seed']})")
+        out["sample"] = {"answers": SAMPLE, "percentiles": {
+            c: dict(zip(("p1", "p50", "p99"), np.percentile(z_sample[:, i], [1, 50, 99]).round(2).tolist()))
+            for i, c in enumerate(GATE_TEXT_COLUMNS)}}
+        out["losers"] = []
+        for prompt, kinds_won in wins.items():
+            z = (gate_text_columns([prompt], [answers[prompt]])[0] - mean) / sd
+            out["losers"].append({"prompt": prompt, "words": len(answers[prompt].split()), "junk_won": kinds_won,
+                                  "z": dict(zip(GATE_TEXT_COLUMNS, z.round(2).tolist()))})
+        lines += ["", f"The real answers that junk outranked (`{args.losers}`), their gate text columns as z-scores "
+                  f"against {SAMPLE} AlpacaEval answers (the sample's 1st / 50th / 99th percentiles in the last rows):",
+                  "", "| instruction | words | junk that won | " + " | ".join(GATE_TEXT_COLUMNS) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in GATE_TEXT_COLUMNS) + " |"]
+        for loser in out["losers"]:
+            lines.append(f"| {loser['prompt'][:60].replace('|', '/').replace(chr(10), ' ')}… | {loser['words']} | "
+                         f"{', '.join(loser['junk_won'])} | " + " | ".join(f"{v:+.2f}" for v in loser["z"].values())
+                         + " |")
+        for p in ("p1", "p50", "p99"):
+            lines.append(f"| sample {p} | | | " + " | ".join(
+                f"{out['sample']['percentiles'][c][p]:+.2f}" for c in GATE_TEXT_COLUMNS) + " |")
+    path = cb.RESULTS / args.out
+    path.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
