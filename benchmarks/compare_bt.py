@@ -494,9 +494,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     mbcl = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl").replace("+rrm6", "+rrm6+cf")]
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl").replace("+rrm6", "+rrm6+cf2"), dataclasses.replace(
         mbcl, augment=mbcl.augment.replace("content_free:0.1", "content_free:0.2")))
-    # "+mbcl+gc3" (round 21): the gate's columns soft-clipped at 3 sd (ModelConfig.gate_clip): the real answers that
-    # fixed junk outranks on fold 0 are lyrics, a song, a table and a questionnaire, 5-20 sd out on the repetition
-    # columns, which a linear gate charges in full (results/coherence_r21/losers_fold0.md)
+    # "+mbcl+gc3" (round 21): the gate's columns soft-clipped at 3 (ModelConfig.gate_clip): 10 of the 22 real answers
+    # that another prompt's answer, a scaffold or a truncation outranks on fold 0 are lyrics, a song, a table and a
+    # questionnaire, far out on the repetition columns (results/coherence_r21/losers_fold0.md, stress_statistics.md)
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+gc3").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         mbcl, model={**mbcl.model, "gate_clip": 3.0}))
     # "+mbcl+mcov" (round 21): the bag's coverage of the prompt's content words monotone too (log-normal): a cut

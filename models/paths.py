@@ -197,9 +197,9 @@ class ValidityGate(_GlobalGaussian):
     :class:`NuisanceTerm`'s ``by_prompt``), so what counts as valid can differ by task: copying the prompt is an
     echo for a question and the answer for "capitalise this sentence"; a repeated line is junk in an essay and a
     chorus in a song.
-    ``clip`` ``c`` (0: off): each column is soft-clipped to ``c tanh(h / c)`` before the weights, so no one
-    heavy-tailed statistic can sink an answer alone (a song's chorus or a table's repeated rule lines sit 5–20 standard
-    deviations out on the repetition columns, where a linear gate charges them as much as five copies of an answer).
+    ``clip`` ``c`` (0: off): each column is soft-clipped to ``c tanh(h / c)`` before the weights, so what one
+    heavy-tailed statistic can take off an answer is bounded by ``c |v_j|`` (a song's chorus or a table's rule lines
+    lie far out on the repetition columns; at c = 3 it lost on validation, ``benchmarks/README.md`` section 2v).
     ``pairwise``: junk made from an answer is also observed to be *less* valid than that answer,
     ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs: the comparison a shuffle (only worse than
     its own original) would need; with the text statistics and LM columns measured so far it changed nothing

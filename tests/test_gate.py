@@ -198,6 +198,10 @@ def test_gate_clip_bounds_what_one_column_can_take_off(tmp_path):
                                rm.reward(data.prompt, data.response_b).reward)
     with pytest.raises(ConfigError, match="gate_clip >= 0"):
         ModelConfig(gate="statistics", gate_clip=-1.0)
+    for wrong in ({"gate_clip": 3.0}, {"gate": "statistics", "gate_clip": 3.0, "feature_transform": "none"},
+                  {"gate": "statistics", "gate_clip": float("inf")}):  # no gate, raw columns, no bound at all
+        with pytest.raises(ConfigError, match="needs a gate .* and --feature-transform standardize"):
+            ModelConfig(**wrong)
 
 
 def test_the_pairwise_validity_observation_sees_only_junk_pairs_and_prefers_the_original():

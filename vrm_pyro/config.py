@@ -10,6 +10,7 @@ checkpoint and run directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -258,8 +259,8 @@ class ModelConfig(_Config):
                                "tempered product of experts P(valid)^kappa x exp(quality); the gate's fit to the "
                                "validity observations is unchanged, a rejected answer loses kappa times as much.")
     gate_clip: float = _field(0.0, "Soft-clip each standardised column of the validity gate to +-c (c tanh(h / c)) before "
-                              "its weights, so one heavy-tailed statistic (a song's chorus, a table's rule lines: "
-                              "5-20 sd out on the repetition columns) cannot sink a real answer alone; 0 is off.")
+                              "its weights, so what one heavy-tailed statistic (a song's chorus, a table's rule "
+                              "lines on the repetition columns) can take off an answer is bounded; 0 is off.")
     gate_by_prompt: bool = _field(False, "Let the validity gate's weights depend on the prompt linearly, v(x) = v + "
                                   "V^T e_x (site gate_prompt), so what counts as valid can differ by task (copying the "
                                   "prompt is the answer to 'capitalise this sentence').")
@@ -324,6 +325,11 @@ class ModelConfig(_Config):
         if self.gate_by_prompt and not self.gate_parts:
             raise ConfigError("ModelConfig.gate_by_prompt (--gate-by-prompt) conditions the validity gate on the prompt, "
                               "but there is no gate: name its columns with --gate (e.g. --gate cosine,statistics)")
+        if self.gate_clip and not (self.gate_parts and self.feature_transform == "standardize"
+                                   and math.isfinite(self.gate_clip)):
+            raise ConfigError(f"ModelConfig.gate_clip (--gate-clip {self.gate_clip}) soft-clips the validity gate's "
+                              "standardised columns at a finite c > 0: it needs a gate (--gate ...) and "
+                              "--feature-transform standardize (the default); 0 turns it off")
         if self.gate_parts and self.feature_transform == "whiten":
             raise ConfigError(f"ModelConfig.gate (--gate {self.gate}) reads named columns of the features, which "
                               "whitening mixes into principal components; use --feature-transform standardize (the "
@@ -334,7 +340,7 @@ class ModelConfig(_Config):
         wrong = [f"{name}={value}" for name, value in positive.items() if not value > 0]
         if self.decorrelation < 0:
             wrong.append(f"decorrelation={self.decorrelation}")
-        if self.gate_clip < 0:
+        if not self.gate_clip >= 0:  # NaN too
             wrong.append(f"gate_clip={self.gate_clip}")
         if wrong:
             raise ConfigError(f"ModelConfig: {', '.join(wrong)}: "
