@@ -4,11 +4,14 @@ and where the real answers that junk outranks sit among all answers. A probe, no
 - ``kinds``: for each junk kind (:data:`vrm_pyro.hacking.JUNK_KINDS`), made from the best dev answer of each of the
   407 stress instructions as ``vrm stress`` makes it, the share of rows where the junk's ``--column`` (a column of
   :data:`~vrm_pyro.covariates.BAG_STATISTICS`, default ``bag_prompt_coverage``) is below, equal to or above the
-  real answer's: what a reward that can only rise with the column (``--monotone``) does to that kind.
+  real answer's: which way a reward that can only rise with the column (``--monotone``) is pushed on that kind
+  (the rest of the reward decides the ranking).
 - ``losers`` (with ``--losers FILE``, a ``gate_anatomy.py --losers`` JSON): each distinct real answer that junk
-  outranked there, on the text columns of the default's validity gate (the bag statistics, ``prompt_copy``,
-  ``line_ending``; not ``bag_cosine``, which needs the encoder), as z-scores against 3,000 AlpacaEval answers drawn
-  at random (seed 0), with that sample's 1st, 50th and 99th percentiles.
+  outranked there, on the text columns of the default's validity gate (the bag statistics and the gate's columns
+  ``prompt_copy`` and ``line_ending``, the library's ``prompt_copied`` and ``ends_like_its_lines``; not
+  ``bag_cosine``, which needs the encoder), as z-scores against 3,000 AlpacaEval answers drawn at random (seed 0),
+  with that sample's 1st, 50th and 99th percentiles. The gate itself standardises over the training answers and
+  their augmented junk, so these are not its units.
 
     python benchmarks/stress_statistics.py --losers results/coherence_r21/losers_fold0.json --out coherence_r21/stress_statistics
 
