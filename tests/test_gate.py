@@ -136,16 +136,30 @@ def test_the_gate_enters_the_label_only_when_asked(in_label):
     assert bool(valid_0 != valid_1)  # the validity observations always see the gate
 
 
+def _gate_sites() -> dict:
+    """Fixed sites for a ``statistics`` gate (7 columns) on a zero quality path."""
+    return {"gate_weight": torch.linspace(-1.0, 2.0, 7), "gate_bias": torch.full((1,), 0.5), "theta": torch.zeros(F)}
+
+
+def _fit_save_and_load(rm, data: PairEmbeddings, path):
+    """Fit ``rm`` briefly, save it to ``path`` and load it back: the loaded model scores ``data`` as ``rm`` does."""
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+
+    fit(rm, data, data, TrainConfig(epochs=2, progress=False))
+    loaded = load_checkpoint(save_checkpoint(path, rm)).reward_model
+    torch.testing.assert_close(loaded.reward(data.prompt, data.response_b).reward,
+                               rm.reward(data.prompt, data.response_b).reward)
+    return loaded
+
+
 def test_gate_scale_tempers_the_term_not_the_validity_fit(tmp_path):
     """``gate_scale`` kappa: at the same sites the reward's gate term and its part of the label's logit are kappa
     times the plain ones (``P(valid)^kappa x exp(quality)``), the validity observations are unchanged, and a
     checkpoint keeps kappa."""
     from pyro import poutine
 
-    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
-
     data = _pairs(16, 7, junk_share=0.5)
-    sites = {"gate_weight": torch.linspace(-1.0, 2.0, 7), "gate_bias": torch.full((1,), 0.5), "theta": torch.zeros(F)}
+    sites = _gate_sites()
 
     def run(scale):
         rm = build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_scale=scale),
@@ -163,11 +177,8 @@ def test_gate_scale_tempers_the_term_not_the_validity_fit(tmp_path):
     torch.testing.assert_close(logits_1, a_1 - b_1)
     torch.testing.assert_close(logits_3, 3.0 * logits_1)
     torch.testing.assert_close(valid_3, valid_1)
-    fit(rm, data, data, TrainConfig(epochs=2, progress=False))
-    loaded = load_checkpoint(save_checkpoint(tmp_path / "kappa", rm)).reward_model
+    loaded = _fit_save_and_load(rm, data, tmp_path / "kappa")
     assert loaded.model.gate.scale == 3.0 and loaded.config.gate_scale == 3.0
-    torch.testing.assert_close(loaded.reward(data.prompt, data.response_b).reward,
-                               rm.reward(data.prompt, data.response_b).reward)
     with pytest.raises(ConfigError, match="gate_scale must be > 0"):
         ModelConfig(gate="statistics", gate_scale=0.0)
 
@@ -176,9 +187,7 @@ def test_gate_clip_bounds_what_one_column_can_take_off(tmp_path):
     """``gate_clip`` c: the validity logits are the plain gate's on ``c tanh(h_G / c)``: the same near 0, while a
     column 20 sd out (a song's chorus on the repetition columns) moves them by at most ``c |w|`` instead of ``20 |w|``;
     a checkpoint keeps c."""
-    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
-
-    sites = {"gate_weight": torch.linspace(-1.0, 2.0, 7), "gate_bias": torch.full((1,), 0.5), "theta": torch.zeros(F)}
+    sites = _gate_sites()
     gates = {c: build_reward_model(ModelConfig(model="bt", bt_head="bayesian_linear", gate="statistics", gate_clip=c),
                                    emb_dim=E, response_dim=F, representation=REP, seed=0) for c in (0.0, 3.0)}
     h = torch.zeros(4, F)
@@ -189,13 +198,8 @@ def test_gate_clip_bounds_what_one_column_can_take_off(tmp_path):
     torch.testing.assert_close(clipped, 0.5 + w * 3.0 * torch.tanh(h[:, VALID] / 3.0))
     torch.testing.assert_close(clipped[:2], plain[:2], atol=1e-6, rtol=0)
     assert float((clipped[2:] - 0.5).abs().max()) < 3.0 * abs(w) < float((plain[2:] - 0.5).abs().min())
-    rm = gates[3.0]
-    data = _pairs(16, 7, junk_share=0.5)
-    fit(rm, data, data, TrainConfig(epochs=2, progress=False))
-    loaded = load_checkpoint(save_checkpoint(tmp_path / "clip", rm)).reward_model
+    loaded = _fit_save_and_load(gates[3.0], _pairs(16, 7, junk_share=0.5), tmp_path / "clip")
     assert loaded.model.gate.clip == 3.0 and loaded.config.gate_clip == 3.0
-    torch.testing.assert_close(loaded.reward(data.prompt, data.response_b).reward,
-                               rm.reward(data.prompt, data.response_b).reward)
     with pytest.raises(ConfigError, match="gate_clip >= 0"):
         ModelConfig(gate="statistics", gate_clip=-1.0)
     for wrong in ({"gate_clip": 3.0}, {"gate": "statistics", "gate_clip": 3.0, "feature_transform": "none"},
