@@ -188,6 +188,48 @@ def test_permuted_sentences_keep_their_seams_and_the_order_gain_is_the_differenc
     assert feature_groups("response+likelihood_order", 8) == (8, 2)
 
 
+def test_the_order_margin_is_the_lm_gap_between_an_answer_and_a_shuffle_that_keeps_its_bag(lm):
+    """``likelihood_order_margin``: an answer and its layout-keeping shuffle are read against the same canonical
+    texts, so their gap is the LM's alone; what the pieces score in any order cancels."""
+    import numpy as np
+
+    from vrm_pyro.covariates import bag_sentences
+    from vrm_pyro.hacking import JUNK_KINDS
+    from vrm_pyro.likelihood import CANONICAL_REORDERINGS, canonical_permutations
+    from vrm_pyro.representations import feature_orientation, response_features
+
+    text = "Sure! Here are three tips:\n\n1. Sleep well.\n2. Eat greens daily.\n3. Walk after meals.\n\nI hope this helps."
+    shuffled = JUNK_KINDS["shuffled_sentences"]("p", text, "", np.random.default_rng(3))
+    assert shuffled != text and bag_sentences(shuffled) == bag_sentences(text)
+    canonical = canonical_permutations(text)
+    assert canonical == canonical_permutations(shuffled) == canonical_permutations(text)  # order-free, deterministic
+    assert len(canonical) == CANONICAL_REORDERINGS
+    assert all(sorted(c.split("\n")) == bag_sentences(text) for c in canonical)  # the bag's pieces, one per line
+    assert canonical_permutations("Just one sentence here") == [] == canonical_permutations("Yes. Yes.")
+    # with a fake LM whose fluency is known per text: the column is fluency minus its mean over the canonical texts
+    fluency = {t: -0.01 * (i + 1) for i, t in enumerate([text, shuffled, "One.", *canonical])}
+    calls = []
+
+    def score(prompts, responses, **_):
+        calls.append(list(responses))
+        return torch.tensor([[fluency[r], 0.0, 0.0, 0.0] for r in responses])
+
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(likelihood=SimpleNamespace(score=score))
+    h = response_features(fake, ["p"] * 3, [text, shuffled, "One."], spec="likelihood_order_margin")
+    base = sum(fluency[c] for c in canonical) / len(canonical)
+    torch.testing.assert_close(h, torch.tensor([[fluency[text] - base], [fluency[shuffled] - base], [0.0]]))
+    assert calls[1] == canonical * 2  # the canonical texts of both answers, none for one sentence
+    assert feature_groups("response+likelihood_order_margin", 8) == (8, 1)
+    assert feature_orientation("response+likelihood_order_margin", 8, ["order_fluency"]) == (0,) * 8 + (1,)
+    # the real (tiny) LM: the same arithmetic on its own numbers
+    s = scorer(lm)
+    real = response_features(SimpleNamespace(likelihood=s), ["p", "p"], [text, shuffled], spec="likelihood_order_margin")
+    own = s.score(["p"] * 2, [text, shuffled])[:, 0]
+    torch.testing.assert_close(real[0] - real[1], (own[0] - own[1])[None])
+
+
 def test_errors_say_what_to_set(tmp_path):
     for part in LIKELIHOOD_PARTS:
         with pytest.raises(ConfigError, match="--likelihood-model"):

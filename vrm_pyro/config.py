@@ -139,7 +139,8 @@ class EncoderConfig(_Config):
                                  "response_tokens, response, interaction, statistics, prompt_copy, line_ending, order, "
                                  "discourse, order_score, order_margin, sentence_order, sentence_bag, bag_interaction, "
                                  "bag_statistics, sentence_flow, likelihood, "
-                                 "likelihood_contrast, likelihood_gate, likelihood_fluency, likelihood_order (see "
+                                 "likelihood_contrast, likelihood_gate, likelihood_fluency, likelihood_order, "
+                                 "likelihood_order_margin (see "
                                  "vrm_pyro.representations).")
     order_features: str = _field("", "Feature options of the sentence-order model that the parts order_score and "
                                  "order_margin read, comma-separated: word_bigrams (adjacent word pairs), "

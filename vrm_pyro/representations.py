@@ -80,6 +80,14 @@ part                dimension   what
                                 LM pass pair per text. Both texts are cut to the LM's window
                                 (head and tail), so for a long answer the two windows hold partly
                                 different sentences
+``likelihood_order_margin`` 1   the LM's fluency given the prompt against the answer's own pieces
+                                in canonical orders: ``ℓ(x, y) − mean_k ℓ(x, π_k(y))`` over
+                                :func:`vrm_pyro.likelihood.canonical_permutations` (k = 2), which an
+                                answer and a shuffle that keeps its bag share, so the gap between
+                                them is ``ℓ``'s alone, while what the pieces score in any order (a
+                                fluent echo, a repetition) cancels. 0 for one piece; two more LM
+                                texts per answer. The order channel of an order-blind base
+                                (benchmarks/README.md, section 2w)
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
@@ -131,11 +139,12 @@ from vrm_pyro.covariates import (
     sentences,
 )
 from vrm_pyro.errors import ConfigError
-from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, permute_sentences
+from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, canonical_permutations, permute_sentences
 from vrm_pyro.order_model import PARTS as ORDER_PARTS
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
-LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order")
+LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
+                    "likelihood_order_margin")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
@@ -172,7 +181,7 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
              "sentence_bag": (emb_dim,), "bag_interaction": (emb_dim, emb_dim, 1),
              "bag_statistics": (len(BAG_STATISTICS),), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
              "likelihood_gate": (2,), "likelihood_fluency": (3,),
-             "likelihood_order": (2,)}
+             "likelihood_order": (2,), "likelihood_order_margin": (1,)}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -197,6 +206,7 @@ ORIENTED_FEATURES = {
     "order_gain": ("likelihood_order", (1, 1)),  # an answer in its own order beats its sentences reordered
     "order_score": ("order_score", (1,)),  # the same, as the fitted sentence-order model sees it
     "order_margin": ("order_margin", (1,)),  # the same, against the answer's own reorderings
+    "order_fluency": ("likelihood_order_margin", (1,)),  # the LM's fluency against the answer's pieces reordered
 }
 
 
@@ -400,6 +410,26 @@ def _permuted_likelihood(encoder, prompts: list[str], responses: list[str], stat
     return out
 
 
+def _canonical_margin(encoder, prompts: list[str], responses: list[str], stats: torch.Tensor, progress: bool,
+                      desc: str) -> torch.Tensor:
+    """``(N,)``: ``given_prompt`` of each response minus its mean over the response's
+    :func:`~vrm_pyro.likelihood.canonical_permutations` (one LM call for all of them); 0 where there are none."""
+    owner, texts = [], []
+    for i, r in enumerate(responses):
+        for t in canonical_permutations(r):
+            owner.append(i)
+            texts.append(t)
+    out = torch.zeros(len(responses))
+    if not texts:
+        return out
+    lm = encoder.likelihood.score([prompts[i] for i in owner], texts, progress=progress,
+                                  desc=f"{desc}, pieces in canonical orders")[:, 0]
+    idx = torch.tensor(owner)
+    total = torch.zeros(len(responses)).index_add_(0, idx, lm)
+    count = torch.zeros(len(responses)).index_add_(0, idx, torch.ones(len(owner)))
+    return torch.where(count > 0, stats[:, 0] - total / count.clamp_min(1), out)
+
+
 def _interaction(prompt_emb: torch.Tensor, response_emb: torch.Tensor) -> torch.Tensor:
     """Bi-encoder relevance features ``(N, 2E + 1)``: ``x̂ ⊙ ŷ``, ``|x̂ − ŷ|``, ``cos(x̂, ŷ)``."""
     x, y = F.normalize(prompt_emb, dim=-1), F.normalize(response_emb, dim=-1)
@@ -466,8 +496,10 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(torch.stack([pmi.clamp_max(0.0), lm[:, 3]], dim=-1))
             elif part == "likelihood_fluency":
                 out.append(torch.stack([lm[:, 0], pmi, lm[:, 3]], dim=-1))
-            else:  # likelihood_order
+            elif part == "likelihood_order":
                 out.append(lm[:, :2] - _permuted_likelihood(encoder, prompts, responses, lm, progress, desc))
+            else:  # likelihood_order_margin
+                out.append(_canonical_margin(encoder, prompts, responses, lm, progress, desc)[:, None])
         elif part in ("sentence_bag", "bag_interaction"):  # one encoding of the bag
             if bag is None:
                 bag = sentence_bag(encoder, responses, progress=progress, desc=desc)
