@@ -22,7 +22,16 @@ cores, some 13 minutes for the three seeds.
 
     python benchmarks/order_lm_probe.py --seeds 0 1 2
 
-writes ``results/coherence/order_lm.json``.
+writes ``results/coherence/order_lm.json``. ``--per-kind`` (one seed, some 30 minutes) instead scores the part
+``likelihood_order_margin`` (the LM's fluency given the prompt against the answer's pieces in canonical orders,
+what a reward head would read) on every junk kind of the held-out stress set and its real answers: how often that
+column alone puts the junk at or above the real answer, per kind (what a positive weight on it rewards), and the
+same for ``order_score``; written to ``results/coherence/order_lm_per_kind.json``. ``--posthoc CONTENDER ...``
+(one seed) fits each contender as ``compare_bt.py`` does and adds ``μ · likelihood_order_margin`` to its reward
+after training, ``μ`` from :data:`POSTHOC_WEIGHTS` chosen on the validation instructions' stress set (the mean
+junk rate over the kinds, the smallest ``μ`` among equals): per kind, held out, the rate at ``μ = 0`` and at the
+chosen ``μ`` (an estimate of what a head that reads the column could do, without training it); written to
+``results/coherence/order_lm_posthoc.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -42,12 +52,15 @@ from vrm_pyro.covariates import bag_sentences  # noqa: E402
 from vrm_pyro.experiment import fit_order_model  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, LikelihoodScorer, bundled_smollm2  # noqa: E402
+from vrm_pyro.representations import response_features  # noqa: E402
 
 #: the LM statistics read as order signals
 LM_STATISTICS = ("given_prompt", "alone")
 #: the weights of ``linear + λ·LM`` tried on validation (the LM's per-token gap is some 0.05-0.3 nats, the linear
 #: model's a few units)
 WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+#: the weights of ``reward + μ · likelihood_order_margin`` tried on validation (``--posthoc``)
+POSTHOC_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def wins(delta: torch.Tensor) -> float:
@@ -95,22 +108,98 @@ def run(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int, val_ans
     return row
 
 
+def per_kind(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int) -> dict:
+    """Per junk kind of the held-out stress set: the share at or above the real answer by ``likelihood_order_margin``
+    alone and by ``order_score`` alone."""
+    idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
+    train = bench.order_training(idx["train"], train_instructions, all_answers=True)
+    fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", sentence_words=True,
+                    l2=1e-4)
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    rows = [i for i, p in enumerate(sp) if p in test]
+    prompts, real, junk = [sp[i] for i in rows], [sr[i] for i in rows], [sj[i] for i in rows]
+    kinds = np.array([sk[i] for i in rows])
+    start = time.perf_counter()
+    lm = SimpleNamespace(likelihood=scorer)
+    margin = {name: response_features(lm, prompts, texts, spec="likelihood_order_margin", progress=True,
+                                      desc=name)[:, 0] for name, texts in (("real", real), ("junk", junk))}
+    order = {name: bench.encoder.order_model.score(prompts, texts) for name, texts in (("real", real), ("junk", junk))}
+    out = {"seed": seed, "fold": fold, "per_kind_n": int((kinds == kinds[0]).sum()),
+           "lm_seconds": round(time.perf_counter() - start)}
+    for kind in JUNK_KINDS:
+        mine = torch.from_numpy(kinds == kind)
+        out[f"margin_at_or_above_{kind}"] = wins((margin["real"] - margin["junk"])[mine])
+        out[f"order_score_at_or_above_{kind}"] = wins((order["real"] - order["junk"])[mine])
+    print(out, flush=True)
+    return out
+
+
+def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fold: int) -> dict:
+    """``name`` fitted on the split, its reward plus ``μ · likelihood_order_margin`` on the stress sets."""
+    c = cb.CONTENDERS[name]
+    idx, (train_instructions, validation, test) = cb.split_rows(bench, seed, fold)
+    bench.use_split_order_model(c, seed, fold, idx["train"], train_instructions)
+    full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
+    train, val, held = (full.subset(idx[k]) for k in ("train", "validation", "test"))
+    train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
+    rm, _ = cb.fit_and_measure(bench, c, seed, train, val, held, bench.alpaca.subset(idx["test"]))
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    lm = SimpleNamespace(likelihood=scorer)
+    out = {"contender": name, "seed": seed, "fold": fold}
+    rates = {}
+    for split, instructions in (("val", validation), ("test", test)):
+        sel = [i for i, p in enumerate(sp) if p in instructions]
+        prompts = [sp[i] for i in sel]
+        texts = {"junk": [sj[i] for i in sel], "real": [sr[i] for i in sel]}
+        reward = {}
+        for which, responses in texts.items():
+            p, h, _ = bench.texts(f"posthoc:{which}:{seed}:{fold}:{split}", prompts, responses, c.representation,
+                                  c.model.get("nuisance", ""))
+            with torch.no_grad():
+                reward[which] = rm.reward(p, h).reward  # as compare_bt.junk_wins scores them
+        margin = {which: response_features(lm, prompts, responses, spec="likelihood_order_margin", progress=True,
+                                           desc=f"{split} {which}")[:, 0] for which, responses in texts.items()}
+        gap, lom = reward["junk"] - reward["real"], margin["junk"] - margin["real"]
+        kinds = np.array([sk[i] for i in sel])
+        rates[split] = {mu: {k: float(((gap + mu * lom) >= 0)[torch.from_numpy(kinds == k)].float().mean())
+                             for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
+        out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
+    mean = {mu: float(np.mean(list(rates["val"][mu].values()))) for mu in POSTHOC_WEIGHTS}
+    best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
+    out.update({"weight": best, **{f"val_junk_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
+    for mu in POSTHOC_WEIGHTS:
+        out[f"test_junk_mu{mu:g}"] = float(np.mean(list(rates["test"][mu].values())))
+        out.update({f"test_mu{mu:g}_{k}": v for k, v in rates["test"][mu].items()})
+    print(out, flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--val-answers", type=int, default=150, help="validation answers per seed, one reordering each")
     ap.add_argument("--response-tokens", type=int, default=256, help="the LM's response window")
-    ap.add_argument("--out", default="order_lm", help="results/coherence/<out>.json")
+    ap.add_argument("--per-kind", action="store_true", help="score every junk kind (first seed only)")
+    ap.add_argument("--posthoc", nargs="+", default=None, metavar="CONTENDER",
+                    help="fit these contenders (first seed only) and add the LM's order column to their reward")
+    ap.add_argument("--out", default=None, help="results/coherence/<out>.json (default order_lm, order_lm_per_kind)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     bench = cb.Bench(pairs_per_instruction=10)
     scorer = LikelihoodScorer(bundled_smollm2(), dtype="bfloat16", max_response_tokens=args.response_tokens,
                               cache_dir=str(cb.CACHE_DIR))
-    rows = [run(bench, scorer, seed, args.fold, args.val_answers) for seed in args.seeds]
-    keys = [k for k in rows[0] if k.startswith(("val_", "test_", "bag_", "weight_", "lm_seconds"))]
-    cb.write_probe(args.out, rows, {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}, argv,
-                   script="order_lm_probe")
+    if args.posthoc:
+        rows = [posthoc(bench, scorer, name, args.seeds[0], args.fold) for name in args.posthoc]
+    elif args.per_kind:
+        rows = [per_kind(bench, scorer, args.seeds[0], args.fold)]
+    else:
+        rows = [run(bench, scorer, seed, args.fold, args.val_answers) for seed in args.seeds]
+    keys = [k for k in rows[0] if k.startswith(("val_", "test_", "bag_", "weight", "lm_seconds", "margin_", "order_"))]
+    default = "order_lm_posthoc" if args.posthoc else "order_lm_per_kind" if args.per_kind else "order_lm"
+    mean = ({r["contender"]: {k: round(r[k], 4) for k in keys} for r in rows} if args.posthoc
+            else {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys})
+    cb.write_probe(args.out or default, rows, mean, argv, script="order_lm_probe")
     return 0
 
 
