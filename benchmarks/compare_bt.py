@@ -505,14 +505,6 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         mbcl, model={**mbcl.model, "monotone": "bag_cosine,bag_prompt_coverage",
                      "monotone_prior": "log_normal,log_normal"}))
-    # "+mbcl+lom" (round 22): the LM's order channel beside the linear order model's (the part
-    # likelihood_order_margin, log-normal, --monotone order_fluency). On a shuffle that keeps the bag, the base is
-    # order-blind, so the reward reads order_score and this column only; alone at 256 tokens it ranks 0.020 of
-    # fold 0's held-out shuffles at or above their original, the linear model 0.073 (results/coherence/order_lm.json).
-    # Needs --likelihood-model smollm2 --likelihood-response-tokens 256: three LM texts per answer, a GPU's job
-    register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+lom").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, representation=mbcl.representation + "+likelihood_order_margin",
-        model={**mbcl.model, "monotone": "bag_cosine,order_fluency", "monotone_prior": "log_normal,log_normal"}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

@@ -28,10 +28,10 @@ what a reward head would read) on every junk kind of the held-out stress set and
 column alone puts the junk at or above the real answer, per kind (what a positive weight on it rewards), and the
 same for ``order_score``; written to ``results/coherence/order_lm_per_kind.json``. ``--posthoc CONTENDER ...``
 (one seed) fits each contender as ``compare_bt.py`` does and adds ``μ · likelihood_order_margin`` to its reward
-after training, ``μ`` from :data:`POSTHOC_WEIGHTS` chosen on the validation instructions' stress set (the mean
-junk rate over the kinds, the smallest ``μ`` among equals): per kind, held out, the rate at ``μ = 0`` and at the
-chosen ``μ`` (an estimate of what a head that reads the column could do, without training it); written to
-``results/coherence/order_lm_posthoc.json``.
+after training (the column as it is, or saturated, ``μ tanh(margin / s)`` for ``s`` in :data:`POSTHOC_SCALES`),
+``μ`` from :data:`POSTHOC_WEIGHTS` chosen on the validation instructions' stress set (the mean junk rate over the
+kinds, the smallest ``μ`` among equals): per kind, held out, the rate at every ``μ`` (an estimate of what a head that
+reads the column could do, without training it); written to ``results/coherence/order_lm_posthoc.json``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,11 @@ LM_STATISTICS = ("given_prompt", "alone")
 #: model's a few units)
 WEIGHTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 #: the weights of ``reward + μ · likelihood_order_margin`` tried on validation (``--posthoc``)
-POSTHOC_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+POSTHOC_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: the column as it is (None), or saturated, ``tanh(margin / scale)``: a bounded "is this answer in a natural order",
+#: which a formulaic text (a scaffold, whose order the LM likes far more than any reordering of it) cannot win by more
+#: than a real answer does
+POSTHOC_SCALES = (None, 0.02, 0.05, 0.1, 0.2)
 
 
 def wins(delta: torch.Tensor) -> float:
@@ -159,17 +163,22 @@ def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fol
                 reward[which] = rm.reward(p, h).reward  # as compare_bt.junk_wins scores them
         margin = {which: response_features(lm, prompts, responses, spec="likelihood_order_margin", progress=True,
                                            desc=f"{split} {which}")[:, 0] for which, responses in texts.items()}
-        gap, lom = reward["junk"] - reward["real"], margin["junk"] - margin["real"]
+        gap = reward["junk"] - reward["real"]
         kinds = np.array([sk[i] for i in sel])
-        rates[split] = {mu: {k: float(((gap + mu * lom) >= 0)[torch.from_numpy(kinds == k)].float().mean())
-                             for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
+        for scale in POSTHOC_SCALES:  # the column as it is, or saturated: tanh(margin / scale)
+            lom = {w: m if scale is None else torch.tanh(m / scale) for w, m in margin.items()}
+            d = lom["junk"] - lom["real"]
+            rates[split, scale] = {mu: {k: float(((gap + mu * d) >= 0)[torch.from_numpy(kinds == k)].float().mean())
+                                        for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
         out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
-    mean = {mu: float(np.mean(list(rates["val"][mu].values()))) for mu in POSTHOC_WEIGHTS}
-    best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
-    out.update({"weight": best, **{f"val_junk_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
-    for mu in POSTHOC_WEIGHTS:
-        out[f"test_junk_mu{mu:g}"] = float(np.mean(list(rates["test"][mu].values())))
-        out.update({f"test_mu{mu:g}_{k}": v for k, v in rates["test"][mu].items()})
+    for scale in POSTHOC_SCALES:
+        tag = "raw" if scale is None else f"tanh{scale:g}"
+        mean = {mu: float(np.mean(list(rates["val", scale][mu].values()))) for mu in POSTHOC_WEIGHTS}
+        best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
+        out.update({f"weight_{tag}": best, **{f"val_junk_{tag}_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
+        for mu in POSTHOC_WEIGHTS:
+            out[f"test_junk_{tag}_mu{mu:g}"] = float(np.mean(list(rates["test", scale][mu].values())))
+            out.update({f"test_{tag}_mu{mu:g}_{k}": v for k, v in rates["test", scale][mu].items()})
     print(out, flush=True)
     return out
 

@@ -86,8 +86,10 @@ part                dimension   what
                                 answer and a shuffle that keeps its bag share, so the gap between
                                 them is ``ℓ``'s alone, while what the pieces score in any order (a
                                 fluent echo, a repetition) cancels. 0 for one piece; two more LM
-                                texts per answer. The order channel of an order-blind base
-                                (benchmarks/README.md, section 2w)
+                                texts per answer. Its level still favours formulaic junk (a
+                                scaffold); added post hoc to the default's reward it did not take
+                                shuffles below the linear order model's level (benchmarks/README.md,
+                                section 2w)
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
