@@ -28,7 +28,9 @@ what a reward head would read) on every junk kind of the held-out stress set and
 column alone puts the junk at or above the real answer, per kind (what a positive weight on it rewards), and the
 same for ``order_score``; written to ``results/coherence/order_lm_per_kind.json``. ``--posthoc CONTENDER ...``
 (one seed) fits each contender as ``compare_bt.py`` does and adds ``μ · likelihood_order_margin`` to its reward
-after training (the column as it is, or saturated, ``μ tanh(margin / s)`` for ``s`` in :data:`POSTHOC_SCALES`),
+after training (the column as it is, or saturated, ``μ tanh(margin / s)`` for ``s`` in :data:`POSTHOC_SCALES`; and
+in a second form, ``stripped_``: the answer's own pieces one per line against the canonical texts, in place of the
+answer as written, so that both sides have the same form),
 ``μ`` from :data:`POSTHOC_WEIGHTS` chosen on the validation instructions' stress set (the mean junk rate over the
 kinds, the smallest ``μ`` among equals): per kind, held out, the rate at every ``μ`` (an estimate of what a head that
 reads the column could do, without training it); written to ``results/coherence/order_lm_posthoc.json``.
@@ -48,10 +50,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
-from vrm_pyro.covariates import bag_sentences  # noqa: E402
+from vrm_pyro.covariates import bag_pieces, bag_sentences  # noqa: E402
 from vrm_pyro.experiment import fit_order_model  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
-from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, LikelihoodScorer, bundled_smollm2  # noqa: E402
+from vrm_pyro.likelihood import (  # noqa: E402
+    LIKELIHOOD_STATISTICS,
+    LikelihoodScorer,
+    bundled_smollm2,
+    canonical_permutations,
+)
 from vrm_pyro.representations import response_features  # noqa: E402
 
 #: the LM statistics read as order signals
@@ -65,6 +72,9 @@ POSTHOC_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 #: which a formulaic text (a scaffold, whose order the LM likes far more than any reordering of it) cannot win by more
 #: than a real answer does
 POSTHOC_SCALES = (None, 0.02, 0.05, 0.1, 0.2)
+#: the tag of the column's second form: the answer's own pieces one per line (marks stripped, as the canonical texts
+#: are) against the canonical texts, so that layout does not set its level
+STRIPPED = "stripped_"
 
 
 def wins(delta: torch.Tensor) -> float:
@@ -161,24 +171,35 @@ def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fol
                                   c.model.get("nuisance", ""))
             with torch.no_grad():
                 reward[which] = rm.reward(p, h).reward  # as compare_bt.junk_wins scores them
-        margin = {which: response_features(lm, prompts, responses, spec="likelihood_order_margin", progress=True,
-                                           desc=f"{split} {which}")[:, 0] for which, responses in texts.items()}
+        margin = {which: {"": response_features(lm, prompts, responses, spec="likelihood_order_margin",
+                                                progress=True, desc=f"{split} {which}")[:, 0]}
+                  for which, responses in texts.items()}
+        for which, responses in texts.items():  # the answer read in the canonical texts' own form (STRIPPED)
+            fluency = scorer.score(prompts, responses)[:, 0]
+            own = scorer.score(prompts, ["\n".join(bag_pieces(r)) for r in responses], progress=True,
+                               desc=f"{split} {which}, its pieces one per line")[:, 0]
+            has = torch.tensor([bool(canonical_permutations(r)) for r in responses])
+            canonical_mean = fluency - margin[which][""]
+            margin[which][STRIPPED] = torch.where(has, own - canonical_mean, torch.zeros_like(own))
         gap = reward["junk"] - reward["real"]
         kinds = np.array([sk[i] for i in sel])
-        for scale in POSTHOC_SCALES:  # the column as it is, or saturated: tanh(margin / scale)
-            lom = {w: m if scale is None else torch.tanh(m / scale) for w, m in margin.items()}
-            d = lom["junk"] - lom["real"]
-            rates[split, scale] = {mu: {k: float(((gap + mu * d) >= 0)[torch.from_numpy(kinds == k)].float().mean())
-                                        for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
+        for form in ("", STRIPPED):
+            for scale in POSTHOC_SCALES:  # the column as it is, or saturated: tanh(margin / scale)
+                lom = {w: m[form] if scale is None else torch.tanh(m[form] / scale) for w, m in margin.items()}
+                d = lom["junk"] - lom["real"]
+                rates[split, form, scale] = {
+                    mu: {k: float(((gap + mu * d) >= 0)[torch.from_numpy(kinds == k)].float().mean())
+                         for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
         out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
-    for scale in POSTHOC_SCALES:
-        tag = "raw" if scale is None else f"tanh{scale:g}"
-        mean = {mu: float(np.mean(list(rates["val", scale][mu].values()))) for mu in POSTHOC_WEIGHTS}
-        best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
-        out.update({f"weight_{tag}": best, **{f"val_junk_{tag}_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
-        for mu in POSTHOC_WEIGHTS:
-            out[f"test_junk_{tag}_mu{mu:g}"] = float(np.mean(list(rates["test", scale][mu].values())))
-            out.update({f"test_{tag}_mu{mu:g}_{k}": v for k, v in rates["test", scale][mu].items()})
+    for form in ("", STRIPPED):
+        for scale in POSTHOC_SCALES:
+            tag = form + ("raw" if scale is None else f"tanh{scale:g}")
+            mean = {mu: float(np.mean(list(rates["val", form, scale][mu].values()))) for mu in POSTHOC_WEIGHTS}
+            best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
+            out.update({f"weight_{tag}": best, **{f"val_junk_{tag}_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
+            for mu in POSTHOC_WEIGHTS:
+                out[f"test_junk_{tag}_mu{mu:g}"] = float(np.mean(list(rates["test", form, scale][mu].values())))
+                out.update({f"test_{tag}_mu{mu:g}_{k}": v for k, v in rates["test", form, scale][mu].items()})
     print(out, flush=True)
     return out
 

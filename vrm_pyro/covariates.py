@@ -363,8 +363,17 @@ def bag_sentences(text: str) -> list[str]:
     >>> bag_sentences("42")
     ['42']
     """
+    return sorted(bag_pieces(text))
+
+
+def bag_pieces(text: str) -> list[str]:
+    """The pieces of :func:`bag_sentences` in the text's own order.
+
+    >>> bag_pieces("Steps:\\n1. Mix. Add water.")
+    ['Steps:', 'Mix.', 'Add water.']
+    """
     pieces = [unmarked(piece) for piece in BAG_SEAM.split(text.strip())]
-    return sorted([u for u in pieces if _LETTER.search(u)] or [u for u in pieces if WORD.search(u)])
+    return [u for u in pieces if _LETTER.search(u)] or [u for u in pieces if WORD.search(u)]
 
 
 def _bag_row(prompt: str, response: str) -> list[float]:
@@ -436,5 +445,5 @@ def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nd
 
 
 __all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
-           "ORDER_STATISTICS", "bag_sentences", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
+           "ORDER_STATISTICS", "bag_pieces", "bag_sentences", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
            "reorder_sentences", "sentence_pieces", "sentences", "unmarked"]
