@@ -12,6 +12,7 @@ from vrm_pyro.covariates import (
     COHERENCE_STATISTICS,
     DISCOURSE_STATISTICS,
     ORDER_STATISTICS,
+    bag_pieces,
     bag_sentences,
     bag_statistics,
     coherence_statistics,
@@ -224,6 +225,8 @@ def test_the_bag_parts_are_blind_to_sentence_order_and_nothing_else():
     assert bag_sentences(three) == ['He said "Tomorrow, e.g.', 'It rains.', 'So we stay in.', 'The ground is wet.',
                                     'We go out.', 'at noon."']
     assert bag_sentences("1. Mix it.\n* **Bake** it!") == ["Bake** it!", "Mix it."]
+    assert bag_pieces("1. Mix it.\n* **Bake** it!") == ["Mix it.", "Bake** it!"]  # the same pieces, in the text's order
+    assert sorted(bag_pieces(three)) == bag_sentences(three) and bag_pieces("---") == [] == bag_sentences("---")
     e = torch.nn.functional.normalize(torch.stack([enc.vec(s) for s in bag_sentences(three)]), dim=-1)
     bag = sentence_bag(enc, [three, "One sentence only here.", "here only sentence One.", "---"])
     assert torch.allclose(bag[0], e.mean(0), atol=1e-6)
