@@ -17,12 +17,12 @@ layout). This probe measures it again on today's stress set, alone and summed wi
 Each is the share of rows whose shuffle scores at or above its original (ties count as wins, as ``vrm stress``
 counts them): ``val_*`` on the validation reorderings, ``test_*`` on the held-out stress set's sentence shuffles
 (one per test instruction) and ``bag_*`` on those of them that keep the answer's bag, where the reward is the order
-channel's alone. Fold 0, seeds 0 1 2; LM passes are cached (``benchmarks/.cache``); about 0.75 s per text on 2
-cores, some 13 minutes for the three seeds.
+channel's alone. Fold 0, seeds 0 1 2; LM passes are cached (``benchmarks/.cache``); 149-214 s of LM passes per seed
+on 2 cores (both passes of some 460 texts), 13 minutes for the three seeds.
 
     python benchmarks/order_lm_probe.py --seeds 0 1 2
 
-writes ``results/coherence/order_lm.json``. ``--per-kind`` (one seed, some 30 minutes) instead scores the part
+writes ``results/coherence/order_lm.json``. ``--per-kind`` (one seed, about 14 minutes) instead scores the part
 ``likelihood_order_margin`` (the LM's fluency given the prompt against the answer's pieces in canonical orders,
 what a reward head would read) on every junk kind of the held-out stress set and its real answers: how often that
 column alone puts the junk at or above the real answer, per kind (what a positive weight on it rewards), and the
@@ -175,12 +175,15 @@ def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fol
                                                 progress=True, desc=f"{split} {which}")[:, 0]}
                   for which, responses in texts.items()}
         for which, responses in texts.items():  # the answer read in the canonical texts' own form (STRIPPED)
-            fluency = scorer.score(prompts, responses)[:, 0]
-            own = scorer.score(prompts, ["\n".join(bag_pieces(r)) for r in responses], progress=True,
-                               desc=f"{split} {which}, its pieces one per line")[:, 0]
-            has = torch.tensor([bool(canonical_permutations(r)) for r in responses])
-            canonical_mean = fluency - margin[which][""]
-            margin[which][STRIPPED] = torch.where(has, own - canonical_mean, torch.zeros_like(own))
+            rows = [i for i, r in enumerate(responses) if canonical_permutations(r)]  # 0 where the column is 0
+            stripped = torch.zeros(len(responses))
+            if rows:
+                fluency = scorer.score([prompts[i] for i in rows], [responses[i] for i in rows])[:, 0]
+                own = scorer.score([prompts[i] for i in rows], ["\n".join(bag_pieces(responses[i])) for i in rows],
+                                   progress=True, desc=f"{split} {which}, its pieces one per line")[:, 0]
+                canonical_mean = fluency - margin[which][""][rows]  # the column is fluency minus that mean
+                stripped[rows] = own - canonical_mean
+            margin[which][STRIPPED] = stripped
         gap = reward["junk"] - reward["real"]
         kinds = np.array([sk[i] for i in sel])
         for form in ("", STRIPPED):

@@ -207,7 +207,10 @@ def test_the_order_margin_is_the_lm_gap_between_an_answer_and_a_shuffle_that_kee
     assert all(sorted(c.split("\n")) == bag_sentences(text) for c in canonical)  # the bag's pieces, one per line
     assert canonical_permutations("Just one sentence here") == [] == canonical_permutations("Yes. Yes.")
     # with a fake LM whose fluency is known per text: the column is fluency minus its mean over the canonical texts
-    fluency = {t: -0.01 * (i + 1) for i, t in enumerate([text, shuffled, "One.", *canonical])}
+    other = "Paris is the capital. It lies on the Seine. It has many museums."  # another bag: its own canonical texts
+    mine = canonical_permutations(other)
+    assert mine and not set(mine) & set(canonical)
+    fluency = {t: -0.01 * (i + 1) for i, t in enumerate(dict.fromkeys([text, shuffled, "One.", other, *canonical, *mine]))}
     calls = []
 
     def score(prompts, responses, **_):
@@ -217,10 +220,11 @@ def test_the_order_margin_is_the_lm_gap_between_an_answer_and_a_shuffle_that_kee
     from types import SimpleNamespace
 
     fake = SimpleNamespace(likelihood=SimpleNamespace(score=score))
-    h = response_features(fake, ["p"] * 3, [text, shuffled, "One."], spec="likelihood_order_margin")
-    base = sum(fluency[c] for c in canonical) / len(canonical)
-    torch.testing.assert_close(h, torch.tensor([[fluency[text] - base], [fluency[shuffled] - base], [0.0]]))
-    assert calls[1] == canonical * 2  # the canonical texts of both answers, none for one sentence
+    h = response_features(fake, ["p"] * 4, [text, shuffled, "One.", other], spec="likelihood_order_margin")
+    base, own = (sum(fluency[c] for c in cs) / len(cs) for cs in (canonical, mine))
+    torch.testing.assert_close(h, torch.tensor([[fluency[text] - base], [fluency[shuffled] - base], [0.0],
+                                                [fluency[other] - own]]))
+    assert calls[1] == canonical * 2 + mine  # each answer's own canonical texts, none for one sentence
     assert feature_groups("response+likelihood_order_margin", 8) == (8, 1)
     assert feature_orientation("response+likelihood_order_margin", 8, ["order_fluency"]) == (0,) * 8 + (1,)
     # the real (tiny) LM: the same arithmetic on its own numbers

@@ -84,12 +84,11 @@ part                dimension   what
                                 in canonical orders: ``ℓ(x, y) − mean_k ℓ(x, π_k(y))`` over
                                 :func:`vrm_pyro.likelihood.canonical_permutations` (k = 2), which an
                                 answer and a shuffle that keeps its bag share, so the gap between
-                                them is ``ℓ``'s alone, while what the pieces score in any order (a
-                                fluent echo, a repetition) cancels. 0 for one piece; two more LM
-                                texts per answer. Its level still favours formulaic junk (a
-                                scaffold); added post hoc to the default's reward it did not take
-                                shuffles below the linear order model's level (benchmarks/README.md,
-                                section 2w)
+                                them is ``ℓ``'s alone, and what the pieces score in any order
+                                cancels. 0 for fewer than two distinct pieces; two more LM texts per
+                                answer. Its level still favours some junk (a scaffold); added post
+                                hoc to the default's reward it lowered shuffles a little, never
+                                below 0.049 (benchmarks/README.md, section 2w)
 ==================  ==========  ===========================================================
 
 ``joint`` and ``response_tokens`` come from the same forward pass; ``response`` and
