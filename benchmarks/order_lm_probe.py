@@ -33,7 +33,8 @@ in a second form, ``stripped_``: the answer's own pieces one per line against th
 answer as written, so that both sides have the same form),
 ``μ`` from :data:`POSTHOC_WEIGHTS` chosen on the validation instructions' stress set (the mean junk rate over the
 kinds, the smallest ``μ`` among equals): per kind, held out, the rate at every ``μ`` (an estimate of what a head that
-reads the column could do, without training it); written to ``results/coherence/order_lm_posthoc.json``.
+reads the column could do, without training it); written to ``results/coherence/order_lm_posthoc.json``; ``--pool NAME ...`` pools such files (one seed each) into
+``results/coherence/order_lm_posthoc_pooled.json``.
 """
 
 from __future__ import annotations
@@ -207,6 +208,26 @@ def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fol
     return out
 
 
+def pool_posthoc(names: list[str], out: str, argv) -> int:
+    """``--pool``: the mean over seeds of every rate of :func:`posthoc`'s rows, per contender."""
+    import json
+
+    rows = [r for name in names for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+    pooled = {}
+    for contender in dict.fromkeys(r["contender"] for r in rows):
+        mine = [r for r in rows if r["contender"] == contender]
+        rates = [k for k in mine[0] if k.startswith(("val_junk_", "test_"))]
+        mean = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in rates}
+        forms = sorted({k.split("_mu")[0][len("test_"):] for k in rates if k.endswith("_shuffled_sentences")})
+        pooled[contender] = {"seeds": [r["seed"] for r in mine],
+                             "weights_chosen": {f: [r[f"weight_{f}"] for r in mine] for f in forms},
+                             "lowest_shuffles": {f: min(mean[k] for k in rates if k.startswith(f"test_{f}_mu")
+                                                        and k.endswith("_shuffled_sentences")) for f in forms},
+                             **mean}
+    cb.write_probe(out, rows, pooled, argv, script="order_lm_probe")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -216,8 +237,14 @@ def main(argv=None) -> int:
     ap.add_argument("--per-kind", action="store_true", help="score every junk kind (first seed only)")
     ap.add_argument("--posthoc", nargs="+", default=None, metavar="CONTENDER",
                     help="fit these contenders (first seed only) and add the LM's order column to their reward")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="NAME",
+                    help="pool --posthoc results (results/coherence/NAME.json, one seed each): per contender, the mean "
+                         "of every rate over the files' seeds, and per form the smallest shuffle rate at any weight; "
+                         "nothing is fitted")
     ap.add_argument("--out", default=None, help="results/coherence/<out>.json (default order_lm, order_lm_per_kind)")
     args = ap.parse_args(argv)
+    if args.pool:
+        return pool_posthoc(args.pool, args.out or "order_lm_posthoc_pooled", argv)
     torch.set_num_threads(2)
     bench = cb.Bench(pairs_per_instruction=10)
     scorer = LikelihoodScorer(bundled_smollm2(), dtype="bfloat16", max_response_tokens=args.response_tokens,
