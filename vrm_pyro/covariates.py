@@ -42,6 +42,7 @@ backwards. Rare in real answers, common once their sentences are shuffled.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zlib
@@ -376,6 +377,14 @@ def bag_pieces(text: str) -> list[str]:
     return [u for u in pieces if _LETTER.search(u)] or [u for u in pieces if WORD.search(u)]
 
 
+def seeded_orders(parts: list[str], k: int, sep: str) -> list[str]:
+    """``k`` orders of ``parts`` (sorted by the caller) joined by ``sep``, drawn with a seed taken from the parts
+    themselves: the same pieces give the same ``k`` texts, whatever order or layout they came in."""
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return [sep.join(parts[i] for i in rng.permutation(len(parts))) for _ in range(k)]
+
+
 def _bag_row(prompt: str, response: str) -> list[float]:
     parts = [s.lower() for s in bag_sentences(response)] or [""]
     per_sentence = [WORD.findall(s) for s in parts]
@@ -446,4 +455,4 @@ def ending_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.nd
 
 __all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "copy_statistics", "ending_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
            "ORDER_STATISTICS", "bag_pieces", "bag_sentences", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
-           "reorder_sentences", "sentence_pieces", "sentences", "unmarked"]
+           "reorder_sentences", "seeded_orders", "sentence_pieces", "sentences", "unmarked"]

@@ -28,7 +28,6 @@ single ``.gguf`` file (needs the ``gguf`` package; quantised weights are dequant
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -36,11 +35,10 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vrm_pyro.cache import EmbeddingCache, model_fingerprint, text_key
-from vrm_pyro.covariates import bag_sentences, reorder_sentences
+from vrm_pyro.covariates import bag_sentences, reorder_sentences, seeded_orders
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.progress import progress as progress_bar
 
@@ -263,11 +261,7 @@ def canonical_permutations(text: str, k: int = CANONICAL_REORDERINGS) -> list[st
     True
     """
     parts = bag_sentences(text)
-    if len(set(parts)) < 2:
-        return []
-    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    return ["\n".join(parts[i] for i in rng.permutation(len(parts))) for _ in range(k)]
+    return seeded_orders(parts, k, "\n") if len(set(parts)) >= 2 else []
 
 
 def bundled_smollm2() -> str | None:

@@ -56,6 +56,7 @@ from vrm_pyro.covariates import (
     WORD,
     discourse_statistics,
     order_statistics,
+    seeded_orders,
     sentences,
     unmarked,
 )
@@ -115,9 +116,19 @@ def canonical_reorderings(text: str, k: int = MARGIN_REORDERINGS) -> list[str]:
         parts = sorted(text.split())
         if len(set(parts)) < 2:
             return []
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256("\x00".join(parts).encode(
-        "utf-8", "surrogatepass")).digest()[:8], "little"))
-    return [" ".join(parts[i] for i in rng.permutation(len(parts))) for _ in range(k)]
+    return seeded_orders(parts, k, " ")
+
+
+def margin_against(own: torch.Tensor, reorderings: Sequence[Sequence[str]], score) -> torch.Tensor:
+    """``(N,)``: ``own`` minus the mean of ``score`` over each row's ``reorderings`` (0 where a row has none);
+    ``score(rows, texts) -> (M,)`` scores all rows' reorderings in one call (``rows[j]``: the row of ``texts[j]``)."""
+    owner = [i for i, texts in enumerate(reorderings) for _ in texts]
+    if not owner:
+        return torch.zeros_like(own)
+    idx = torch.tensor(owner)
+    total = torch.zeros_like(own).index_add_(0, idx, score(owner, [t for texts in reorderings for t in texts]))
+    count = torch.zeros_like(own).index_add_(0, idx, torch.ones(len(owner)))
+    return torch.where(count > 0, own - total / count.clamp_min(1), torch.zeros_like(own))
 
 
 def _statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -222,18 +233,8 @@ class SentenceOrderModel:
         gap between them is :meth:`score`'s; what the answer's sentences score in any order (their openings, their
         style: :meth:`score` varies with them across answers) cancels. 0 where nothing can be reordered."""
         prompts, responses = list(prompts), list(responses)
-        owner, texts = [], []
-        for i, r in enumerate(responses):
-            for t in canonical_reorderings(r, reorderings):
-                owner.append(i)
-                texts.append(t)
-        score = self.score(prompts, responses)
-        if not texts:
-            return torch.zeros_like(score)
-        idx = torch.tensor(owner)
-        total = torch.zeros_like(score).index_add_(0, idx, self.score([prompts[i] for i in owner], texts))
-        count = torch.zeros_like(score).index_add_(0, idx, torch.ones(len(owner)))
-        return torch.where(count > 0, score - total / count.clamp_min(1), torch.zeros_like(score))
+        return margin_against(self.score(prompts, responses), [canonical_reorderings(r, reorderings) for r in responses],
+                              lambda rows, texts: self.score([prompts[i] for i in rows], texts))
 
     @classmethod
     def fit(cls, prompts: Sequence[str], responses: Sequence[str], *, reorderings: int = 2, l2: float = 1e-3,
@@ -305,4 +306,4 @@ class SentenceOrderModel:
 
 
 __all__ = ["LENGTH_SCALE", "MARGIN_PART", "MARGIN_REORDERINGS", "OPTIONS", "PART", "PARTS", "STATISTICS", "SentenceOrderModel", "canonical_reorderings",
-           "lexical_features", "needs_order_model", "parse_order_features"]
+           "lexical_features", "margin_against", "needs_order_model", "parse_order_features"]

@@ -144,6 +144,7 @@ from vrm_pyro.covariates import (
 from vrm_pyro.errors import ConfigError
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS, canonical_permutations, permute_sentences
 from vrm_pyro.order_model import PARTS as ORDER_PARTS
+from vrm_pyro.order_model import margin_against
 
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
@@ -417,20 +418,10 @@ def _canonical_margin(encoder, prompts: list[str], responses: list[str], stats: 
                       desc: str) -> torch.Tensor:
     """``(N,)``: ``given_prompt`` of each response minus its mean over the response's
     :func:`~vrm_pyro.likelihood.canonical_permutations` (one LM call for all of them); 0 where there are none."""
-    owner, texts = [], []
-    for i, r in enumerate(responses):
-        for t in canonical_permutations(r):
-            owner.append(i)
-            texts.append(t)
-    out = torch.zeros(len(responses))
-    if not texts:
-        return out
-    lm = encoder.likelihood.score([prompts[i] for i in owner], texts, progress=progress,
-                                  desc=f"{desc}, pieces in canonical orders")[:, 0]
-    idx = torch.tensor(owner)
-    total = torch.zeros(len(responses)).index_add_(0, idx, lm)
-    count = torch.zeros(len(responses)).index_add_(0, idx, torch.ones(len(owner)))
-    return torch.where(count > 0, stats[:, 0] - total / count.clamp_min(1), out)
+    return margin_against(stats[:, 0], [canonical_permutations(r) for r in responses],
+                          lambda rows, texts: encoder.likelihood.score(
+                              [prompts[i] for i in rows], texts, progress=progress,
+                              desc=f"{desc}, pieces in canonical orders")[:, 0])
 
 
 def _interaction(prompt_emb: torch.Tensor, response_emb: torch.Tensor) -> torch.Tensor:
