@@ -767,7 +767,10 @@ def split_rows(bench: Bench, seed: int, fold: int, size: int | None = None) -> t
     return idx, (tr, va, te)
 
 
-def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
+def fit_split(bench: Bench, contender: Contender, seed: int, fold: int, size: int | None = None):
+    """``contender`` fitted on the AlpacaEval split ``(seed, fold, size)`` as a stage fits it (its order model, its
+    embeddings, its augmentation): ``(reward model, row of fit_and_measure, row indices, (train, validation, test)
+    instructions)``. What the probes that refit a contender call too."""
     idx, (tr, va, te) = split_rows(bench, seed, fold, size)
     bench.use_split_order_model(contender, seed, fold, idx["train"], tr, size)
     full = bench.pairs(bench.alpaca, "alpaca", contender.representation, contender.model.get("nuisance", ""))
@@ -775,6 +778,11 @@ def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: i
     if contender.augment:
         train = bench.augmented(train, bench.alpaca.subset(idx["train"]), contender)
     rm, row = fit_and_measure(bench, contender, seed, train, val, test, bench.alpaca.subset(idx["test"]))
+    return rm, row, idx, (tr, va, te)
+
+
+def run_alpaca(bench: Bench, name: str, contender: Contender, seed: int, fold: int, size: int | None = None) -> dict:
+    rm, row, idx, (_, va, te) = fit_split(bench, contender, seed, fold, size)
     row["train_pairs"] = len(idx["train"])  # real pairs (n_train counts augmented ones too)
     row.update(evaluate_alpaca(bench, rm, contender, te, ""))
     row.update(evaluate_alpaca(bench, rm, contender, va, "val_"))

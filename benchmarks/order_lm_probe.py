@@ -83,12 +83,18 @@ def wins(delta: torch.Tensor) -> float:
     return float((delta <= 0).float().mean())
 
 
-def run(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int, val_answers: int) -> dict:
-    idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    train = bench.order_training(idx["train"], train_instructions, all_answers=True)
+def default_order_model(bench: cb.Bench, seed: int, fold: int):
+    """The default's order model on the split (sentence words, L2 1e-4, every answer of the training instructions),
+    set on the encoder: ``(row indices, (train, validation, test) instructions, model)``."""
+    idx, instructions = cb.split_rows(bench, seed, fold)
+    train = bench.order_training(idx["train"], instructions[0], all_answers=True)
     fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", sentence_words=True,
-                    l2=1e-4)  # the default's order model
-    linear = bench.encoder.order_model
+                    l2=1e-4)
+    return idx, instructions, bench.encoder.order_model
+
+
+def run(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int, val_answers: int) -> dict:
+    idx, (_, _, test), linear = default_order_model(bench, seed, fold)
     shuffle, rng = JUNK_KINDS["shuffled_sentences"], np.random.default_rng([seed, 11])  # as order_model_probe.py
     val = bench.alpaca.subset(idx["validation"])
     texts = list(dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b)))
@@ -126,10 +132,7 @@ def run(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int, val_ans
 def per_kind(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int) -> dict:
     """Per junk kind of the held-out stress set: the share at or above the real answer by ``likelihood_order_margin``
     alone and by ``order_score`` alone."""
-    idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    train = bench.order_training(idx["train"], train_instructions, all_answers=True)
-    fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", sentence_words=True,
-                    l2=1e-4)
+    _, (_, _, test), model = default_order_model(bench, seed, fold)
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     rows = [i for i, p in enumerate(sp) if p in test]
     prompts, real, junk = [sp[i] for i in rows], [sr[i] for i in rows], [sj[i] for i in rows]
@@ -138,7 +141,7 @@ def per_kind(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int) ->
     lm = SimpleNamespace(likelihood=scorer)
     margin = {name: response_features(lm, prompts, texts, spec="likelihood_order_margin", progress=True,
                                       desc=name)[:, 0] for name, texts in (("real", real), ("junk", junk))}
-    order = {name: bench.encoder.order_model.score(prompts, texts) for name, texts in (("real", real), ("junk", junk))}
+    order = {name: model.score(prompts, texts) for name, texts in (("real", real), ("junk", junk))}
     out = {"seed": seed, "fold": fold, "per_kind_n": int((kinds == kinds[0]).sum()),
            "lm_seconds": round(time.perf_counter() - start)}
     for kind in JUNK_KINDS:
@@ -152,12 +155,7 @@ def per_kind(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int) ->
 def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fold: int) -> dict:
     """``name`` fitted on the split, its reward plus ``μ · likelihood_order_margin`` on the stress sets."""
     c = cb.CONTENDERS[name]
-    idx, (train_instructions, validation, test) = cb.split_rows(bench, seed, fold)
-    bench.use_split_order_model(c, seed, fold, idx["train"], train_instructions)
-    full = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", ""))
-    train, val, held = (full.subset(idx[k]) for k in ("train", "validation", "test"))
-    train = bench.augmented(train, bench.alpaca.subset(idx["train"]), c)
-    rm, _ = cb.fit_and_measure(bench, c, seed, train, val, held, bench.alpaca.subset(idx["test"]))
+    rm, _, _, (_, validation, test) = cb.fit_split(bench, c, seed, fold)
     sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     lm = SimpleNamespace(likelihood=scorer)
     out = {"contender": name, "seed": seed, "fold": fold}
