@@ -204,11 +204,18 @@ class ValidityGate(_GlobalGaussian):
     ``valid_order ~ Bernoulli(sigma(t_a - t_b))`` = 1 on the junk pairs: the comparison a shuffle (only worse than
     its own original) would need; with the text statistics and LM columns measured so far it changed nothing
     (benchmarks/README.md, section 2j).
+    ``factors`` (``(G,)`` long, ``0..K-1`` per gate column; default all 0): a *conjunctive* gate, validity as
+    ``K`` requirements that must all hold (a noisy AND), ``P(valid) = prod_k sigma(t_k)``, ``t_k = sum_{j in k}
+    v_j h_j + c_k`` (site ``gate_bias`` ``(K,)``). Each factor's ``log sigma(t_k) <= 0``, so strength on one
+    requirement cannot buy back a failure on another: with one linear logit, an answer's many list items or its
+    copying nothing of the prompt offset its irrelevance (a content-free scaffold), with a relevance factor apart
+    they cannot. The factors enter as the single logit ``logit(P(valid))``, so the reward's term, the validity
+    observations and ``pairwise`` read them as they read one (``K = 1``: ``t`` itself).
     """
 
     def __init__(self, columns: torch.Tensor, prior_scale: float = 1.0, bias_scale: float = 3.0, in_label: bool = True,
                  pairwise: bool = False, prompt_dim: int | None = None, by_prompt: bool = False, scale: float = 1.0,
-                 clip: float = 0.0):
+                 clip: float = 0.0, factors: torch.Tensor | None = None):
         super().__init__()
         if not scale > 0:
             raise ValueError(f"ValidityGate: scale must be > 0 (got {scale}); 1 is the plain product of experts")
@@ -221,12 +228,20 @@ class ValidityGate(_GlobalGaussian):
         if columns.dim() != 1 or width < 1:
             raise ValueError("ValidityGate: columns must be an (F,) bool mask with at least one column (see "
                              "vrm_pyro.representations.part_columns)")
-        self.priors = {"gate_weight": ((width,), prior_scale), "gate_bias": ((1,), bias_scale)}
+        factors = torch.zeros(width, dtype=torch.long) if factors is None else torch.as_tensor(factors).long()
+        count = int(factors.max()) + 1 if len(factors) else 0
+        if factors.shape != (width,) or factors.min() < 0 or set(factors.tolist()) != set(range(count)):
+            raise ValueError(f"ValidityGate: factors must give each of the {width} gate columns a factor 0..K-1, every "
+                             f"factor at least one column (got {factors.tolist()})")
+        self.num_factors = count
+        self.priors = {"gate_weight": ((width,), prior_scale), "gate_bias": ((count,), bias_scale)}
         if by_prompt:
             if not prompt_dim:
                 raise ValueError("ValidityGate(by_prompt=True) needs prompt_dim, the prompt embedding's width E")
             self.priors["gate_prompt"] = ((prompt_dim, width), prior_scale)
         self.register_buffer("columns", columns)
+        # which factor each column belongs to; saved only for a conjunctive gate (one factor: the checkpoints of before)
+        self.register_buffer("factors", factors, persistent=count > 1)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def validity_logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,14 +250,32 @@ class ValidityGate(_GlobalGaussian):
         h_g = h[:, self.columns]
         if self.clip:
             h_g = self.clip * torch.tanh(h_g / self.clip)
+        if self.num_factors > 1:
+            return self._conjunctive_logits(globals_, h_g, prompt)
         t = linear_scores(h_g, globals_["gate_weight"], 1)
         if self.by_prompt:
-            if prompt is None:
-                raise ValueError("ValidityGate(by_prompt=True): pass the prompts' embeddings")
-            per_prompt = linear_scores(F.normalize(prompt, dim=-1), globals_["gate_prompt"], 2)  # (B, G) / (S, B, G)
-            t = t + (per_prompt * h_g).sum(-1)
+            t = t + (self._prompt_weights(globals_, prompt) * h_g).sum(-1)
         bias = globals_["gate_bias"]
         return t + (bias.reshape(-1, 1) if t.dim() > 1 else bias)
+
+    def _prompt_weights(self, globals_: dict, prompt: torch.Tensor | None) -> torch.Tensor:
+        """``V^T x̂``: ``(B, G)``, or ``(S, B, G)`` for draws."""
+        if prompt is None:
+            raise ValueError("ValidityGate(by_prompt=True): pass the prompts' embeddings")
+        return linear_scores(F.normalize(prompt, dim=-1), globals_["gate_prompt"], 2)
+
+    def _conjunctive_logits(self, globals_: dict, h_g: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """``logit(prod_k sigma(t_k))`` for the gate's columns ``h_g`` ``(B, G)``: ``(B,)`` or ``(S, B)``."""
+        weight = globals_["gate_weight"]
+        per_column = h_g * (weight if weight.dim() == 1 else weight.reshape(-1, 1, h_g.shape[-1]))  # (B, G) / (S, B, G)
+        if self.by_prompt:
+            per_column = per_column + self._prompt_weights(globals_, prompt) * h_g
+        one_hot = F.one_hot(self.factors, self.num_factors).to(per_column.dtype)  # (G, K)
+        bias = globals_["gate_bias"]
+        t = per_column @ one_hot + (bias if bias.dim() == 1 else bias.reshape(-1, 1, self.num_factors))
+        log_valid = F.logsigmoid(t).sum(-1)  # log P(valid) = sum_k log sigma(t_k)
+        # logit p = log p - log(1 - p); 1 - p = -expm1(log p), kept off 0 where every factor has saturated
+        return log_valid - torch.log(-torch.expm1(log_valid).clamp_max(-torch.finfo(t.dtype).tiny))
 
     def term(self, t: torch.Tensor) -> torch.Tensor:
         """The reward's term of validity logits ``t``: ``kappa log sigma(t)`` (``kappa`` = ``scale``)."""

@@ -292,3 +292,82 @@ def test_gate_lr_covers_every_site_of_the_gate():
     names = {id(p): n.rsplit(".", 1)[-1] for n, p in rm.named_parameters()}
     assert sorted(names[i] for i in groups[0.1]) == sorted(2 * ["gate_bias", "gate_prompt", "gate_weight"])
     assert "gate_prompt" not in {names[i] for i in groups[1e-3]}
+
+
+REL, FORM = VALID, VALID + 1  # two statistics: "about the prompt" and "well formed"
+
+
+def _requirement_pairs(n: int, seed: int, junk_share: float = 0.4) -> PairEmbeddings:
+    """Real answers meet both requirements (REL and FORM in [1, 3]); junk fails one of them (in [-3, -1]) and meets
+    the other as real answers do. Labels among real pairs follow column 0."""
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randn(n, E, generator=g)
+    a, b = torch.randn(n, F, generator=g), torch.randn(n, F, generator=g)
+    for x in (a, b):
+        x[:, [REL, FORM]] = 1 + 2 * torch.rand(n, 2, generator=g)
+    label = torch.bernoulli(torch.sigmoid(3.0 * (a[:, 0] - b[:, 0])), generator=g)
+    junk = torch.rand(n, generator=g) < junk_share
+    failed = torch.where(torch.rand(n, generator=g) < 0.5, REL, FORM)[junk]
+    b[junk.nonzero()[:, 0], failed] = -1 - 2 * torch.rand(int(junk.sum()), generator=g)
+    label[junk] = 1.0
+    return PairEmbeddings(prompt, a, b, label, junk=junk)
+
+
+def test_a_conjunctive_gate_computes_the_product_of_its_factors():
+    """``a;b`` in ``ModelConfig.gate``: ``P(valid) = sigma(t_1) sigma(t_2)``, entered as its logit, for one draw of the
+    sites and a stack of them; saturated factors give a large finite logit; a column in two factors is an error."""
+    names = ("distinct_words", "compression_ratio", "prompt_echo")
+    cfg = ModelConfig(model="bt", bt_head="bayesian_linear", gate=f"{names[0]},cosine;{names[1]},{names[2]}")
+    assert cfg.gate_factors == [[names[0], "cosine"], [names[1], names[2]]]
+    assert cfg.gate_parts == [names[0], "cosine", names[1], names[2]]
+    gate = build_reward_model(cfg, emb_dim=E, response_dim=F, representation=REP, seed=0).model.gate
+    assert gate.num_factors == 2 and gate.priors["gate_bias"][0] == (2,)
+    assert gate.factors.tolist() == [0, 0, 1, 1]  # the columns in the representation's order: cosine, then statistics
+    h = torch.randn(6, F)
+    weight, bias = torch.tensor([0.5, -1.0, 2.0, 0.3]), torch.tensor([0.2, -0.4])
+    h_g = h[:, gate.columns]
+    want = torch.sigmoid(h_g[:, :2] @ weight[:2] + bias[0]) * torch.sigmoid(h_g[:, 2:] @ weight[2:] + bias[1])
+    t = gate.validity_logits({"gate_weight": weight, "gate_bias": bias}, h)
+    torch.testing.assert_close(torch.sigmoid(t), want)
+    torch.testing.assert_close(gate.term(t), want.log())  # the reward's term: log P(valid)
+    draws = gate.validity_logits({"gate_weight": torch.stack([weight, -weight]), "gate_bias": torch.stack([bias, bias])}, h)
+    assert draws.shape == (2, 6)
+    torch.testing.assert_close(draws[0], t)
+    saturated = gate.validity_logits({"gate_weight": torch.zeros(4), "gate_bias": torch.tensor([60.0, 60.0])}, h)
+    assert torch.isfinite(saturated).all() and float(saturated.min()) > 30
+    with pytest.raises(ConfigError, match="a column sits in two factors"):
+        build_reward_model(ModelConfig(gate="statistics;prompt_echo"), emb_dim=E, response_dim=F, representation=REP)
+    with pytest.raises(ValueError, match="every factor at least one column"):
+        type(gate)(gate.columns, factors=torch.tensor([0, 0, 2, 2]))
+
+
+def test_a_conjunctive_gate_rejects_junk_that_one_logit_lets_buy_back_a_failed_requirement(tmp_path):
+    """Trained on junk that fails one of two requirements, a single validity logit adds them up, so test junk that
+    fails the first by as much as it exceeds the second (a scaffold: about nothing, many list items) scores like a
+    real answer; with the requirements as factors (``REL;FORM``) it is rejected, real answers still saturate, and a
+    checkpoint (with and without the encoder config, which names the factors) scores alike."""
+    from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
+    from vrm_pyro.covariates import COHERENCE_STATISTICS
+
+    rel, form = (COHERENCE_STATISTICS[j - STATS.start] for j in (REL, FORM))
+    train, val = _requirement_pairs(1200, 0), _requirement_pairs(200, 1)
+    test = _requirement_pairs(400, 2, junk_share=0.0)
+    test.response_b[:, REL] = -1 - 2 * torch.rand(400)  # fails relevance ...
+    test.response_b[:, FORM] = 5 + 2 * torch.rand(400)  # ... and is "better formed" than any real answer
+    cfg = ModelConfig(model="bt", bt_head="bayesian_linear", path_prior="part", path_prior_scale=2.0,
+                      feature_transform="none")
+    terms = {}
+    for gate in (f"{rel},{form}", f"{rel};{form}"):
+        rm = build_reward_model(cfg.replace(gate=gate), emb_dim=E, response_dim=F, representation=REP, seed=0)
+        fit(rm, train, val, TrainConfig(epochs=25, lr=2e-2, patience=25, progress=False, gate_lr=0.2))
+        with torch.no_grad():
+            terms[gate] = [float(rm.model.gate_moments(rm.guide, test.prompt, rm.transform.features(r), 32, 0)[0].mean())
+                           for r in (test.response_a, test.response_b)]
+    (lin_real, lin_junk), (and_real, and_junk) = terms[f"{rel},{form}"], terms[f"{rel};{form}"]
+    assert lin_junk > -1.0, terms  # one logit: the excess form pays for the failed relevance
+    assert and_real > -0.5 and and_junk < and_real - 3.0, terms
+    for name, encoder in (("with", EncoderConfig(name="tiny", representation=REP)), ("without", None)):
+        loaded = load_checkpoint(save_checkpoint(tmp_path / name, rm, encoder=encoder)).reward_model
+        assert torch.equal(loaded.model.gate.factors, rm.model.gate.factors) and loaded.model.gate.num_factors == 2
+        torch.testing.assert_close(loaded.reward(test.prompt, test.response_b).reward,
+                                   rm.reward(test.prompt, test.response_b).reward)

@@ -188,7 +188,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     rm = build_reward_model(model_cfg if fits else model_cfg.replace(path_prior="dimension", monotone="", monotone_prior="half_normal"),
                             emb_dim=cfg["emb_dim"], response_dim=cfg.get("response_dim"),
                             representation=rep if fits else None,
-                            gate_columns=None if fits else state.get("model.gate.columns"))
+                            gate_columns=None if fits else state.get("model.gate.columns"),
+                            gate_factors=None if fits else state.get("model.gate.factors"))
     rm.config = model_cfg
     if cfg["schema_version"] == 1:
         state = _migrate_v1_state(state, rm)

@@ -253,7 +253,10 @@ class ModelConfig(_Config):
                        "reward, VRM and BT alike (models.paths.ValidityGate): junk that the gate rejects loses "
                        "|v . h_G + c| while real answers sit where it has saturated; '' for none. Low-dimensional "
                        "parts suit it (statistics, bag_statistics, order, discourse, cosine, bag_cosine, the "
-                       "likelihood parts).")
+                       "likelihood parts). ';' splits the columns into the factors of a conjunctive gate, validity as "
+                       "requirements that must all hold, P(valid) = prod_k sigma(v_k . h_k + c_k), e.g. "
+                       "'bag_cosine,bag_prompt_coverage;repeated_sentences,prompt_copy,line_ending': strength on one "
+                       "cannot offset a failure on another.")
     gate_prior_scale: float = _field(1.0, "Prior std of the validity gate's weight per column (the columns arrive "
                                      "standardised: logits per standard deviation).")
     gate_scale: float = _field(1.0, "kappa: the validity gate's term in the reward is kappa log sigma(v . h_G + c), a "
@@ -371,8 +374,15 @@ class ModelConfig(_Config):
 
     @property
     def gate_parts(self) -> list[str]:
-        """The names in :attr:`gate`, in order."""
-        return [c.strip() for c in self.gate.split(",") if c.strip()]
+        """The names in :attr:`gate`, in order (every factor's)."""
+        return [name for factor in self.gate_factors for name in factor]
+
+    @property
+    def gate_factors(self) -> list[list[str]]:
+        """The names in :attr:`gate` by factor of a conjunctive gate (``;`` between factors): one list for a
+        plain gate, none without one."""
+        factors = [[c.strip() for c in part.split(",") if c.strip()] for part in self.gate.split(";")]
+        return [f for f in factors if f]
 
     @property
     def covariates(self) -> list[str]:
@@ -469,6 +479,11 @@ ORDER_BLIND_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt
 #: unfinished sentences beside them.
 ORDER_BLIND_GATE = ("bag_cosine,bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio,"
                     "bag_prompt_coverage,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
+#: :data:`ORDER_BLIND_GATE` as a conjunctive gate of two factors (``;``): relevance (the bag's cosine and its coverage
+#: of the prompt's words) and form (the rest), ``P(valid) = sigma(t_relevance) sigma(t_form)``, so that a form that
+#: looks valid (many list items, nothing of the prompt copied) cannot make up for an answer about something else.
+CONJUNCTIVE_GATE = ("bag_cosine,bag_prompt_coverage;bag_distinct_words,bag_repeated_4grams,repeated_sentences,"
+                    "bag_compression_ratio,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
 #: The default's validity gate (since round 19)
 DEFAULT_GATE = ORDER_BLIND_GATE
 

@@ -35,7 +35,7 @@ from vrm_pyro.models import (
     ValidityGate,
     VariationalRewardModel,
 )
-from vrm_pyro.representations import feature_groups, feature_orientation, part_columns
+from vrm_pyro.representations import feature_groups, feature_orientation, gate_factor_columns
 from vrm_pyro.reward_model import RewardModel
 
 WEIGHT_PRIORS = {
@@ -69,14 +69,15 @@ def _lookup(table: dict, name: str, what: str, option: str):
 
 def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, response_dim: int | None = None,
                        seed: int | None = None, representation: str | None = None,
-                       gate_columns: torch.Tensor | None = None, **overrides) -> RewardModel:
+                       gate_columns: torch.Tensor | None = None, gate_factors: torch.Tensor | None = None,
+                       **overrides) -> RewardModel:
     """Build a model and its guide from names, check they agree, wrap them in a :class:`RewardModel`.
 
     ``emb_dim`` is the prompt embedding width E, ``response_dim`` the width F of the response features
     (default E: the ``joint`` representation). ``seed`` seeds the parameter initialisation (otherwise the
     global torch RNG is used). ``representation`` (``EncoderConfig.representation``) names the blocks of the
     features; ``cfg.path_prior="part"`` and ``cfg.gate`` need it (or, for the gate, ``gate_columns``: its ``(F,)``
-    bool mask, as a checkpoint stores it).
+    bool mask, and for a conjunctive gate ``gate_factors``, its columns' factors, as a checkpoint stores them).
 
     >>> rm = build_reward_model(ModelConfig(weight_prior="prompt_dirichlet"), emb_dim=384)
     """
@@ -104,19 +105,19 @@ def build_reward_model(cfg: ModelConfig | None = None, emb_dim: int = 384, *, re
                 if C and cfg.nuisance_term else None)
     gate = None
     if cfg.gate_parts:
-        columns = gate_columns
+        columns, factors = gate_columns, gate_factors
         if columns is None:  # read off the representation's named parts (a checkpoint passes the saved columns)
             if representation is None:
                 raise ConfigError(f"ModelConfig.gate (--gate {cfg.gate}) reads named parts of the representation: "
                                   "pass representation=<EncoderConfig.representation> to build_reward_model")
-            columns = part_columns(representation, E, cfg.gate_parts)
+            columns, factors = gate_factor_columns(representation, E, cfg.gate_factors)
             if columns.shape[0] != F:
                 raise ConfigError(f"representation {representation!r} gives features of width {columns.shape[0]} for "
                                   f"an encoder of width {E}, but response_dim is {F}: pass the representation the "
                                   "features were computed with")
         gate = ValidityGate(columns, cfg.gate_prior_scale, in_label=cfg.gate_in_label, pairwise=cfg.gate_pairwise,
                             prompt_dim=E, by_prompt=cfg.gate_by_prompt, scale=cfg.gate_scale,
-                            clip=cfg.gate_clip)
+                            clip=cfg.gate_clip, factors=factors)
     weight_guide = feature_guide = None
     if cfg.model == "bt":
         model = BradleyTerryModel.from_config(cfg, E, F, nuisance=nuisance, feature_groups=groups,

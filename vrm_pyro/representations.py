@@ -300,6 +300,21 @@ def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.bool)
 
 
+def gate_factor_columns(spec: str, emb_dim: int, factors: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The columns of a conjunctive validity gate: ``(F,)`` bool, every factor's columns of ``h(x, y)``
+    (:func:`part_columns`), and ``(G,)`` long, the factor ``0..K-1`` of each of them in order
+    (``ModelConfig.gate_factors``; :class:`~vrm_pyro.models.paths.ValidityGate`'s ``factors``). A column may sit in
+    one factor only."""
+    masks = torch.stack([part_columns(spec, emb_dim, names) for names in factors])  # (K, F)
+    shared = masks.sum(0) > 1
+    if shared.any():
+        twice = [" and ".join(",".join(f) for f, m in zip(factors, masks[:, j]) if m) for j in shared.nonzero()[:, 0]]
+        raise ConfigError(f"ModelConfig.gate (--gate): a column sits in two factors of the conjunctive gate ({twice[0]}); "
+                          "put each column in one factor (';' separates factors)")
+    columns = masks.any(0)
+    return columns, masks[:, columns].long().argmax(0)
+
+
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))
@@ -512,6 +527,7 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
-           "SENTENCE_FLOW", "SentenceView", "feature_groups", "feature_orientation", "parse_representation", "part_columns",
+           "SENTENCE_FLOW", "SentenceView", "feature_groups", "feature_orientation", "gate_factor_columns",
+           "parse_representation", "part_columns",
            "representation_dim", "response_features", "sentence_bag", "sentence_flow", "sentence_order", "sentence_views",
            "sentences"]
