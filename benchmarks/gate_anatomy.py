@@ -59,12 +59,13 @@ def gate_map(rm, train) -> dict:
     "bias_map"}`` (``nlp``: the negative log posterior, up to a constant)."""
     gate, q = rm.model.gate, rm.guide.global_guide
     with torch.no_grad():
-        h = torch.cat([rm.transform.features(r)[:, gate.columns] for r in (train.response_a, train.response_b)])
+        h = torch.cat([rm.transform.features(r) for r in (train.response_a, train.response_b)])
     y = torch.cat([torch.ones(len(train)), (~train.junk).float()])
     (_, weight_std), (_, bias_std) = gate.priors["gate_weight"], gate.priors["gate_bias"]
 
     def nlp(v, c):
-        return (F.binary_cross_entropy_with_logits(h @ v + c, y, reduction="sum") + 0.5 * (v / weight_std).square().sum()
+        t = gate.validity_logits({"gate_weight": v, "gate_bias": c}, h)  # a conjunctive gate's and a clipped one's too
+        return (F.binary_cross_entropy_with_logits(t, y, reduction="sum") + 0.5 * (v / weight_std).square().sum()
                 + 0.5 * (c / bias_std).square().sum())
 
     v, c = (q.loc[s].detach().clone().requires_grad_() for s in ("gate_weight", "gate_bias"))
@@ -79,7 +80,7 @@ def gate_map(rm, train) -> dict:
 
     opt.step(closure)
     return {"nlp_trained": trained, "nlp_map": float(nlp(v, c).detach()), "weights_map": v.detach().tolist(),
-            "bias_map": float(c.detach())}
+            "bias_map": c.detach().tolist()}
 
 
 def shuffle_split(order_model, prompts: list[str], real: list[str], junk: list[str], gap: np.ndarray) -> dict:
@@ -121,13 +122,14 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (),
     out = {"contender": name, "seed": seed}
     if with_map:
         out["map"] = gate_map(rm, train)
-        hj, hr = (rm.transform.features(x)[:, rm.model.gate.columns] for x in (jh, rh))
-        q = rm.guide.global_guide
+        hj, hr = (rm.transform.features(x) for x in (jh, rh))
+        q, g = rm.guide.global_guide, rm.model.gate
         points = {"loc": (q.loc["gate_weight"].detach(), q.loc["gate_bias"].detach()),
-                  "map": (torch.tensor(out["map"]["weights_map"]), torch.tensor([out["map"]["bias_map"]]))}
+                  "map": (torch.tensor(out["map"]["weights_map"]), torch.tensor(out["map"]["bias_map"]))}
         with torch.no_grad():
             for point, (v, b) in points.items():  # the quality score as trained, the gate's term at one point
-                df[f"gap_{point}"] = df.rest + (rm.model.gate.term(hj @ v + b) - rm.model.gate.term(hr @ v + b)).numpy()
+                sites = {"gate_weight": v, "gate_bias": b}
+                df[f"gap_{point}"] = df.rest + (g.logits(sites, hj) - g.logits(sites, hr)).numpy()
     kinds = {kind: {"n": int(len(g)), "wins": float((g.gap >= 0).mean()), "gap": float(g.gap.mean()),
                     "gate": float(g.gate.mean()), "rest": float(g.rest.mean()), "rest_sd": float(g.rest.std()),
                     "gate_nearly_zero": float((g.gate > -0.1).mean()),
@@ -145,7 +147,7 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (),
         out["path_lm_weights"] = mean.detach().reshape(mean.shape[0], -1).mean(-1)[-6:].tolist()
     if rm.model.gate is not None:
         out["gate_weights"] = rm.guide.posterior("gate_weight").mean.detach().tolist()
-        out["gate_bias"] = float(rm.guide.posterior("gate_bias").mean.detach())
+        out["gate_bias"] = rm.guide.posterior("gate_bias").mean.detach().tolist()  # one per factor
     lost = [j for j, i in enumerate(sel) if sk[i] in losers and gap[j] >= 0]
     props = response_properties([sr[sel[j]] for j in lost])
     out["losers"] = [{"kind": sk[sel[j]], "prompt": sp[sel[j]], "real": sr[sel[j]], "junk": sj[sel[j]],
