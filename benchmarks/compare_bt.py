@@ -66,6 +66,7 @@ from vrm_pyro.config import (  # noqa: E402
     CONJUNCTIVE_GATE,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
+    RELEVANCE_FORM_GATE,
     ROUND12_GATE,
 )
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
@@ -515,14 +516,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # cosine's -3.1 offset by its many unfinished pieces (+1.3) and its copying nothing of the prompt (+0.8); with the
     # relevance columns a factor of their own, no other column can buy them back
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg2").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
+        mbcl, model={**mbcl.model, "gate": RELEVANCE_FORM_GATE}))
     # "+mbcl+cg3": three factors, the form split into repetition (distinct words, repeated 4-grams and sentences,
     # compressibility) and completeness (words per sentence, unfinished pieces, the prompt copied, the ending), so a
     # clean ending cannot buy back a repeat either
-    relevance, form = CONJUNCTIVE_GATE.split(";")
-    form = form.split(",")
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, model={**mbcl.model, "gate": ";".join([relevance, ",".join(form[:4]), ",".join(form[4:])])}))
+        mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 

@@ -192,6 +192,7 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
 def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
     from vrm_pyro.config import (
+        CONJUNCTIVE_GATE,
         DEFAULT_GATE,
         LIKELIHOOD_RECIPE,
         ORDER_BLIND_GATE,
@@ -199,11 +200,14 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
         ROUND4_REPRESENTATION,
         ROUND16_GATE,
         TRAIN_RECIPE,
+        ModelConfig,
     )
 
     plain = build_parser().parse_args(["train"])
     assert plain.representation == TRAIN_RECIPE["representation"] == ORDER_BLIND_REPRESENTATION
-    assert DEFAULT_GATE == ORDER_BLIND_GATE
+    # since round 23 the order-blind gate's columns as a conjunctive gate of three factors
+    assert DEFAULT_GATE == CONJUNCTIVE_GATE and len(ModelConfig(gate=DEFAULT_GATE).gate_factors) == 3
+    assert sorted(DEFAULT_GATE.replace(";", ",").split(",")) == sorted(ORDER_BLIND_GATE.split(","))
     # rounds 16-18's default, one option away; the rest of the recipe as the default's
     windowed = build_parser("windowed").parse_args(["train", "--recipe", "windowed"])
     assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"

@@ -479,18 +479,26 @@ ORDER_BLIND_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt
 #: unfinished sentences beside them.
 ORDER_BLIND_GATE = ("bag_cosine,bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio,"
                     "bag_prompt_coverage,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
-#: :data:`ORDER_BLIND_GATE` as a conjunctive gate of two factors (``;``): relevance (the bag's cosine and its coverage
-#: of the prompt's words) and form (the rest), ``P(valid) = sigma(t_relevance) sigma(t_form)``, so that a form that
-#: looks valid (many list items, nothing of the prompt copied) cannot make up for an answer about something else.
-CONJUNCTIVE_GATE = ("bag_cosine,bag_prompt_coverage;bag_distinct_words,bag_repeated_4grams,repeated_sentences,"
-                    "bag_compression_ratio,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
-#: The default's validity gate (since round 19)
-DEFAULT_GATE = ORDER_BLIND_GATE
+#: The order-blind gate's columns by the requirement they test: relevance (the bag's cosine, its coverage of the
+#: prompt's content words), repetition (distinct words, repeated 4-grams and sentences, compressibility) and
+#: completeness (words per sentence, unfinished pieces, the prompt copied, the ending against the answer's lines).
+RELEVANCE_COLUMNS = "bag_cosine,bag_prompt_coverage"
+REPETITION_COLUMNS = "bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio"
+COMPLETENESS_COLUMNS = "bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending"
+#: :data:`ORDER_BLIND_GATE` as a conjunctive gate of two factors (``;``), relevance and the rest,
+#: ``P(valid) = sigma(t_relevance) sigma(t_form)`` (round 23's ``+cg2``), so that a form that looks valid (many list
+#: items, nothing of the prompt copied) cannot make up for an answer about something else
+RELEVANCE_FORM_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS},{COMPLETENESS_COLUMNS}"
+#: The same columns as three factors, relevance, repetition and completeness (round 23's ``+cg3``): what the
+#: validation rule picks (benchmarks/README.md, section 2x)
+CONJUNCTIVE_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS};{COMPLETENESS_COLUMNS}"
+#: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors)
+DEFAULT_GATE = CONJUNCTIVE_GATE
 
 #: What ``vrm train`` uses where the command line says nothing: the configuration that measured best on
 #: validation (``benchmarks/README.md``; among the configurations within 0.01 of the best validation NLL, the
 #: lowest junk rate on the wider validation stress set, a paired difference under its standard error a tie that goes
-#: to the lower validation NLL; round 20, section 2u, four folds × 3 seeds): the response seen through the
+#: to the lower validation NLL; round 20, section 2u, and round 23, section 2x, four folds × 3 seeds): the response seen through the
 #: order-blind ORDER_BLIND_REPRESENTATION: the bag of its sentences (their mean embedding, its relevance features to
 #: the prompt, its text statistics), ``prompt_copy``, ``line_ending`` and ``order_score`` (a sentence-order model fitted
 #: on the training answers against their own reorderings, :mod:`vrm_pyro.order_model`, reading every word of a sentence
@@ -504,8 +512,9 @@ DEFAULT_GATE = ORDER_BLIND_GATE
 #: the representation (so the text statistics and the prompt-response cosine are not drowned by 1,152 embedding
 #: dimensions) at scale 2, and for the Bradley–Terry baseline the best BT on validation by the same rule: the
 #: Bayesian linear head with the same prior at its own scale, 1. Beside the quality score, a validity gate
-#: ``log sigma(v . h_G + c)`` on DEFAULT_GATE's columns, at the nuisance's learning rate, for VRM and the baseline
-#: alike. The dataclasses keep the plain defaults of the building blocks, which work on bare embeddings (no texts,
+#: on DEFAULT_GATE's columns, at the nuisance's learning rate, for VRM and the baseline alike: since round 23
+#: (section 2x) conjunctive, ``sum_k log sigma(v_k . h_k + c_k)`` over three requirements (relevance, repetition,
+#: completeness), so that no one of them can make up for another. The dataclasses keep the plain defaults of the building blocks, which work on bare embeddings (no texts,
 #: hence no covariates and no junk to make).
 TRAIN_RECIPE: dict[str, Any] = {
     "representation": ORDER_BLIND_REPRESENTATION,
