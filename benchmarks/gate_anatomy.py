@@ -8,7 +8,8 @@ the gate's part and of the rest, the spread of the rest, and how often the gate'
 answers where ``log σ`` has saturated). Also the gate's weights on its columns and the path's mean weight on the LM's
 columns (the last six of ``+likfpl``'s representation). With ``--losers KIND ...``: every real answer that junk of those
 kinds outranks, with its length in words, whether it refuses (``vrm_pyro.inspect``'s refusal phrases), the gap and the
-gate's part, the texts cut short. Where the representation has a sentence-order model, the sentence shuffles split
+gate's part, the texts cut short. With a gate, each gate column's part of the junk's validity logit against its real
+answer's, and each factor's logits (:func:`gate_columns`). Where the representation has a sentence-order model, the sentence shuffles split
 by whether they keep the answer's bag of sentences, with the reward's and the order model's own win rates on each side
 (:func:`shuffle_split`).
 
@@ -42,6 +43,7 @@ import compare_bt as cb  # noqa: E402
 from vrm_pyro.covariates import bag_sentences  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.inspect import response_properties  # noqa: E402
+from vrm_pyro.representations import column_names  # noqa: E402
 
 
 def _rate(x: float | None) -> str:
@@ -83,6 +85,25 @@ def gate_map(rm, train) -> dict:
             "bias_map": c.detach().tolist()}
 
 
+def gate_columns(rm, representation: str, jp, jh, rp, rh, kinds: np.ndarray) -> dict:
+    """Where the gate's logits come from, at the guide's means of its sites: per junk kind, each gate column's mean
+    part of ``t_junk - t_real`` (``v_j (h_j(junk) - h_j(real))``, the columns as the weights see them) and each
+    factor's mean logit ``t_k`` for the junk and for its real answers (one factor for a plain gate)."""
+    gate = rm.model.gate
+    names = [n for n, m in zip(column_names(representation, rp.shape[-1]), gate.columns.tolist()) if m]
+    sites = {s: rm.guide.posterior(s).mean.detach() for s in gate.priors}
+    with torch.no_grad():
+        hj, hr = rm.transform.features(jh), rm.transform.features(rh)
+        parts = (gate.inputs(hj) - gate.inputs(hr)) * sites["gate_weight"]
+        tj, tr = gate.factor_logits(sites, hj, jp), gate.factor_logits(sites, hr, rp)
+    out = {"gate_column_names": names, "gate_factors": gate.factors.tolist(), "column_parts": {}, "factor_logits": {}}
+    for kind in dict.fromkeys(kinds):
+        mask = torch.as_tensor(kinds == kind)
+        out["column_parts"][kind] = parts[mask].mean(0).tolist()
+        out["factor_logits"][kind] = {"junk": tj[mask].mean(0).tolist(), "real": tr[mask].mean(0).tolist()}
+    return out
+
+
 def shuffle_split(order_model, prompts: list[str], real: list[str], junk: list[str], gap: np.ndarray) -> dict:
     """Sentence shuffles split by whether they keep the answer's bag of sentences
     (:func:`vrm_pyro.covariates.bag_sentences`): how many, the reward's win rate (``gap`` ``(N,)``, junk minus real)
@@ -120,6 +141,8 @@ def anatomy(bench: cb.Bench, name: str, seed: int, losers: tuple[str, ...] = (),
             gate = np.zeros_like(gap)
     df = pd.DataFrame({"kind": [sk[i] for i in sel], "gap": gap, "gate": gate, "rest": gap - gate})
     out = {"contender": name, "seed": seed}
+    if rm.model.gate is not None:
+        out.update(gate_columns(rm, c.representation, jp, jh, rp, rh, df.kind.to_numpy()))
     if with_map:
         out["map"] = gate_map(rm, train)
         hj, hr = (rm.transform.features(x) for x in (jh, rh))
@@ -183,6 +206,24 @@ def render(rows: list[dict]) -> str:
             lines.append(f"| `{name}` | {seed} | {x['kind']} | {x['words']} | {'yes' if x['refusal'] else ''} | "
                          f"{x['gap']:+.2f} | {x['gate']:+.2f} | {_short(x['prompt'], 60)} | {_short(x['real'], 90)} | "
                          f"{_short(x['junk'], 50)} |")
+    with_columns = [r for r in rows if "column_parts" in r]
+    if with_columns:
+        lines += ["", "The gate's logits by column and by factor, at the guide's means (mean over seeds): each column's part of "
+                  "`t_junk - t_real` (negative: the column counts against the junk), and each factor's logit for the "
+                  "junk and for its real answers:", ""]
+    for name in dict.fromkeys(r["contender"] for r in with_columns):
+        mine = [r for r in with_columns if r["contender"] == name]
+        cols, factors = mine[0]["gate_column_names"], mine[0]["gate_factors"]
+        lines += [f"`{name}` (factors: " + "; ".join(",".join(c for c, f in zip(cols, factors) if f == k)
+                                                      for k in range(max(factors) + 1)) + ")", "",
+                  "| kind | " + " | ".join(cols) + " | t_k junk | t_k real |", "| --- |" + " --- |" * (len(cols) + 2)]
+        for kind in sorted(mine[0]["column_parts"]):
+            part = np.mean([r["column_parts"][kind] for r in mine], axis=0)
+            tj = np.mean([r["factor_logits"][kind]["junk"] for r in mine], axis=0)
+            tr = np.mean([r["factor_logits"][kind]["real"] for r in mine], axis=0)
+            lines.append(f"| {kind} | " + " | ".join(f"{v:+.2f}" for v in part) + " | "
+                         + ", ".join(f"{v:+.2f}" for v in tj) + " | " + ", ".join(f"{v:+.2f}" for v in tr) + " |")
+        lines.append("")
     split = [r for r in rows if "shuffle_split" in r]
     if split:
         lines += ["", "Sentence shuffles that keep the answer's bag of sentences and those that do not: how many, the "

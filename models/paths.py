@@ -244,38 +244,42 @@ class ValidityGate(_GlobalGaussian):
         self.register_buffer("factors", factors, persistent=count > 1)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def validity_logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """``v(x) . h_G + c``: ``h (B, F)`` (and ``prompt (B, E)`` with ``by_prompt``) -> ``(B,)``, or ``(S, B)``
-        for ``S`` draws of the sites."""
+    def inputs(self, h: torch.Tensor) -> torch.Tensor:
+        """The gate's columns of ``h`` ``(B, F)`` as its weights see them (soft-clipped with ``clip``): ``(B, G)``."""
         h_g = h[:, self.columns]
-        if self.clip:
-            h_g = self.clip * torch.tanh(h_g / self.clip)
+        return self.clip * torch.tanh(h_g / self.clip) if self.clip else h_g
+
+    def validity_logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """``logit P(valid)``, for one factor ``v(x) . h_G + c``: ``h (B, F)`` (and ``prompt (B, E)`` with
+        ``by_prompt``) -> ``(B,)``, or ``(S, B)`` for ``S`` draws of the sites."""
         if self.num_factors > 1:
-            return self._conjunctive_logits(globals_, h_g, prompt)
+            log_valid = F.logsigmoid(self.factor_logits(globals_, h, prompt)).sum(-1)  # sum_k log sigma(t_k)
+            # logit p = log p - log(1 - p); 1 - p = -expm1(log p), kept off 0 where every factor has saturated
+            return log_valid - torch.log(-torch.expm1(log_valid).clamp_max(-torch.finfo(log_valid.dtype).tiny))
+        h_g = self.inputs(h)
         t = linear_scores(h_g, globals_["gate_weight"], 1)
         if self.by_prompt:
             t = t + (self._prompt_weights(globals_, prompt) * h_g).sum(-1)
         bias = globals_["gate_bias"]
         return t + (bias.reshape(-1, 1) if t.dim() > 1 else bias)
 
+    def factor_logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Each factor's ``t_k = sum_{j in k} v_j(x) h_j + c_k``: ``(B, K)``, or ``(S, B, K)`` for draws: which
+        requirement an answer fails (``K = 1``: the plain gate's logit)."""
+        h_g = self.inputs(h)
+        weight = globals_["gate_weight"]
+        per_column = h_g * (weight if weight.dim() == 1 else weight.reshape(-1, 1, h_g.shape[-1]))  # (B, G) / (S, B, G)
+        if self.by_prompt:
+            per_column = per_column + self._prompt_weights(globals_, prompt) * h_g
+        bias = globals_["gate_bias"]
+        one_hot = F.one_hot(self.factors, self.num_factors).to(per_column.dtype)  # (G, K)
+        return per_column @ one_hot + (bias if bias.dim() == 1 else bias.reshape(-1, 1, self.num_factors))
+
     def _prompt_weights(self, globals_: dict, prompt: torch.Tensor | None) -> torch.Tensor:
         """``V^T x̂``: ``(B, G)``, or ``(S, B, G)`` for draws."""
         if prompt is None:
             raise ValueError("ValidityGate(by_prompt=True): pass the prompts' embeddings")
         return linear_scores(F.normalize(prompt, dim=-1), globals_["gate_prompt"], 2)
-
-    def _conjunctive_logits(self, globals_: dict, h_g: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        """``logit(prod_k sigma(t_k))`` for the gate's columns ``h_g`` ``(B, G)``: ``(B,)`` or ``(S, B)``."""
-        weight = globals_["gate_weight"]
-        per_column = h_g * (weight if weight.dim() == 1 else weight.reshape(-1, 1, h_g.shape[-1]))  # (B, G) / (S, B, G)
-        if self.by_prompt:
-            per_column = per_column + self._prompt_weights(globals_, prompt) * h_g
-        one_hot = F.one_hot(self.factors, self.num_factors).to(per_column.dtype)  # (G, K)
-        bias = globals_["gate_bias"]
-        t = per_column @ one_hot + (bias if bias.dim() == 1 else bias.reshape(-1, 1, self.num_factors))
-        log_valid = F.logsigmoid(t).sum(-1)  # log P(valid) = sum_k log sigma(t_k)
-        # logit p = log p - log(1 - p); 1 - p = -expm1(log p), kept off 0 where every factor has saturated
-        return log_valid - torch.log(-torch.expm1(log_valid).clamp_max(-torch.finfo(t.dtype).tiny))
 
     def term(self, t: torch.Tensor) -> torch.Tensor:
         """The reward's term of validity logits ``t``: ``kappa log sigma(t)`` (``kappa`` = ``scale``)."""

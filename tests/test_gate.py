@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from vrm_pyro import EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit
+from vrm_pyro.covariates import COHERENCE_STATISTICS
 from vrm_pyro.data import PairEmbeddings
 from vrm_pyro.errors import ConfigError
-from vrm_pyro.representations import part_columns, representation_dim
+from vrm_pyro.representations import column_names, part_columns, representation_dim
 
 E = 8
 REP = "response+interaction+statistics"
@@ -20,9 +21,10 @@ def test_part_columns_name_parts_and_the_cosine():
     assert cols.shape == (F,) and cols.dtype == torch.bool
     assert [i for i, v in enumerate(cols.tolist()) if v] == [COSINE, *range(F)[STATS]]
     assert part_columns(REP, E, ["response"]).nonzero().flatten().tolist() == list(range(E))
+    names = column_names(REP, E)  # one per column of h, in order
+    assert len(names) == F and names[COSINE] == "cosine" and names[0] == "response[0]"
+    assert [names[i] for i in cols.nonzero().flatten().tolist()][1:] == list(COHERENCE_STATISTICS)
     # single statistics by name (vrm_pyro.representations.NAMED_COLUMNS), and a whole part wins over its columns
-    from vrm_pyro.covariates import COHERENCE_STATISTICS
-
     one = part_columns(REP, E, ["cosine", "clean_ending", "prompt_echo"]).nonzero().flatten().tolist()
     assert one == [COSINE] + sorted(STATS.start + COHERENCE_STATISTICS.index(n) for n in ("clean_ending", "prompt_echo"))
     assert torch.equal(part_columns(REP, E, ["clean_ending", "statistics"]), part_columns(REP, E, ["statistics"]))
@@ -329,6 +331,8 @@ def test_a_conjunctive_gate_computes_the_product_of_its_factors():
     want = torch.sigmoid(h_g[:, :2] @ weight[:2] + bias[0]) * torch.sigmoid(h_g[:, 2:] @ weight[2:] + bias[1])
     t = gate.validity_logits({"gate_weight": weight, "gate_bias": bias}, h)
     torch.testing.assert_close(torch.sigmoid(t), want)
+    factors = gate.factor_logits({"gate_weight": weight, "gate_bias": bias}, h)  # which requirement fails: (B, K)
+    torch.testing.assert_close(factors, torch.stack([h_g[:, :2] @ weight[:2] + bias[0], h_g[:, 2:] @ weight[2:] + bias[1]], -1))
     torch.testing.assert_close(gate.term(t), want.log())  # the reward's term: log P(valid)
     draws = gate.validity_logits({"gate_weight": torch.stack([weight, -weight]), "gate_bias": torch.stack([bias, bias])}, h)
     assert draws.shape == (2, 6)
@@ -347,7 +351,6 @@ def test_a_conjunctive_gate_rejects_junk_that_one_logit_lets_buy_back_a_failed_r
     real answer; with the requirements as factors (``REL;FORM``) it is rejected, real answers still saturate, and a
     checkpoint (with and without the encoder config, which names the factors) scores alike."""
     from vrm_pyro.checkpoint import load_checkpoint, save_checkpoint
-    from vrm_pyro.covariates import COHERENCE_STATISTICS
 
     rel, form = (COHERENCE_STATISTICS[j - STATS.start] for j in (REL, FORM))
     train, val = _requirement_pairs(1200, 0), _requirement_pairs(200, 1)

@@ -315,6 +315,21 @@ def gate_factor_columns(spec: str, emb_dim: int, factors: Sequence[Sequence[str]
     return columns, masks[:, columns].long().argmax(0)
 
 
+def column_names(spec: str, emb_dim: int) -> list[str]:
+    """A name for each of the ``F`` columns of ``h(x, y)``: a statistic's own (:data:`NAMED_COLUMNS`), ``cosine`` /
+    ``bag_cosine`` for the cosines, the part's name for a one-column part, ``part[i]`` otherwise."""
+    out: list[str] = []
+    for part in parse_representation(spec):
+        width = sum(feature_groups(part, emb_dim))
+        if part in NAMED_COLUMNS:
+            out += list(NAMED_COLUMNS[part])
+        elif part in COSINES:
+            out += [f"{part}[{i}]" for i in range(width - 1)] + [COSINES[part]]
+        else:
+            out += [part] if width == 1 else [f"{part}[{i}]" for i in range(width)]
+    return out
+
+
 def representation_dim(spec: str, emb_dim: int) -> int:
     """The length of ``h(x, y)`` for an encoder of width ``emb_dim``."""
     return sum(feature_groups(spec, emb_dim))
@@ -527,7 +542,7 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
 
 
 __all__ = ["DEFAULT_REPRESENTATION", "LIKELIHOOD_PARTS", "MAX_SENTENCES", "NAMED_COLUMNS", "ORIENTED_FEATURES", "PARTS",
-           "SENTENCE_FLOW", "SentenceView", "feature_groups", "feature_orientation", "gate_factor_columns",
+           "SENTENCE_FLOW", "SentenceView", "column_names", "feature_groups", "feature_orientation", "gate_factor_columns",
            "parse_representation", "part_columns",
            "representation_dim", "response_features", "sentence_bag", "sentence_flow", "sentence_order", "sentence_views",
            "sentences"]
