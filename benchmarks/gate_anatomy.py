@@ -60,6 +60,9 @@ def gate_map(rm, train) -> dict:
     valid unless junk) under its priors, against the guide's means: ``{"nlp_trained", "nlp_map", "weights_map",
     "bias_map"}`` (``nlp``: the negative log posterior, up to a constant)."""
     gate, q = rm.model.gate, rm.guide.global_guide
+    if gate.by_prompt:
+        raise SystemExit("gate_anatomy.py --map: the gate's MAP is fitted on (v, c) alone; a gate by prompt "
+                         "(--gate-by-prompt) also has V, which this probe does not fit")
     with torch.no_grad():
         h = torch.cat([rm.transform.features(r) for r in (train.response_a, train.response_b)])
     y = torch.cat([torch.ones(len(train)), (~train.junk).float()])
@@ -88,9 +91,16 @@ def gate_map(rm, train) -> dict:
 def gate_columns(rm, representation: str, jp, jh, rp, rh, kinds: np.ndarray) -> dict:
     """Where the gate's logits come from, at the guide's means of its sites: per junk kind, each gate column's mean
     part of ``t_junk - t_real`` (``v_j (h_j(junk) - h_j(real))``, the columns as the weights see them) and each
-    factor's mean logit ``t_k`` for the junk and for its real answers (one factor for a plain gate)."""
+    factor's mean logit ``t_k`` for the junk and for its real answers (one factor for a plain gate). Nothing for a
+    gate by prompt."""
     gate = rm.model.gate
-    names = [n for n, m in zip(column_names(representation, rp.shape[-1]), gate.columns.tolist()) if m]
+    if gate.by_prompt:  # its weights depend on the prompt: the columns' parts below would leave V^T x out
+        return {}
+    every = column_names(representation, rp.shape[-1])
+    if len(every) != gate.columns.numel():
+        raise SystemExit(f"gate_anatomy.py: {representation!r} names {len(every)} columns, the gate reads "
+                         f"{gate.columns.numel()}")
+    names = [n for n, m in zip(every, gate.columns.tolist()) if m]
     sites = {s: rm.guide.posterior(s).mean.detach() for s in gate.priors}
     with torch.no_grad():
         hj, hr = rm.transform.features(jh), rm.transform.features(rh)

@@ -186,7 +186,7 @@ class ValidityGate(_GlobalGaussian):
     validity observations fit ``sigma(t)`` as before, and a rejected answer loses ``kappa`` times as much reward.
 
     Global sites ``gate_weight`` ``(G,)`` (prior std ``prior_scale`` per column, whose features arrive
-    standardised) and ``gate_bias`` ``(1,)`` (prior std ``bias_scale``). A real answer sits where the term has
+    standardised) and ``gate_bias`` ``(K,)``, one per factor (``(1,)`` for a plain gate; prior std ``bias_scale``). A real answer sits where the term has
     saturated (``log sigma(t) -> 0``), so the judge's preferences among real answers move it little, while an
     answer the gate rejects loses ``|v . h_G + c|``: a product of experts, ``P(valid) x exp(quality)``, not one
     linear trade-off in which quality can outbid relevance. ``columns`` (``(F,)`` bool) is saved with the weights.
@@ -286,7 +286,8 @@ class ValidityGate(_GlobalGaussian):
         return self.scale * F.logsigmoid(t)
 
     def logits(self, globals_: dict, h: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """The reward's term ``kappa log sigma(v(x) . h_G + c)``: ``(B,)`` or ``(S, B)``."""
+        """The reward's term ``kappa log P(valid)``, ``kappa log sigma(v(x) . h_G + c)`` for one factor, ``kappa sum_k
+        log sigma(t_k)`` for several: ``(B,)`` or ``(S, B)``."""
         return self.term(self.validity_logits(globals_, h, prompt))
 
     def observe(self, t_a: torch.Tensor, t_b: torch.Tensor, junk: torch.Tensor) -> None:

@@ -317,29 +317,44 @@ def _requirement_pairs(n: int, seed: int, junk_share: float = 0.4) -> PairEmbedd
 
 def test_a_conjunctive_gate_computes_the_product_of_its_factors():
     """``a;b`` in ``ModelConfig.gate``: ``P(valid) = sigma(t_1) sigma(t_2)``, entered as its logit, for one draw of the
-    sites and a stack of them; saturated factors give a large finite logit; a column in two factors is an error."""
+    sites, a stack of them and vectorised particles; factors whose columns interleave in ``h``; saturated factors give
+    a large finite logit; a column in two factors is an error that names it."""
     names = ("distinct_words", "compression_ratio", "prompt_echo")
-    cfg = ModelConfig(model="bt", bt_head="bayesian_linear", gate=f"{names[0]},cosine;{names[1]},{names[2]}")
-    assert cfg.gate_factors == [[names[0], "cosine"], [names[1], names[2]]]
-    assert cfg.gate_parts == [names[0], "cosine", names[1], names[2]]
+    cfg = ModelConfig(model="bt", bt_head="bayesian_linear", gate=f"{names[1]},cosine;{names[0]},{names[2]}")
+    assert cfg.gate_factors == [[names[1], "cosine"], [names[0], names[2]]]
+    assert cfg.gate_parts == [names[1], "cosine", names[0], names[2]]
     gate = build_reward_model(cfg, emb_dim=E, response_dim=F, representation=REP, seed=0).model.gate
     assert gate.num_factors == 2 and gate.priors["gate_bias"][0] == (2,)
-    assert gate.factors.tolist() == [0, 0, 1, 1]  # the columns in the representation's order: cosine, then statistics
+    # the columns in the representation's order: cosine, distinct_words, compression_ratio, prompt_echo
+    assert gate.factors.tolist() == [0, 1, 0, 1]
     h = torch.randn(6, F)
-    weight, bias = torch.tensor([0.5, -1.0, 2.0, 0.3]), torch.tensor([0.2, -0.4])
     h_g = h[:, gate.columns]
-    want = torch.sigmoid(h_g[:, :2] @ weight[:2] + bias[0]) * torch.sigmoid(h_g[:, 2:] @ weight[2:] + bias[1])
-    t = gate.validity_logits({"gate_weight": weight, "gate_bias": bias}, h)
+    first, second = [0, 2], [1, 3]
+
+    def by_hand(weight, bias):
+        t = torch.stack([h_g[:, first] @ weight[first] + bias[0], h_g[:, second] @ weight[second] + bias[1]], -1)
+        return t, torch.sigmoid(t).prod(-1)
+
+    weight, bias = torch.tensor([0.5, -1.0, 2.0, 0.3]), torch.tensor([0.2, -0.4])
+    sites = {"gate_weight": weight, "gate_bias": bias}
+    factors, want = by_hand(weight, bias)
+    t = gate.validity_logits(sites, h)
     torch.testing.assert_close(torch.sigmoid(t), want)
-    factors = gate.factor_logits({"gate_weight": weight, "gate_bias": bias}, h)  # which requirement fails: (B, K)
-    torch.testing.assert_close(factors, torch.stack([h_g[:, :2] @ weight[:2] + bias[0], h_g[:, 2:] @ weight[2:] + bias[1]], -1))
     torch.testing.assert_close(gate.term(t), want.log())  # the reward's term: log P(valid)
-    draws = gate.validity_logits({"gate_weight": torch.stack([weight, -weight]), "gate_bias": torch.stack([bias, bias])}, h)
+    torch.testing.assert_close(gate.factor_logits(sites, h), factors)  # which requirement fails: (B, K)
+    other_weight, other_bias = torch.tensor([-0.7, 0.4, 1.1, -2.0]), torch.tensor([1.5, 0.1])
+    draws = gate.validity_logits({"gate_weight": torch.stack([weight, other_weight]),
+                                  "gate_bias": torch.stack([bias, other_bias])}, h)
     assert draws.shape == (2, 6)
     torch.testing.assert_close(draws[0], t)
-    saturated = gate.validity_logits({"gate_weight": torch.zeros(4), "gate_bias": torch.tensor([60.0, 60.0])}, h)
-    assert torch.isfinite(saturated).all() and float(saturated.min()) > 30
-    with pytest.raises(ConfigError, match="a column sits in two factors"):
+    torch.testing.assert_close(torch.sigmoid(draws[1]), by_hand(other_weight, other_bias)[1])
+    particles = gate.validity_logits({"gate_weight": torch.stack([weight, other_weight])[:, None],  # (P, 1, G)
+                                      "gate_bias": torch.stack([bias, other_bias])[:, None]}, h)
+    torch.testing.assert_close(particles, draws)
+    for level in (60.0, 120.0):  # log sigma(120) is 0 in float32: 1 - P(valid) is kept off 0
+        saturated = gate.validity_logits({"gate_weight": torch.zeros(4), "gate_bias": torch.full((2,), level)}, h)
+        assert torch.isfinite(saturated).all() and float(saturated.min()) > 30
+    with pytest.raises(ConfigError, match="column 'prompt_echo' sits in more than one factor.*factors 1 \\(statistics\\), 2"):
         build_reward_model(ModelConfig(gate="statistics;prompt_echo"), emb_dim=E, response_dim=F, representation=REP)
     with pytest.raises(ValueError, match="every factor at least one column"):
         type(gate)(gate.columns, factors=torch.tensor([0, 0, 2, 2]))

@@ -306,11 +306,13 @@ def gate_factor_columns(spec: str, emb_dim: int, factors: Sequence[Sequence[str]
     (``ModelConfig.gate_factors``; :class:`~vrm_pyro.models.paths.ValidityGate`'s ``factors``). A column may sit in
     one factor only."""
     masks = torch.stack([part_columns(spec, emb_dim, names) for names in factors])  # (K, F)
-    shared = masks.sum(0) > 1
-    if shared.any():
-        twice = [" and ".join(",".join(f) for f, m in zip(factors, masks[:, j]) if m) for j in shared.nonzero()[:, 0]]
-        raise ConfigError(f"ModelConfig.gate (--gate): a column sits in two factors of the conjunctive gate ({twice[0]}); "
-                          "put each column in one factor (';' separates factors)")
+    shared = (masks.sum(0) > 1).nonzero()[:, 0].tolist()
+    if shared:
+        j = shared[0]
+        where = ", ".join(f"{k + 1} ({','.join(f)})" for k, f in enumerate(factors) if masks[k, j])
+        raise ConfigError(f"ModelConfig.gate (--gate): column {column_names(spec, emb_dim)[j]!r} sits in more than one "
+                          f"factor of the conjunctive gate: factors {where}; put each column in one factor (';' "
+                          "separates factors)")
     columns = masks.any(0)
     return columns, masks[:, columns].long().argmax(0)
 
