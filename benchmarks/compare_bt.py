@@ -522,6 +522,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # clean ending cannot buy back a repeat either
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
+    # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
+    # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
+    mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]
+    register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov+cg3").replace("+rrm6", "+rrm6+cf"),
+             dataclasses.replace(mcov, model={**mcov.model, "gate": CONJUNCTIVE_GATE}))
     # "+vgc": the LM's PMI and log p(end) in the gate, its fluency statistics left to the path alone
     _gated(named("+likfpl"), named("+likfpl+vgc"), gate=f"{GATE_PARTS},likelihood_contrast")
 
