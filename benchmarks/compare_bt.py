@@ -63,10 +63,13 @@ from shared_data import (  # noqa: E402
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
 from vrm_pyro.config import (  # noqa: E402
+    COMPLETENESS_COLUMNS,
     CONJUNCTIVE_GATE,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
+    RELEVANCE_COLUMNS,
     RELEVANCE_FORM_GATE,
+    REPETITION_COLUMNS,
     ROUND12_GATE,
 )
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
@@ -524,10 +527,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
     # "+mbcl+cg4": the ending (line_ending) a factor of its own: in "+cg3" a truncation's failed ending shares a
     # factor with its unfinished pieces and its copying, which give some of it back (losers_fold0.md)
-    relevance, repetition, completeness = CONJUNCTIVE_GATE.split(";")
-    completeness = [c for c in completeness.split(",") if c != "line_ending"]
+    four = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",line_ending", ""), "line_ending"])
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg4").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, model={**mbcl.model, "gate": ";".join([relevance, repetition, ",".join(completeness), "line_ending"])}))
+        mbcl, model={**mbcl.model, "gate": four}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

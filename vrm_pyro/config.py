@@ -475,16 +475,15 @@ ROUND16_REPRESENTATION = ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order
 #: to see order, the sentence-order model's column and the answer's ending, wherever the shuffle gives the same bag
 #: (0.82 of the stress test's shuffles). No 256-token window is encoded.
 ORDER_BLIND_REPRESENTATION = "sentence_bag+bag_interaction+bag_statistics+prompt_copy+line_ending+order_score"
-#: The validity gate of the order-blind base: :data:`ROUND16_GATE`'s columns read off the bag, with repeated and
-#: unfinished sentences beside them.
-ORDER_BLIND_GATE = ("bag_cosine,bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio,"
-                    "bag_prompt_coverage,bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending")
 #: The order-blind gate's columns by the requirement they test: relevance (the bag's cosine, its coverage of the
 #: prompt's content words), repetition (distinct words, repeated 4-grams and sentences, compressibility) and
 #: completeness (words per sentence, unfinished pieces, the prompt copied, the ending against the answer's lines).
 RELEVANCE_COLUMNS = "bag_cosine,bag_prompt_coverage"
 REPETITION_COLUMNS = "bag_distinct_words,bag_repeated_4grams,repeated_sentences,bag_compression_ratio"
 COMPLETENESS_COLUMNS = "bag_log2_words_per_sentence,unfinished_sentences,prompt_copy,line_ending"
+#: The validity gate of the order-blind base (rounds 19-22, one logit): :data:`ROUND16_GATE`'s columns read off the
+#: bag, with repeated and unfinished sentences beside them (the gate reads them in the representation's order).
+ORDER_BLIND_GATE = ",".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS])
 #: :data:`ORDER_BLIND_GATE` as a conjunctive gate of two factors (``;``), relevance and the rest,
 #: ``P(valid) = sigma(t_relevance) sigma(t_form)`` (round 23's ``+cg2``), so that a form that looks valid (many list
 #: items, nothing of the prompt copied) cannot make up for an answer about something else
