@@ -19,12 +19,14 @@ from vrm_pyro.covariates import (
     copy_statistics,
     discourse_statistics,
     ending_statistics,
+    last_line_statistics,
     nuisance_covariates,
     order_statistics,
 )
 from vrm_pyro.hacking import make_junk
 from vrm_pyro.representations import (
     MAX_SENTENCES,
+    column_names,
     feature_orientation,
     parse_representation,
     part_columns,
@@ -84,6 +86,29 @@ def test_line_ending_tells_a_song_or_list_that_ends_as_its_lines_do_from_prose_c
     assert got == pytest.approx([3 / 5, 1.0, 0.0, 1.0, 0.0])  # "Verse 1:" ends clean; a cut first line has no peers
     clean_ending = dict(zip(COHERENCE_STATISTICS, coherence_statistics([""] * 2, [song, names]).T))["clean_ending"]
     assert clean_ending.tolist() == [0.0, 0.0]  # what the old column says of both
+
+
+
+def test_last_line_reads_a_cut_answers_last_line_against_its_own_lines():
+    song = "Verse 1:\nWalking down the street\nGot my hair spiked up\nFeeling like a rebel\n\nChorus:\nLiving for the night"
+    table = "| Year | Time | Game |\n| --- | --- | --- |\n| 2011 | 1:00 PM | Ravens vs. Steelers |"
+    # the quiz's options end as 3 of its 5 earlier lines do
+    quiz = "1. How did you hear of us?\na) Online\nb) A friend\n\n2. How was your stay?\na) Poor\nb) Good"
+    tips = "Here are the tips.\n\n1. **Stretch**: loosen up first.\n\n2. **Squats**:"
+    whole = [song, table, quiz, "Thanks for reading.\n\n**Feel free to add, remove or adjust the songs to your taste.**"]
+    cut = [song[: -len(" for the night")],  # one word of a four-word line: 3 of 5 earlier lines end so, times 1/4
+           table[: -len(" | Ravens vs. Steelers |")] + " |",  # a closed row of two cells where the table has three
+           table[: -len(" |")],  # a row that does not close
+           quiz[: -len(" Good")],  # a list mark alone
+           tips,  # a heading in bold, and an introduction ending in a colon, with nothing after them
+           tips[: -len("\n\n2. **Squats**:")] + "\n\n2. Then:",
+           "The water cycle:\nWater evaporates. It condenses into clouds.\nThen it falls as"]
+    got = last_line_statistics([""] * 11, whole + cut)[:, 0].tolist()
+    assert got == pytest.approx([3 / 5, 1.0, 3 / 5, 1.0, 3 / 5 / 4, 2 / 3, 0.0, 0.0, 0.0, 0.0, 0.0])
+    # line_ending reads all the cut ones but the prose as whole
+    assert ending_statistics([""] * 6, cut[:6])[:, 0].tolist() == pytest.approx([3 / 5, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert column_names("line_ending+last_line", 4) == ["ends_like_its_lines", "last_line_complete"]
+    assert part_columns("bag_statistics+last_line", 4, ["last_line"]).tolist() == [False] * 8 + [True]
 
 
 ANSWER = ("To bake bread at home, you need flour, water, yeast and salt. First, mix the flour with the water and "

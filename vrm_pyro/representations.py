@@ -21,6 +21,10 @@ part                dimension   what
                                 back: 1; a rewrite of a sentence quoted in the prompt: a share)
 ``line_ending``     1           :func:`vrm_pyro.covariates.ending_statistics`: a clean ending, or
                                 an ending like the answer's own lines (a song, a list of names)
+``last_line``       1           :func:`vrm_pyro.covariates.last_line_statistics`: ``line_ending``
+                                that also reads the last line against the answer's lines: a list
+                                mark alone, a dangling colon or heading, a table row that does not
+                                close, a line much shorter than its peers are a cut answer's
 ``order``           8           :func:`vrm_pyro.covariates.order_statistics`: word and
                                 sentence order (case after a sentence end, frequent
                                 bigrams, list numbering and line starts, opening
@@ -131,6 +135,7 @@ from vrm_pyro.covariates import (
     COPY_STATISTICS,
     DISCOURSE_STATISTICS,
     ENDING_STATISTICS,
+    LAST_LINE_STATISTICS,
     ORDER_STATISTICS,
     bag_sentences,
     bag_statistics,
@@ -138,6 +143,7 @@ from vrm_pyro.covariates import (
     copy_statistics,
     discourse_statistics,
     ending_statistics,
+    last_line_statistics,
     order_statistics,
     sentences,
 )
@@ -149,9 +155,18 @@ from vrm_pyro.order_model import margin_against
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
                     "likelihood_order_margin")
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "order", "discourse", "order_score",
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "last_line", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
+#: the parts read off the text alone, ``part -> (statistics(prompts, responses) -> (N, C), its C column names)``: no
+#: encoder pass, no cache. Their columns are :data:`NAMED_COLUMNS` too (``--gate`` may pick single ones)
+TEXT_PARTS = {"statistics": (coherence_statistics, COHERENCE_STATISTICS),
+              "prompt_copy": (copy_statistics, COPY_STATISTICS),
+              "line_ending": (ending_statistics, ENDING_STATISTICS),
+              "last_line": (last_line_statistics, LAST_LINE_STATISTICS),
+              "order": (order_statistics, ORDER_STATISTICS),
+              "discourse": (discourse_statistics, DISCOURSE_STATISTICS),
+              "bag_statistics": (bag_statistics, BAG_STATISTICS)}
 #: the parts that end in a prompt-response cosine, and the name ``--gate`` picks it by
 COSINES = {"interaction": "cosine", "bag_interaction": "bag_cosine"}
 #: the columns of ``sentence_flow`` (:func:`sentence_flow`)
@@ -178,14 +193,12 @@ def feature_groups(spec: str, emb_dim: int) -> tuple[int, ...]:
     ``interaction``, which is three (``x̂ ⊙ ŷ``: E, ``|x̂ − ŷ|``: E, the cosine: 1). What
     ``ModelConfig.path_prior="part"`` gives equal prior variance; they sum to :func:`representation_dim`."""
     sizes = {"joint": (emb_dim,), "response_tokens": (emb_dim,), "response": (emb_dim,),
-             "interaction": (emb_dim, emb_dim, 1), "statistics": (len(COHERENCE_STATISTICS),),
-             "prompt_copy": (len(COPY_STATISTICS),), "line_ending": (len(ENDING_STATISTICS),),
-             "order": (len(ORDER_STATISTICS),), "discourse": (len(DISCOURSE_STATISTICS),),
-             "order_score": (1,), "order_margin": (1,), "sentence_order": (emb_dim,),
-             "sentence_bag": (emb_dim,), "bag_interaction": (emb_dim, emb_dim, 1),
-             "bag_statistics": (len(BAG_STATISTICS),), "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),), "likelihood_contrast": (2,),
-             "likelihood_gate": (2,), "likelihood_fluency": (3,),
-             "likelihood_order": (2,), "likelihood_order_margin": (1,)}
+             "interaction": (emb_dim, emb_dim, 1), "order_score": (1,), "order_margin": (1,),
+             "sentence_order": (emb_dim,), "sentence_bag": (emb_dim,), "bag_interaction": (emb_dim, emb_dim, 1),
+             "sentence_flow": (len(SENTENCE_FLOW),), "likelihood": (len(LIKELIHOOD_STATISTICS),),
+             "likelihood_contrast": (2,), "likelihood_gate": (2,), "likelihood_fluency": (3,),
+             "likelihood_order": (2,), "likelihood_order_margin": (1,),
+             **{part: (len(columns),) for part, (_, columns) in TEXT_PARTS.items()}}
     return tuple(w for p in parse_representation(spec) for w in sizes[p])
 
 
@@ -255,10 +268,8 @@ def feature_orientation(spec: str, emb_dim: int, monotone: Sequence[str],
 
 
 #: the named columns of the statistics parts: ``--gate`` may pick single ones (``clean_ending``, ...)
-NAMED_COLUMNS = {"statistics": COHERENCE_STATISTICS, "prompt_copy": COPY_STATISTICS,
-                 "line_ending": ENDING_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
-                 "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS,
-                 "bag_statistics": BAG_STATISTICS}
+NAMED_COLUMNS = {**{part: columns for part, (_, columns) in TEXT_PARTS.items()},
+                 "sentence_flow": SENTENCE_FLOW, "likelihood": LIKELIHOOD_STATISTICS}
 
 
 def part_columns(spec: str, emb_dim: int, names: Sequence[str]) -> torch.Tensor:
@@ -491,18 +502,8 @@ def response_features(encoder, prompts: Sequence[str], responses: Sequence[str],
                 out.append(alone)
             else:
                 out.append(_interaction(prompt_embeddings(), alone))
-        elif part == "statistics":
-            out.append(torch.from_numpy(coherence_statistics(prompts, responses)))
-        elif part == "bag_statistics":
-            out.append(torch.from_numpy(bag_statistics(prompts, responses)))
-        elif part == "prompt_copy":
-            out.append(torch.from_numpy(copy_statistics(prompts, responses)))
-        elif part == "line_ending":
-            out.append(torch.from_numpy(ending_statistics(prompts, responses)))
-        elif part == "order":
-            out.append(torch.from_numpy(order_statistics(prompts, responses)))
-        elif part == "discourse":
-            out.append(torch.from_numpy(discourse_statistics(prompts, responses)))
+        elif part in TEXT_PARTS:
+            out.append(torch.from_numpy(TEXT_PARTS[part][0](prompts, responses)))
         elif part in ORDER_PARTS:
             if getattr(encoder, "order_model", None) is None:
                 raise ConfigError(f"representation part {part} needs a fitted sentence-order model on the encoder "
