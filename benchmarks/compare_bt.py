@@ -530,6 +530,15 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     four = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",line_ending", ""), "line_ending"])
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg4").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
         mbcl, model={**mbcl.model, "gate": four}))
+    # "+mbcl+cg3+ll" (round 24): the default with the ending read off the last line against the answer's own lines
+    # (part last_line in place of line_ending, in the representation and the gate's completeness factor): a list
+    # mark alone, a dangling colon or heading, a table row that does not close, a song cut one word into its line
+    # (losers_fold0.md: a song, a table and a questionnaire cut so, all "ending as their lines do")
+    cg3_name = named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf")
+    cg3 = CONTENDERS[cg3_name]
+    register(cg3_name.replace("+cg3", "+cg3+ll"), dataclasses.replace(
+        cg3, representation=cg3.representation.replace("+line_ending", "+last_line"),
+        model={**cg3.model, "gate": CONJUNCTIVE_GATE.replace("line_ending", "last_line")}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

@@ -2,9 +2,9 @@
 and where the real answers that junk outranks sit among all answers. A probe, not a library feature.
 
 - ``kinds``: for each junk kind (:data:`vrm_pyro.hacking.JUNK_KINDS`), made from the best dev answer of each of the
-  407 stress instructions as ``vrm stress`` makes it, the share of rows where the junk's ``--column`` (a column of
-  :data:`~vrm_pyro.covariates.BAG_STATISTICS`, default ``bag_prompt_coverage``) is below, equal to or above the
-  real answer's: which way a reward that can only rise with the column (``--monotone``) is pushed on that kind
+  407 stress instructions as ``vrm stress`` makes it, the share of rows where the junk's ``--column`` (a column of a
+  text part of the representation, :data:`~vrm_pyro.representations.TEXT_PARTS`, default ``bag_prompt_coverage``) is
+  below, equal to or above the real answer's: which way a reward that can only rise with the column (``--monotone``) is pushed on that kind
   (the rest of the reward decides the ranking).
 - ``losers`` (with ``--losers FILE``, a ``gate_anatomy.py --losers`` JSON): each distinct real answer that junk
   outranked there, on the text columns of the default's validity gate (the bag statistics and the gate's columns
@@ -32,6 +32,10 @@ import compare_bt as cb  # noqa: E402
 
 from vrm_pyro.covariates import BAG_STATISTICS, bag_statistics, copy_statistics, ending_statistics  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS, make_junk  # noqa: E402
+from vrm_pyro.representations import TEXT_PARTS  # noqa: E402
+
+#: ``column -> (statistics function, its index there)`` for every column of the text parts
+TEXT_COLUMNS = {c: (fn, i) for fn, columns in TEXT_PARTS.values() for i, c in enumerate(columns)}
 
 GATE_TEXT_COLUMNS = (*BAG_STATISTICS, "prompt_copy", "line_ending")
 SAMPLE = 3000
@@ -45,26 +49,29 @@ def gate_text_columns(prompts: list[str], responses: list[str]) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--column", default="bag_prompt_coverage", choices=BAG_STATISTICS)
+    ap.add_argument("--column", default="bag_prompt_coverage", choices=sorted(TEXT_COLUMNS))
     ap.add_argument("--losers", default=None, help="a gate_anatomy.py --losers JSON (relative to benchmarks/)")
     ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
     args = ap.parse_args(argv)
     alpaca = cb.load_pairs_file("alpaca")
     prompts, real = cb.stress_rows(cb.best_of_n_dev(cb.fit_length_effect(alpaca)))
     others = list(zip(prompts, real))
-    j = BAG_STATISTICS.index(args.column)
-    real_column = bag_statistics(prompts, real)[:, j]
+    statistics, j = TEXT_COLUMNS[args.column]
+    real_column = statistics(prompts, real)[:, j]
     kinds = {}
     for kind in JUNK_KINDS:
-        junk = bag_statistics(prompts, [make_junk(kind, p, r, others) for p, r in zip(prompts, real)])[:, j]
+        junk = statistics(prompts, [make_junk(kind, p, r, others) for p, r in zip(prompts, real)])[:, j]
         kinds[kind] = {"below": float(np.mean(junk < real_column)), "equal": float(np.mean(junk == real_column)),
-                       "above": float(np.mean(junk > real_column))}
+                       "above": float(np.mean(junk > real_column)), "junk_at_1": float(np.mean(junk >= 1.0))}
     out = {"command": "python benchmarks/stress_statistics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "column": args.column, "rows": len(prompts), "kinds": kinds}
+           "column": args.column, "rows": len(prompts), "real_below_1": float(np.mean(real_column < 1.0)),
+           "kinds": kinds}
     lines = [f"Command: `{out['command']}`", "",
-             f"`{args.column}` of the junk against the real answer's, {len(prompts)} stress rows:", "",
-             "| kind | below | equal | above |", "| --- | --- | --- | --- |"]
-    lines += [f"| {k} | {v['below']:.3f} | {v['equal']:.3f} | {v['above']:.3f} |" for k, v in kinds.items()]
+             f"`{args.column}` of the junk against the real answer's, {len(prompts)} stress rows (real answers "
+             f"below 1: {out['real_below_1']:.3f}; 'at 1': the junk's column 1 or more):", "",
+             "| kind | below | equal | above | at 1 |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v['below']:.3f} | {v['equal']:.3f} | {v['above']:.3f} | {v['junk_at_1']:.3f} |"
+              for k, v in kinds.items()]
     if args.losers:
         idx = np.random.default_rng(0).choice(len(alpaca), SAMPLE, replace=False)
         sample = gate_text_columns([alpaca.prompt[i] for i in idx], [alpaca.response_a[i] for i in idx])
