@@ -123,7 +123,7 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
             d = (fits[c].loc[common, junk] - fits[leader].loc[common, junk]).to_numpy()  # a mean over kinds: equal
             # rates can differ by 1e-17, which is not a fit lower or higher
             se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
-            tie = c in eligible and abs(d.mean()) < se
+            tie = c in eligible and (abs(d.mean()) < se or not np.abs(d).max() > 1e-9)  # the same on every fit: a tie
             tied += [c] if tie else []
             cell = f"{d.mean():+.4f} ± {se:.4f} ({len(d)})", f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()}", "yes" if tie else "no"
         out.append(f"| `{c}` | {len(fits[c])} | {mean[c][0]:.3f} | {'yes' if c in eligible else 'no'} | "

@@ -1,6 +1,7 @@
 """The validation rule that picks ``vrm train``'s default (``benchmarks/coherence_table.py --select``): the lowest
 validation junk among the contenders within 0.01 of the best validation NLL, a paired difference under its
-standard error being a tie that goes to the lower validation NLL."""
+standard error being a tie that goes to the lower validation NLL (or, with ``tie_break="kinds"``, first to the
+most validation kinds under 2%)."""
 
 import sys
 from pathlib import Path
@@ -12,9 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from coherence_table import select  # noqa: E402
 
 
-def fits(name: str, nll: float, junk: list[float]) -> list[dict]:
-    return [{"contender": name, "seed": i // 2, "fold": i % 2, "val_nll": nll, "val_wide_junk_mean": j}
-            for i, j in enumerate(junk)]
+def fits(name: str, nll: float, junk: list[float], kinds: dict | None = None) -> list[dict]:
+    """Four fits; ``kinds``: ``kind -> per-fit rates`` (the ``val_wide_junk_<kind>`` columns)."""
+    return [{"contender": name, "seed": i // 2, "fold": i % 2, "val_nll": nll, "val_wide_junk_mean": j,
+             **{f"val_wide_junk_{k}": v[i] for k, v in (kinds or {}).items()}} for i, j in enumerate(junk)]
 
 
 def chosen(text: str) -> str:
@@ -28,9 +30,22 @@ def test_a_clear_difference_picks_the_lower_junk_and_a_tie_the_lower_nll():
     rows = pd.DataFrame(fits("a", 0.352, base) + fits("b", 0.355, clear) + fits("c", 0.347, noisy))
     assert chosen(select(rows, ["a", "b"])) == "b"
     text = select(rows, ["a", "c"])
-    assert chosen(text) == "c" and "| `c` | 4 | 0.347 | yes | 0.0207 | +0.0005 ±" in text and "| 2 / 2 | yes |" in text
+    assert chosen(text) == "c" and "| `c` | 4 | 0.347 | yes | 0.0207 | 0 of 0 | +0.0005 ±" in text and "| 2 / 2 | yes |" in text
     # a contender more than 0.01 above the best validation NLL is not eligible, however little junk it lets through
     rows = pd.DataFrame(fits("a", 0.352, base) + fits("far", 0.363, [0.0] * 4))
     assert chosen(select(rows, ["a", "far"])) == "a"
     with pytest.raises(SystemExit, match="no rows"):
         select(rows, ["a", "missing"])
+
+
+def test_the_kinds_tie_break_goes_to_more_kinds_under_two_percent_before_the_nll():
+    # the same mean junk over two kinds; "spread" has one kind at 3% (mean over fits), "even" none
+    spread = {"truncated": [0.03] * 4, "echo": [0.01] * 4}
+    even = {"truncated": [0.018, 0.020, 0.018, 0.020], "echo": [0.019, 0.018, 0.019, 0.018]}
+    rows = pd.DataFrame(fits("spread", 0.340, [0.02] * 4, spread) + fits("even", 0.345, [0.02] * 4, even))
+    assert chosen(select(rows, ["spread", "even"])) == "spread"  # the same junk on every fit, a tie: the lower NLL
+    text = select(rows, ["spread", "even"], tie_break="kinds")
+    assert chosen(text) == "even" and "| 1 of 2 |" in text and "| 2 of 2 |" in text
+    # the tie-break breaks ties only: a clear difference in mean junk still decides
+    rows = pd.DataFrame(fits("spread", 0.340, [0.015] * 4, spread) + fits("even", 0.345, [0.02] * 4, even))
+    assert chosen(select(rows, ["spread", "even"], tie_break="kinds")) == "spread"
