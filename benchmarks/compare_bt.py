@@ -65,6 +65,8 @@ from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_
 from vrm_pyro.config import (  # noqa: E402
     COMPLETENESS_COLUMNS,
     CONJUNCTIVE_GATE,
+    LAST_LINE_GATE,
+    LAST_LINE_REPRESENTATION,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
     RELEVANCE_COLUMNS,
@@ -537,8 +539,7 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     cg3_name = named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf")
     cg3 = CONTENDERS[cg3_name]
     register(cg3_name.replace("+cg3", "+cg3+ll"), dataclasses.replace(
-        cg3, representation=cg3.representation.replace("+line_ending", "+last_line"),
-        model={**cg3.model, "gate": CONJUNCTIVE_GATE.replace("line_ending", "last_line")}))
+        cg3, representation=LAST_LINE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

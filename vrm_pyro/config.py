@@ -491,6 +491,12 @@ RELEVANCE_FORM_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS},{COMPLETENESS_C
 #: The same columns as three factors, relevance, repetition and completeness (round 23's ``+cg3``): what the
 #: validation rule picks (benchmarks/README.md, section 2x)
 CONJUNCTIVE_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS};{COMPLETENESS_COLUMNS}"
+#: The order-blind base with the ending read off the last line against the answer's own lines (round 24's ``+ll``,
+#: part ``last_line`` in place of ``line_ending``: a list mark alone, a dangling colon or heading, a table row that
+#: does not close, a line cut far shorter than its peers are a cut answer's)
+LAST_LINE_REPRESENTATION = ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+last_line")
+#: :data:`CONJUNCTIVE_GATE` with ``last_line`` in its completeness factor (round 24's ``+cg3+ll``)
+LAST_LINE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "last_line")
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors)
 DEFAULT_GATE = CONJUNCTIVE_GATE
 
