@@ -32,21 +32,16 @@ import compare_bt as cb  # noqa: E402
 
 from vrm_pyro import build_reward_model, fit  # noqa: E402
 from vrm_pyro.covariates import (  # noqa: E402
-    COHERENCE_STATISTICS,
-    COPY_STATISTICS,
     DISCOURSE_STATISTICS,
-    ENDING_STATISTICS,
-    ORDER_STATISTICS,
     discourse_statistics,
     sentences,
 )
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.likelihood import LIKELIHOOD_STATISTICS  # noqa: E402
-from vrm_pyro.representations import feature_groups, parse_representation  # noqa: E402
+from vrm_pyro.representations import TEXT_PARTS, feature_groups, parse_representation  # noqa: E402
 
 OUT = cb.RESULTS / "coherence"
-STATISTIC_NAMES = {"statistics": COHERENCE_STATISTICS, "order": ORDER_STATISTICS, "discourse": DISCOURSE_STATISTICS,
-                   "prompt_copy": COPY_STATISTICS, "line_ending": ENDING_STATISTICS,
+STATISTIC_NAMES = {**{part: columns for part, (_, columns) in TEXT_PARTS.items()},
                    "likelihood": LIKELIHOOD_STATISTICS, "likelihood_contrast": ("pmi", "end"),
                    "likelihood_gate": ("pmi_below_zero", "end"),
                    "likelihood_fluency": ("given_prompt", "pmi", "end"),
