@@ -93,8 +93,8 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
     validation set); a contender whose paired difference to that one over the common (seed, fold) fits is smaller
     than its standard error ties with it, and of the tied the lower validation NLL wins. ``tie_break="kinds"``
     (declared in section 2y before the fits it first decided were run): of the tied, the most validation kinds
-    under the issue's :data:`TARGET` (means over the fits), then the lower validation NLL. Markdown, the choice
-    last."""
+    under the issue's :data:`TARGET` (means over each contender's fits), then the lower validation NLL. A fit with no
+    junk rate (NaN) makes the difference no tie; no common fits, none. Markdown, the choice last."""
     import numpy as np
 
     fits = {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
@@ -123,9 +123,13 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
             d = (fits[c].loc[common, junk] - fits[leader].loc[common, junk]).to_numpy()  # a mean over kinds: equal
             # rates can differ by 1e-17, which is not a fit lower or higher
             se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
-            tie = c in eligible and (abs(d.mean()) < se or not np.abs(d).max() > 1e-9)  # the same on every fit: a tie
+            # the same on every common fit (no NaN) is a tie; a difference on one fit alone sits at exactly its
+            # standard error, which is not smaller than it (the margin keeps rounding from deciding)
+            same = len(d) > 0 and not np.isnan(d).any() and bool(np.all(np.abs(d) <= 1e-9))
+            diff = d.mean() if len(d) else float("nan")
+            tie = c in eligible and (same or abs(diff) < se - 1e-12)
             tied += [c] if tie else []
-            cell = f"{d.mean():+.4f} ± {se:.4f} ({len(d)})", f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()}", "yes" if tie else "no"
+            cell = f"{diff:+.4f} ± {se:.4f} ({len(d)})", f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()}", "yes" if tie else "no"
         out.append(f"| `{c}` | {len(fits[c])} | {mean[c][0]:.3f} | {'yes' if c in eligible else 'no'} | "
                    f"{mean[c][1]:.4f} | {under[c]} of {len(kind_columns)} | " + " | ".join(cell) + " |")
     chosen = min(tied, key=lambda c: (-under[c], mean[c][0]) if tie_break == "kinds" else mean[c][0])

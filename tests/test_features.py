@@ -105,6 +105,11 @@ def test_last_line_reads_a_cut_answers_last_line_against_its_own_lines():
            "The water cycle:\nWater evaporates. It condenses into clouds.\nThen it falls as"]
     got = last_line_statistics([""] * 11, whole + cut)[:, 0].tolist()
     assert got == pytest.approx([3 / 5, 1.0, 3 / 5, 1.0, 3 / 5 / 4, 2 / 3, 0.0, 0.0, 0.0, 0.0, 0.0])
+    # every kind of line that promises more: a markdown heading, a bold one without a colon, each list mark alone
+    body = "Stretch before you start. Keep your back straight.\n\n"
+    ends = ["## Next steps", "**Squats**", "3. **Lunges**", "-", "3.", "(b)", "##"]
+    assert last_line_statistics([""] * len(ends), [body + e for e in ends])[:, 0].tolist() == [0.0] * len(ends)
+    assert ending_statistics([""] * 3, [body + e for e in ends[1:3]] + [body + "3."])[:, 0].tolist() == [1.0] * 3
     # line_ending reads all the cut ones but the prose as whole
     assert ending_statistics([""] * 6, cut[:6])[:, 0].tolist() == pytest.approx([3 / 5, 1.0, 1.0, 1.0, 1.0, 1.0])
     assert column_names("line_ending+last_line", 4) == ["ends_like_its_lines", "last_line_complete"]

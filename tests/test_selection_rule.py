@@ -49,3 +49,14 @@ def test_the_kinds_tie_break_goes_to_more_kinds_under_two_percent_before_the_nll
     # the tie-break breaks ties only: a clear difference in mean junk still decides
     rows = pd.DataFrame(fits("spread", 0.340, [0.015] * 4, spread) + fits("even", 0.345, [0.02] * 4, even))
     assert chosen(select(rows, ["spread", "even"], tie_break="kinds")) == "spread"
+
+
+def test_a_missing_rate_or_no_common_fit_is_no_tie_and_one_fit_apart_is_no_tie():
+    base = [0.020, 0.022, 0.018, 0.021]
+    rows = pd.DataFrame(fits("a", 0.340, base) + fits("nan", 0.345, [0.06, float("nan"), 0.06, 0.06]))
+    assert chosen(select(rows, ["a", "nan"])) == "a" and "| no |" in select(rows, ["a", "nan"])
+    other = [dict(r, seed=r["seed"] + 10) for r in fits("elsewhere", 0.339, [0.03] * 4)]  # no (seed, fold) in common
+    assert chosen(select(pd.DataFrame(fits("a", 0.340, base) + other), ["a", "elsewhere"])) == "a"
+    for x in (0.001, 0.0025, 0.003, 0.0075, 0.01):  # one fit apart: |mean| equals its SE, not smaller: no tie
+        rows = pd.DataFrame(fits("a", 0.345, base) + fits("b", 0.340, [base[0] + x, *base[1:]]))
+        assert chosen(select(rows, ["a", "b"])) == "a", x

@@ -502,7 +502,11 @@ def last_line_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
     times the last line's words over the usual words of those lines (at most 1): a song cut after one word of its
     line is not a song that ends as its lines do. Of the stress test's 407 truncations it reads 0.029 as whole
     (``line_ending``: 0.071), of their real answers 0.025 as cut (0.022), and it puts 0.18 of the sentence shuffles
-    below their answer (0.12): ``benchmarks/stress_statistics.py --column``, section 2y. ``prompts`` is unused."""
+    below their answer (0.12): ``benchmarks/stress_statistics.py --column``, section 2y. ``prompts`` is unused.
+
+    Read as cut though whole (as measured in round 24, kept so that its results reproduce): an empty response (0;
+    ``line_ending`` 1), a short closing line in bold ("**Enjoy your bread!**", a list of bold names' last), an
+    answer that is one mark ("B.", "42."), a table whose rows do not close with ``|``, a song's short refrain."""
     return np.asarray([_last_line_complete(r) for r in responses], np.float32).reshape(len(responses), 1)
 
 __all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "LAST_LINE_STATISTICS", "copy_statistics", "ending_statistics", "last_line_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
