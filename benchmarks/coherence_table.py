@@ -7,7 +7,8 @@ also writes it to ``results/<stage>/<out>.md``, so a table in the README is a fi
 ``--pool STAGE ...`` reads those stages' ``rows.jsonl`` instead (folds of one setting run as several stages):
 the mean over the folds of each seed, then over seeds (``--seeds``, ``--folds``: only these), ``n`` the fits pooled.
 ``--select`` (with ``--pool``) applies the selection rule of ``benchmarks/README.md`` to the contenders and prints
-the choice with its paired differences (:func:`select`).
+the choice with its paired differences (:func:`select`); ``--paired`` (with ``--pool``) every contender against the
+first, column by column and kind by kind (:func:`paired`).
 """
 
 from __future__ import annotations
@@ -136,6 +137,32 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
     return "\n".join(out + ["", f"Lowest validation junk: `{leader}`; chosen: `{chosen}`."]) + "\n"
 
 
+def paired(df, contenders: list[str], kinds: list[str]) -> str:
+    """Each contender after the first against the first, over their common (seed, fold) fits: the validation NLL,
+    test accuracy and every junk kind held out and on the wider validation set, as the mean of the paired
+    differences ± its standard error, and on how many fits it is lower / higher. Markdown."""
+    import numpy as np
+
+    ref, *others = contenders
+    fits = {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
+    columns = [("val NLL", "val_nll"), ("test acc", "test_accuracy")] + [
+        (f"{where}{k.replace('_', ' ')}", f"{prefix}junk_{k}") for where, prefix in (("", ""), ("val: ", "val_wide_"))
+        for k in kinds]
+    out = [f"Paired differences to `{ref}` (mean ± SE over the common fits; fits lower / higher):", ""]
+    for c in others:
+        common = fits[c].index.intersection(fits[ref].index)
+        out += [f"`{c}` ({len(common)} fits)", "", "| column | reference | this | difference ± SE | lower / higher |",
+                "| --- | --- | --- | --- | --- |"]
+        for label, col in columns:
+            a, b = fits[ref].loc[common, col].to_numpy(), fits[c].loc[common, col].to_numpy()
+            d = b - a
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            out.append(f"| {label} | {a.mean():.4f} | {b.mean():.4f} | {d.mean():+.4f} ± {se:.4f} | "
+                       f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, dict] | None = None,
           kind_prefix: str = "") -> str:
     source = "the pooled rows"
@@ -175,13 +202,18 @@ def main(argv=None) -> int:
     ap.add_argument("--select", action="store_true",
                     help="With --pool: apply the selection rule to the contenders (the choice and its paired "
                          "differences) instead of the table.")
+    ap.add_argument("--paired", action="store_true",
+                    help="With --pool: every contender after the first against the first, per column and junk kind, "
+                         "as paired differences over the common fits, instead of the table.")
     ap.add_argument("--tie-break", default="nll", choices=["nll", "kinds"],
                     help="With --select: a tie goes to the lower validation NLL (the rule since section 2p), or "
                          "first to the most validation kinds under 2% (declared in section 2y).")
     args = ap.parse_args(argv)
-    if args.select and not args.pool:
-        ap.error("--select needs --pool (the rule pairs fits by seed and fold)")
-    if args.select:
+    if (args.select or args.paired) and not args.pool:
+        ap.error("--select and --paired need --pool (they pair fits by seed and fold)")
+    if args.paired:
+        text = paired(pooled_rows(args.pool, args.seeds, args.contenders, args.folds), args.contenders, args.kinds)
+    elif args.select:
         text = select(pooled_rows(args.pool, args.seeds, args.contenders, args.folds), args.contenders,
                       tie_break=args.tie_break)
     else:
