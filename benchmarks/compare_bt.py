@@ -534,8 +534,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
         mbcl, model={**mbcl.model, "gate": four}))
     # "+mbcl+cg3+ll" (round 24): the default with the ending read off the last line against the answer's own lines
     # (part last_line in place of line_ending, in the representation and the gate's completeness factor): a list
-    # mark alone, a dangling colon or heading, a table row that does not close, a song cut one word into its line
-    # (losers_fold0.md: a song, a table and a questionnaire cut so, all "ending as their lines do")
+    # mark alone, a dangling colon or heading, a table row that does not close, a song cut inside a line
+    # (round 23's losers_fold0.md: a song, a table and a questionnaire cut so, all read as ending as their lines do)
     cg3_name = named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf")
     cg3 = CONTENDERS[cg3_name]
     register(cg3_name.replace("+cg3", "+cg3+ll"), dataclasses.replace(
