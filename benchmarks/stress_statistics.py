@@ -15,7 +15,8 @@ and where the real answers that junk outranks sit among all answers. A probe, no
 
     python benchmarks/stress_statistics.py --losers results/coherence_r21/losers_fold0.json --out coherence_r21/stress_statistics
 
-writes ``results/<out>.json`` and ``.md`` (seconds, text only).
+writes ``results/<out>.json`` and ``.md`` (seconds, text only). ``--junk-losers FILE`` (a ``gate_anatomy.py
+--losers`` JSON) adds ``--column`` of each junk answer that won there, beside its real answer's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--column", default="bag_prompt_coverage", choices=sorted(TEXT_COLUMNS))
     ap.add_argument("--losers", default=None, help="a gate_anatomy.py --losers JSON (relative to benchmarks/)")
+    ap.add_argument("--junk-losers", default=None,
+                    help="a gate_anatomy.py --losers JSON (relative to benchmarks/): --column of each junk answer that "
+                         "won there and of its real answer")
     ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
     args = ap.parse_args(argv)
     alpaca = cb.load_pairs_file("alpaca")
@@ -72,6 +76,18 @@ def main(argv=None) -> int:
              "| kind | below | equal | above | at 1 |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {k} | {v['below']:.3f} | {v['equal']:.3f} | {v['above']:.3f} | {v['junk_at_1']:.3f} |"
               for k, v in kinds.items()]
+    if args.junk_losers:
+        anatomy = json.loads((Path(__file__).resolve().parent / args.junk_losers).read_text())
+        out["junk_losers"] = [
+            {"contender": row["contender"], "seed": row["seed"], "kind": loser["kind"], "prompt": loser["prompt"][:60],
+             "junk_end": loser["junk"][-40:].replace("|", "/"), "junk": float(statistics([loser["prompt"]], [loser["junk"]])[0, j]),
+             "real": float(statistics([loser["prompt"]], [loser["real"]])[0, j])}
+            for row in anatomy["rows"] for loser in row["losers"]]
+        lines += ["", f"`{args.column}` of each junk answer that outranked its real answer in `{args.junk_losers}`:", "",
+                  "| contender | seed | kind | instruction | the junk ends | junk | real |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| `{r['contender']}` | {r['seed']} | {r['kind']} | {r['prompt'].replace(chr(10), ' ')}… | "
+                  f"{r['junk_end']!r} | {r['junk']:.2f} | {r['real']:.2f} |" for r in out["junk_losers"]]
     if args.losers:
         idx = np.random.default_rng(0).choice(len(alpaca), SAMPLE, replace=False)
         sample = gate_text_columns([alpaca.prompt[i] for i in idx], [alpaca.response_a[i] for i in idx])
