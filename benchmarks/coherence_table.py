@@ -87,6 +87,21 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
 TARGET = 0.02
 
 
+def by_fit(df, contenders: list[str]) -> dict:
+    """``contender -> its rows indexed by (seed, fold)``."""
+    return {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
+
+
+def paired_difference(fits: dict, ref: str, other: str, column: str, few: float = float("inf")):
+    """``(d, se)``: ``other``'s ``column`` minus ``ref``'s over their common (seed, fold) fits, and the standard error
+    of its mean (``few`` for fewer than two fits)."""
+    import numpy as np
+
+    common = fits[other].index.intersection(fits[ref].index)
+    d = (fits[other].loc[common, column] - fits[ref].loc[common, column]).to_numpy()
+    return d, (d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else few)
+
+
 def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val_wide_junk_mean",
            tie_break: str = "nll") -> str:
     """The selection rule (``benchmarks/README.md``, sections 2e and 2p) on the fits of :func:`pooled_rows`: among
@@ -98,7 +113,7 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
     junk rate (NaN) makes the difference no tie; no common fits, none. Markdown, the choice last."""
     import numpy as np
 
-    fits = {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
+    fits = by_fit(df, contenders)
     empty = [c for c, f in fits.items() if f.empty]
     if empty:
         raise SystemExit(f"coherence_table.py --select: no rows for {empty}")
@@ -120,10 +135,8 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
     for c in contenders:
         cell = "–", "–", "–"
         if c != leader:
-            common = fits[c].index.intersection(fits[leader].index)
-            d = (fits[c].loc[common, junk] - fits[leader].loc[common, junk]).to_numpy()  # a mean over kinds: equal
-            # rates can differ by 1e-17, which is not a fit lower or higher
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
+            d, se = paired_difference(fits, leader, c, junk)  # a mean over kinds: equal rates can differ by 1e-17,
+            # which is not a fit lower or higher
             # the same on every common fit (no NaN) is a tie; a difference on one fit alone sits at exactly its
             # standard error, which is not smaller than it (the margin keeps rounding from deciding)
             same = len(d) > 0 and not np.isnan(d).any() and bool(np.all(np.abs(d) <= 1e-9))
@@ -141,10 +154,8 @@ def paired(df, contenders: list[str], kinds: list[str]) -> str:
     """Each contender after the first against the first, over their common (seed, fold) fits: the validation NLL,
     test accuracy and every junk kind held out and on the wider validation set, as the mean of the paired
     differences ± its standard error, and on how many fits it is lower / higher. Markdown."""
-    import numpy as np
-
     ref, *others = contenders
-    fits = {c: df[df["contender"] == c].set_index(["seed", "fold"]) for c in contenders}
+    fits = by_fit(df, contenders)
     columns = [("val NLL", "val_nll"), ("test acc", "test_accuracy")] + [
         (f"{where}{k.replace('_', ' ')}", f"{prefix}junk_{k}") for where, prefix in (("", ""), ("val: ", "val_wide_"))
         for k in kinds]
@@ -155,8 +166,7 @@ def paired(df, contenders: list[str], kinds: list[str]) -> str:
                 "| --- | --- | --- | --- | --- |"]
         for label, col in columns:
             a, b = fits[ref].loc[common, col].to_numpy(), fits[c].loc[common, col].to_numpy()
-            d = b - a
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            d, se = paired_difference(fits, ref, c, col, few=float("nan"))
             out.append(f"| {label} | {a.mean():.4f} | {b.mean():.4f} | {d.mean():+.4f} ± {se:.4f} | "
                        f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()} |")
         out.append("")

@@ -525,8 +525,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+mbcl+cg3": three factors, the form split into repetition (distinct words, repeated 4-grams and sentences,
     # compressibility) and completeness (words per sentence, unfinished pieces, the prompt copied, the ending), so a
     # clean ending cannot buy back a repeat either
-    register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
+    cg3_name = named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf")
+    register(cg3_name, dataclasses.replace(mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
     # "+mbcl+cg4": the ending (line_ending) a factor of its own: in "+cg3" a truncation's failed ending shares a
     # factor with its unfinished pieces and its copying, which give some of it back (losers_fold0.md)
     four = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",line_ending", ""), "line_ending"])
@@ -536,7 +536,6 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # (part last_line in place of line_ending, in the representation and the gate's completeness factor): a list
     # mark alone, a dangling colon or heading, a table row that does not close, a song cut inside a line
     # (round 23's losers_fold0.md: a song, a table and a questionnaire cut so, all read as ending as their lines do)
-    cg3_name = named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg3").replace("+rrm6", "+rrm6+cf")
     cg3 = CONTENDERS[cg3_name]
     register(cg3_name.replace("+cg3", "+cg3+ll"), dataclasses.replace(
         cg3, representation=LAST_LINE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_GATE}))

@@ -31,21 +31,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
-from vrm_pyro.covariates import BAG_STATISTICS, bag_statistics, copy_statistics, ending_statistics  # noqa: E402
+from vrm_pyro.covariates import BAG_STATISTICS  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS, make_junk  # noqa: E402
 from vrm_pyro.representations import TEXT_PARTS  # noqa: E402
 
 #: ``column -> (statistics function, its index there)`` for every column of the text parts
 TEXT_COLUMNS = {c: (fn, i) for fn, columns in TEXT_PARTS.values() for i, c in enumerate(columns)}
 
+#: the text parts of the default's validity gate, and their columns' names as the tables show them
+GATE_TEXT_PARTS = ("bag_statistics", "prompt_copy", "line_ending")
 GATE_TEXT_COLUMNS = (*BAG_STATISTICS, "prompt_copy", "line_ending")
 SAMPLE = 3000
 
 
 def gate_text_columns(prompts: list[str], responses: list[str]) -> np.ndarray:
     """``(N, 10)``: the columns :data:`GATE_TEXT_COLUMNS` (the default gate reads all but ``bag_prompt_echo``)."""
-    return np.concatenate([bag_statistics(prompts, responses), copy_statistics(prompts, responses),
-                           ending_statistics(prompts, responses)], 1)
+    return np.concatenate([TEXT_PARTS[part][0](prompts, responses) for part in GATE_TEXT_PARTS], 1)
 
 
 def main(argv=None) -> int:
