@@ -65,6 +65,8 @@ from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_
 from vrm_pyro.config import (  # noqa: E402
     COMPLETENESS_COLUMNS,
     CONJUNCTIVE_GATE,
+    LAST_LINE_BESIDE_GATE,
+    LAST_LINE_BESIDE_REPRESENTATION,
     LAST_LINE_GATE,
     LAST_LINE_REPRESENTATION,
     ORDER_BLIND_GATE,
@@ -539,6 +541,9 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     cg3 = CONTENDERS[cg3_name]
     register(cg3_name.replace("+cg3", "+cg3+ll"), dataclasses.replace(
         cg3, representation=LAST_LINE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_GATE}))
+    # "+mbcl+cg3+llb" (round 25): last_line beside line_ending, in the representation and the completeness factor
+    register(cg3_name.replace("+cg3", "+cg3+llb"), dataclasses.replace(
+        cg3, representation=LAST_LINE_BESIDE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_BESIDE_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

@@ -497,6 +497,11 @@ CONJUNCTIVE_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS};{COMPLETENESS_COLU
 LAST_LINE_REPRESENTATION = ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+last_line")
 #: :data:`CONJUNCTIVE_GATE` with ``last_line`` in its completeness factor (round 24's ``+cg3+ll``)
 LAST_LINE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "last_line")
+#: The order-blind base with ``last_line`` *beside* ``line_ending`` (round 25's ``+cg3+llb``): round 24's ``+ll`` took
+#: truncations down and let a few more echoes through; with both columns the gate can weigh each
+LAST_LINE_BESIDE_REPRESENTATION = ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+line_ending+last_line")
+#: :data:`CONJUNCTIVE_GATE` with ``last_line`` beside ``line_ending`` in its completeness factor (``+cg3+llb``)
+LAST_LINE_BESIDE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "line_ending,last_line")
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors)
 DEFAULT_GATE = CONJUNCTIVE_GATE
 
