@@ -544,6 +544,13 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+mbcl+cg3+llb" (round 25): last_line beside line_ending, in the representation and the completeness factor
     register(cg3_name.replace("+cg3", "+cg3+llb"), dataclasses.replace(
         cg3, representation=LAST_LINE_BESIDE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_BESIDE_GATE}))
+    # "+mbcl+cg4c" (round 25): the prompt copied a factor of its own, so that no ending or sentence length can buy an
+    # echo back (with last_line beside line_ending: "+cg4c+llb"; +cg3+ll and +cg3+llb let more echoes through)
+    copy = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",prompt_copy", ""), "prompt_copy"])
+    register(cg3_name.replace("+cg3", "+cg4c"), dataclasses.replace(cg3, model={**cg3.model, "gate": copy}))
+    register(cg3_name.replace("+cg3", "+cg4c+llb"), dataclasses.replace(
+        cg3, representation=LAST_LINE_BESIDE_REPRESENTATION,
+        model={**cg3.model, "gate": copy.replace("line_ending", "line_ending,last_line")}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]
@@ -1006,8 +1013,10 @@ def run_stage(stage: str, contenders: list[str], seeds: list[int], folds: list[i
         if windows - {window}:
             raise SystemExit(f"compare_bt.py: {rows_path} holds rows with the LM window {sorted(windows)}, not "
                              f"{window} (--likelihood-response-tokens): run another window as another --stage")
-    jobs = [j for j in stage_jobs(contenders, seeds, folds, datasets, sizes) if j not in done]
-    print(f"{stage}: {len(jobs)} jobs to run ({len(done)} done), {workers} worker(s)", flush=True)
+    wanted = stage_jobs(contenders, seeds, folds, datasets, sizes)
+    jobs = [j for j in wanted if j not in done]
+    print(f"{stage}: {len(jobs)} jobs to run ({len(wanted) - len(jobs)} of the {len(wanted)} asked for already in "
+          f"{rows_path.name}), {workers} worker(s)", flush=True)
 
     def record(row: dict) -> None:
         row["machine"] = machine()
