@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                          "as paired differences over the common fits, instead of the table.")
     ap.add_argument("--tie-break", default="nll", choices=["nll", "kinds"],
                     help="With --select: a tie goes to the lower validation NLL (the rule since section 2p), or "
-                         "first to the most validation kinds under 2% (declared in section 2y).")
+                         "first to the most validation kinds under 2%% (declared in section 2y).")
     args = ap.parse_args(argv)
     if (args.select or args.paired) and not args.pool:
         ap.error("--select and --paired need --pool (they pair fits by seed and fold)")

@@ -4,13 +4,15 @@ Before, the generator split after every ``.!?`` (and after a list's ``1.``) and 
 so a shuffled answer lost every line break and its list enumerators floated free of their items: a layout cue
 that told the junk from the real answer without reading it. Now it keeps the layout and moves sentences only
 (:func:`vrm_pyro.covariates.reorder_sentences`). Counts over the 407 stress answers (the best dev answer of every
-instruction); writes ``results/coherence_r11/stress_layout.json``::
+instruction); writes ``results/<stage>/stress_layout.json`` (round 11's: ``coherence_r11``; the counts of a later
+code, e.g. of its sentence splitter, under a later stage)::
 
-    python benchmarks/stress_layout.py
+    python benchmarks/stress_layout.py [--stage coherence_r11]
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -37,14 +39,17 @@ def shuffled_before_fix(text: str, rng) -> str:
     return " ".join(parts[i] for i in order)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", default="coherence_r11", help="results/<stage>/stress_layout.json")
+    args = ap.parse_args(argv)
     bon = cb.best_of_n_dev(cb.fit_length_effect(cb.load_pairs_file("alpaca")))
     prompts, real = cb.stress_rows(bon)
     before = [shuffled_before_fix(r, _row_rng(0, "shuffled_sentences", p, r)) for p, r in zip(prompts, real)]
     after = [make_junk("shuffled_sentences", p, r, []) for p, r in zip(prompts, real)]
     lines = lambda texts: sum(t.count("\n") for t in texts)  # noqa: E731
     out = {
-        "command": "python benchmarks/stress_layout.py",
+        "command": "python benchmarks/stress_layout.py" + (f" --stage {args.stage}" if args.stage != "coherence_r11" else ""),
         "stress_answers": len(real),
         "real_with_line_breaks": sum("\n" in r for r in real),
         "real_with_numbered_list": sum(bool(ENUMERATED.search(r)) for r in real),
@@ -55,7 +60,7 @@ def main() -> int:
         "junk_same_length_as_real": {"before_fix": sum(len(j) == len(r) for j, r in zip(before, real)),
                                      "after_fix": sum(len(j) == len(r) for j, r in zip(after, real))},
     }
-    cb.write_result("coherence_r11", "stress_layout", out)
+    cb.write_result(args.stage, "stress_layout", out)
     return 0
 
 
