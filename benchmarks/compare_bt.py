@@ -154,6 +154,15 @@ CONTENDERS: dict[str, Contender] = {
 }
 
 
+def factor_apart(gate: str, column: str) -> str:
+    """A conjunctive ``gate`` (``;`` between factors) with ``column`` taken out of its factor into a last one of its own:
+    ``factor_apart("a,b;c,d", "c") == "a,b;d;c"``."""
+    factors = [[c for c in f.split(",") if c] for f in gate.split(";")]
+    if not any(column in f for f in factors):
+        raise ValueError(f"factor_apart: {column!r} is not in the gate {gate!r}")
+    return ";".join([",".join(c for c in f if c != column) for f in factors if f != [column]] + [column])
+
+
 def register(name: str, contender: Contender) -> None:
     CONTENDERS[name] = contender
 
@@ -531,9 +540,8 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(cg3_name, dataclasses.replace(mbcl, model={**mbcl.model, "gate": CONJUNCTIVE_GATE}))
     # "+mbcl+cg4": the ending (line_ending) a factor of its own: in "+cg3" a truncation's failed ending shares a
     # factor with its unfinished pieces and its copying, which give some of it back (losers_fold0.md)
-    four = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",line_ending", ""), "line_ending"])
     register(named("+vgn").replace("+sord", "+bag+oswa+mbcl+cg4").replace("+rrm6", "+rrm6+cf"), dataclasses.replace(
-        mbcl, model={**mbcl.model, "gate": four}))
+        mbcl, model={**mbcl.model, "gate": factor_apart(CONJUNCTIVE_GATE, "line_ending")}))
     # "+mbcl+cg3+ll" (round 24): the default with the ending read off the last line against the answer's own lines
     # (part last_line in place of line_ending, in the representation and the gate's completeness factor): a list
     # mark alone, a dangling colon or heading, a table row that does not close, a song cut inside a line
@@ -544,13 +552,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # "+mbcl+cg3+llb" (round 25): last_line beside line_ending, in the representation and the completeness factor
     register(cg3_name.replace("+cg3", "+cg3+llb"), dataclasses.replace(
         cg3, representation=LAST_LINE_BESIDE_REPRESENTATION, model={**cg3.model, "gate": LAST_LINE_BESIDE_GATE}))
-    # "+mbcl+cg4c" (round 25): the prompt copied a factor of its own, so that no ending or sentence length can buy an
-    # echo back (with last_line beside line_ending: "+cg4c+llb"; +cg3+ll and +cg3+llb let more echoes through)
-    copy = ";".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS_COLUMNS.replace(",prompt_copy", ""), "prompt_copy"])
-    register(cg3_name.replace("+cg3", "+cg4c"), dataclasses.replace(cg3, model={**cg3.model, "gate": copy}))
+    # "+mbcl+cg4c+llb" (round 25): "+cg3+llb" with the prompt copied a factor of its own, so that no ending or
+    # sentence length can buy an echo back (+cg3+ll and +cg3+llb let more echoes through)
+    llb = CONTENDERS[cg3_name.replace("+cg3", "+cg3+llb")]
     register(cg3_name.replace("+cg3", "+cg4c+llb"), dataclasses.replace(
-        cg3, representation=LAST_LINE_BESIDE_REPRESENTATION,
-        model={**cg3.model, "gate": copy.replace("line_ending", "line_ending,last_line")}))
+        llb, model={**llb.model, "gate": factor_apart(LAST_LINE_BESIDE_GATE, "prompt_copy")}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

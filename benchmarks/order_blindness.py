@@ -36,10 +36,10 @@ PARTS = ("response_tokens", "response", "interaction", "statistics", "prompt_cop
          "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="coherence_r19/order_blindness")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
     bench = cb.Bench(pairs_per_instruction=10)
     prompts, real, junk, _ = bench.stress_junk(["shuffled_sentences"], True)

@@ -70,12 +70,12 @@ def score(ckpt: Path, inp: Path, out: Path, *extra: str, kill_after_rows: int | 
     return {"seconds": time.perf_counter() - start}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--output", default="benchmarks/results/score_memory.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = {"chunk_size": args.chunk_size, "encoder": "random BERT, hidden 64, 2 layers, max_length 96",
                "cpu_threads": os.cpu_count(), "runs": []}

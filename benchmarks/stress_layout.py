@@ -7,7 +7,7 @@ that told the junk from the real answer without reading it. Now it keeps the lay
 instruction); writes ``results/<stage>/stress_layout.json`` (round 11's: ``coherence_r11``; the counts of a later
 code, e.g. of its sentence splitter, under a later stage)::
 
-    python benchmarks/stress_layout.py [--stage coherence_r11]
+    python benchmarks/stress_layout.py --stage coherence_r25
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def shuffled_before_fix(text: str, rng) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", default="coherence_r11", help="results/<stage>/stress_layout.json")
+    ap.add_argument("--stage", required=True,
+                    help="results/<stage>/stress_layout.json (round 11's record is coherence_r11: name a new stage)")
     args = ap.parse_args(argv)
     bon = cb.best_of_n_dev(cb.fit_length_effect(cb.load_pairs_file("alpaca")))
     prompts, real = cb.stress_rows(bon)
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     after = [make_junk("shuffled_sentences", p, r, []) for p, r in zip(prompts, real)]
     lines = lambda texts: sum(t.count("\n") for t in texts)  # noqa: E731
     out = {
-        "command": "python benchmarks/stress_layout.py" + (f" --stage {args.stage}" if args.stage != "coherence_r11" else ""),
+        "command": f"python benchmarks/stress_layout.py --stage {args.stage}",
         "stress_answers": len(real),
         "real_with_line_breaks": sum("\n" in r for r in real),
         "real_with_numbered_list": sum(bool(ENUMERATED.search(r)) for r in real),

@@ -2,13 +2,13 @@
 ``coherence_table.py --help`` raise ``ValueError`` while every real invocation worked)."""
 
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if "def main(argv" in p.read_text())
+#: every script (``shared_data`` is the scripts' shared module, not a command)
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "shared_data")
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -17,7 +17,9 @@ def test_help_prints_and_exits_zero(name, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     try:
         module = importlib.import_module(name)
-    except ModuleNotFoundError as err:  # an optional extra (httpx for the serving benchmark)
+    except ModuleNotFoundError as err:
+        if err.name != "httpx":  # the serving benchmark's optional extra; any other missing module is a bug
+            raise
         pytest.skip(f"{name}: {err}")
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
@@ -25,6 +27,8 @@ def test_help_prints_and_exits_zero(name, monkeypatch, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_the_scripts_are_found():
-    assert {"coherence_table", "compare_bt", "gate_anatomy", "stress_statistics"} <= set(SCRIPTS)
-    assert all(name not in sys.builtin_module_names for name in SCRIPTS)
+def test_every_script_takes_its_arguments_from_main():
+    """``main(argv)`` is what the test above calls: a script that reads ``sys.argv`` itself would run for real."""
+    assert {"coherence_table", "compare_bt", "gate_anatomy", "stress_layout", "stress_statistics"} <= set(SCRIPTS)
+    lacking = [n for n in SCRIPTS if "def main(argv" not in (BENCHMARKS / f"{n}.py").read_text()]
+    assert not lacking, f"benchmarks/{lacking[0]}.py: give it main(argv=None) and parse_args(argv)"
