@@ -63,7 +63,6 @@ from shared_data import (  # noqa: E402
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
 from vrm_pyro.config import (  # noqa: E402
-    COMPLETENESS_COLUMNS,
     CONJUNCTIVE_GATE,
     LAST_LINE_BESIDE_GATE,
     LAST_LINE_BESIDE_REPRESENTATION,
@@ -71,9 +70,7 @@ from vrm_pyro.config import (  # noqa: E402
     LAST_LINE_REPRESENTATION,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
-    RELEVANCE_COLUMNS,
     RELEVANCE_FORM_GATE,
-    REPETITION_COLUMNS,
     ROUND12_GATE,
 )
 from vrm_pyro.data import PairEmbeddings, PreferencePairs  # noqa: E402
