@@ -13,7 +13,6 @@ SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "shared_da
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_help_prints_and_exits_zero(name, monkeypatch, capsys):
-    pytest.importorskip("pandas")
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     try:
         module = importlib.import_module(name)

@@ -42,21 +42,22 @@ def test_part_columns_name_parts_and_the_cosine():
         build_reward_model(ModelConfig(gate="statistics"), emb_dim=E, response_dim=F)
 
 
-@pytest.mark.parametrize("name", ["", "LAST_LINE_", "LAST_LINE_BESIDE_"])
-def test_each_shipped_gate_reads_its_representation_one_column_per_factor(name):
+@pytest.mark.parametrize("representation, gate, endings", [
+    ("ORDER_BLIND_REPRESENTATION", "CONJUNCTIVE_GATE", {"ends_like_its_lines"}),
+    ("LAST_LINE_REPRESENTATION", "LAST_LINE_GATE", {"last_line_complete"}),
+    ("LAST_LINE_BESIDE_REPRESENTATION", "LAST_LINE_BESIDE_GATE", {"ends_like_its_lines", "last_line_complete"}),
+])
+def test_each_shipped_gate_reads_its_representation_one_column_per_factor(representation, gate, endings):
     """The gates in :mod:`vrm_pyro.config` against the representations they are run with: every name resolves, no
     column sits in two factors, and the completeness factor holds the ending columns each variant says it holds."""
     from vrm_pyro import config
     from vrm_pyro.representations import gate_factor_columns
 
-    rep = getattr(config, f"{name}REPRESENTATION" if name else "ORDER_BLIND_REPRESENTATION")
-    gate = getattr(config, f"{name}GATE" if name else "CONJUNCTIVE_GATE")
-    factors = ModelConfig(gate=gate).gate_factors
+    rep = getattr(config, representation)
+    factors = ModelConfig(gate=getattr(config, gate)).gate_factors
     columns, factor = gate_factor_columns(rep, E, factors)
     names = [n for n, on in zip(column_names(rep, E), columns.tolist()) if on]
     completeness = {n for n, k in zip(names, factor.tolist()) if k == 2}
-    endings = {"": {"ends_like_its_lines"}, "LAST_LINE_": {"last_line_complete"},
-               "LAST_LINE_BESIDE_": {"ends_like_its_lines", "last_line_complete"}}[name]
     assert len(factors) == 3 and completeness & {"ends_like_its_lines", "last_line_complete"} == endings
     assert {"bag_cosine", "bag_prompt_coverage"} == {n for n, k in zip(names, factor.tolist()) if k == 0}
 
