@@ -70,6 +70,8 @@ from vrm_pyro.config import (  # noqa: E402
     LAST_LINE_REPRESENTATION,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
+    PIECE_REPEATS_GATE,
+    PIECE_REPEATS_REPRESENTATION,
     RELEVANCE_FORM_GATE,
     ROUND12_GATE,
 )
@@ -554,6 +556,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     llb = CONTENDERS[cg3_name.replace("+cg3", "+cg3+llb")]
     register(cg3_name.replace("+cg3", "+cg4c+llb"), dataclasses.replace(
         llb, model={**llb.model, "gate": factor_apart(LAST_LINE_BESIDE_GATE, "prompt_copy")}))
+    # "+mbcl+cg3+pr" (round 26): the repetition factor reads the share of the answer's distinct pieces said more than
+    # once in place of the share of repeated pieces: a song, a table or a questionnaire, the real answers a truncation
+    # or another prompt's answer outranks (results/coherence_r24/losers_fold0.md), sit far nearer the answer said
+    # again on the second (a five-verse song 0.40 against 0.80) than on the first (0.17 against 1.00)
+    register(cg3_name.replace("+cg3", "+cg3+pr"), dataclasses.replace(
+        cg3, representation=PIECE_REPEATS_REPRESENTATION, model={**cg3.model, "gate": PIECE_REPEATS_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

@@ -22,6 +22,7 @@ from vrm_pyro.covariates import (
     last_line_statistics,
     nuisance_covariates,
     order_statistics,
+    repeat_statistics,
 )
 from vrm_pyro.hacking import make_junk
 from vrm_pyro.representations import (
@@ -114,6 +115,26 @@ def test_last_line_reads_a_cut_answers_last_line_against_its_own_lines():
     assert ending_statistics([""] * 6, cut[:6])[:, 0].tolist() == pytest.approx([3 / 5, 1.0, 1.0, 1.0, 1.0, 1.0])
     assert column_names("line_ending+last_line", 4) == ["ends_like_its_lines", "last_line_complete"]
     assert part_columns("bag_statistics+last_line", 4, ["last_line"]).tolist() == [False] * 8 + [True]
+
+
+def test_piece_repeats_read_a_chorus_far_from_the_answer_said_again():
+    verse = "Walking down the street K\nRecords in my hand K\n"
+    chorus = "Teenager in the eighties\nLiving for the night\n"
+    song = "".join(f"Verse {k}:\n{verse.replace('K', str(k))}\nChorus:\n{chorus}\n" for k in range(5))
+    prose = "Mix the flour with the water. Let it rest. Bake it for an hour."
+    texts = [prose, *("\n\n".join([prose] * k) for k in (2, 5)), "\n\n".join([song] * 2), song]
+    got = repeat_statistics([""] * len(texts), texts)[:, 0].tolist()
+    # distinct pieces: 5 verse labels, 10 verse lines, "Chorus:" and 2 chorus lines; the last 3 said five times
+    assert got == pytest.approx([0.0, 1.0, 1.0, 1.0, 3 / 18])
+    # the share of repeated pieces puts the song nearly halfway to the answer said five times
+    repeated = bag_statistics([""] * 2, [texts[2], song])[:, BAG_STATISTICS.index("repeated_sentences")]
+    assert repeated.tolist() == pytest.approx([4 / 5, 12 / 30])
+    # order-blind, as the bag is; case does not make a piece new
+    shuffled = make_junk("shuffled_sentences", "", song, [("", prose)])
+    assert shuffled != song and repeat_statistics([""], [shuffled])[0, 0] == pytest.approx(3 / 18)
+    assert repeat_statistics([""], ["Go home. go home."])[0, 0] == 1.0
+    assert repeat_statistics([""], [""])[0, 0] == 0.0
+    assert column_names("bag_statistics+piece_repeats", 4)[-1] == "repeated_piece_share"
 
 
 ANSWER = ("To bake bread at home, you need flour, water, yeast and salt. First, mix the flour with the water and "

@@ -502,6 +502,12 @@ LAST_LINE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "last_line")
 LAST_LINE_BESIDE_REPRESENTATION = ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+line_ending+last_line")
 #: :data:`CONJUNCTIVE_GATE` with ``last_line`` beside ``line_ending`` in its completeness factor (``+cg3+llb``)
 LAST_LINE_BESIDE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "line_ending,last_line")
+#: The order-blind base with ``piece_repeats`` (round 26's ``+pr``): the share of the answer's distinct pieces said
+#: more than once, 1 for an answer said again, a song's chorus lines' share (``repeated_sentences`` puts a five-verse
+#: song halfway to the answer said five times; songs, tables and questionnaires are the real answers the gate doubts)
+PIECE_REPEATS_REPRESENTATION = ORDER_BLIND_REPRESENTATION + "+piece_repeats"
+#: :data:`CONJUNCTIVE_GATE` with ``repeated_piece_share`` in place of ``repeated_sentences`` in its repetition factor
+PIECE_REPEATS_GATE = CONJUNCTIVE_GATE.replace("repeated_sentences", "repeated_piece_share")
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors)
 DEFAULT_GATE = CONJUNCTIVE_GATE
 

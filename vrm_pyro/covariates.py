@@ -46,6 +46,7 @@ import hashlib
 import math
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -407,6 +408,29 @@ def bag_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarr
     reward built on these sees order through the parts meant for it (``order_score``, ``line_ending``)."""
     return np.asarray([_bag_row(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
         len(responses), len(BAG_STATISTICS))
+
+
+#: the columns of :func:`repeat_statistics`
+REPEAT_STATISTICS = ("repeated_piece_share",)
+
+
+def _repeated_piece_share(response: str) -> float:
+    counts = Counter(piece.lower() for piece in bag_pieces(response))
+    return sum(c > 1 for c in counts.values()) / len(counts) if counts else 0.0
+
+
+def repeat_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``(N, 1)`` float32, :data:`REPEAT_STATISTICS`: the share of the response's *distinct* pieces
+    (:func:`bag_pieces`, lower-cased) that occur more than once. An answer said twice or more reads 1, whatever it
+    is; a song reads its chorus's lines over all its distinct lines (the chorus repeated, the verses not); prose 0.
+    ``repeated_sentences`` (:func:`bag_statistics`) counts the repeats among *all* pieces, so a five-verse song
+    whose chorus comes five times sits halfway to the answer said five times (0.4 against 0.8). Order-blind, as
+    the bag is. ``prompts`` is unused.
+
+    >>> repeat_statistics(["", "", ""], ["A. B.", "A. B.\\n\\nA. B.", "A.\\nChorus.\\nB.\\nChorus."])[:, 0].tolist()
+    [0.0, 1.0, 0.3333333432674408]
+    """
+    return np.asarray([_repeated_piece_share(r) for r in responses], np.float32).reshape(len(responses), 1)
 
 
 #: the columns of :func:`copy_statistics`

@@ -25,6 +25,9 @@ part                dimension   what
                                 that also reads the last line against the answer's lines: a list
                                 mark alone, a dangling colon or heading, a table row that does not
                                 close, a line much shorter than its peers are a cut answer's
+``piece_repeats``   1           :func:`vrm_pyro.covariates.repeat_statistics`: the share of the
+                                answer's distinct pieces said more than once (the answer repeated:
+                                1; a song's chorus: its lines' share; prose: 0)
 ``order``           8           :func:`vrm_pyro.covariates.order_statistics`: word and
                                 sentence order (case after a sentence end, frequent
                                 bigrams, list numbering and line starts, opening
@@ -137,6 +140,7 @@ from vrm_pyro.covariates import (
     ENDING_STATISTICS,
     LAST_LINE_STATISTICS,
     ORDER_STATISTICS,
+    REPEAT_STATISTICS,
     bag_sentences,
     bag_statistics,
     coherence_statistics,
@@ -145,6 +149,7 @@ from vrm_pyro.covariates import (
     ending_statistics,
     last_line_statistics,
     order_statistics,
+    repeat_statistics,
     sentences,
 )
 from vrm_pyro.errors import ConfigError
@@ -155,7 +160,8 @@ from vrm_pyro.order_model import margin_against
 #: the parts computed by the likelihood model (``EncoderConfig.likelihood_model``)
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
                     "likelihood_order_margin")
-PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "last_line", "order", "discourse", "order_score",
+PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "last_line",
+         "piece_repeats", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the parts read off the text alone, ``part -> (statistics(prompts, responses) -> (N, C), its C column names)``: no
@@ -164,6 +170,7 @@ TEXT_PARTS = {"statistics": (coherence_statistics, COHERENCE_STATISTICS),
               "prompt_copy": (copy_statistics, COPY_STATISTICS),
               "line_ending": (ending_statistics, ENDING_STATISTICS),
               "last_line": (last_line_statistics, LAST_LINE_STATISTICS),
+              "piece_repeats": (repeat_statistics, REPEAT_STATISTICS),
               "order": (order_statistics, ORDER_STATISTICS),
               "discourse": (discourse_statistics, DISCOURSE_STATISTICS),
               "bag_statistics": (bag_statistics, BAG_STATISTICS)}
