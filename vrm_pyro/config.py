@@ -137,7 +137,7 @@ class EncoderConfig(_Config):
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
                                  "response_tokens, response, interaction, statistics, prompt_copy, line_ending, last_line, "
-                                 "order, discourse, order_score, order_margin, sentence_order, sentence_bag, bag_interaction, "
+                                 "piece_repeats, order, discourse, order_score, order_margin, sentence_order, sentence_bag, bag_interaction, "
                                  "bag_statistics, sentence_flow, likelihood, "
                                  "likelihood_contrast, likelihood_gate, likelihood_fluency, likelihood_order, "
                                  "likelihood_order_margin (see "
