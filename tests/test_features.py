@@ -126,7 +126,7 @@ def test_piece_repeats_read_a_chorus_far_from_the_answer_said_again():
     got = repeat_statistics([""] * len(texts), texts)[:, 0].tolist()
     # distinct pieces: 5 verse labels, 10 verse lines, "Chorus:" and 2 chorus lines; the last 3 said five times
     assert got == pytest.approx([0.0, 1.0, 1.0, 1.0, 3 / 18])
-    # the share of repeated pieces puts the song nearly halfway to the answer said five times
+    # the share of repeated pieces puts the song halfway to the answer said five times
     repeated = bag_statistics([""] * 2, [texts[2], song])[:, BAG_STATISTICS.index("repeated_sentences")]
     assert repeated.tolist() == pytest.approx([4 / 5, 12 / 30])
     # order-blind, as the bag is; case does not make a piece new

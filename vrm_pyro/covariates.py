@@ -422,7 +422,7 @@ def _repeated_piece_share(response: str) -> float:
 def repeat_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     """``(N, 1)`` float32, :data:`REPEAT_STATISTICS`: the share of the response's *distinct* pieces
     (:func:`bag_pieces`, lower-cased) that occur more than once. An answer said twice or more reads 1, whatever it
-    is; a song reads its chorus's lines over all its distinct lines (the chorus repeated, the verses not); prose 0.
+    is, where its pieces repeat alike up to case ("Go home. Go home!" are two pieces); a song reads its chorus's lines over all its distinct lines (the chorus repeated, the verses not); prose 0.
     ``repeated_sentences`` (:func:`bag_statistics`) counts the repeats among *all* pieces, so a five-verse song
     whose chorus comes five times sits halfway to the answer said five times (0.4 against 0.8). Order-blind, as
     the bag is. ``prompts`` is unused.
