@@ -72,6 +72,8 @@ from vrm_pyro.config import (  # noqa: E402
     ORDER_BLIND_REPRESENTATION,
     PIECE_REPEATS_GATE,
     PIECE_REPEATS_REPRESENTATION,
+    PROMPT_OVERLAP_GATE,
+    PROMPT_OVERLAP_REPRESENTATION,
     RELEVANCE_FORM_GATE,
     ROUND12_GATE,
 )
@@ -562,6 +564,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # again on the second (a five-verse song 0.40 against 0.80) than on the first (0.17 against 1.00)
     register(cg3_name.replace("+cg3", "+cg3+pr"), dataclasses.replace(
         cg3, representation=PIECE_REPEATS_REPRESENTATION, model={**cg3.model, "gate": PIECE_REPEATS_GATE}))
+    # "+mbcl+cg3+pr+pj" (round 27): "+cg3+pr" with the Jaccard overlap of prompt and answer beside the prompt copied
+    # in the completeness factor: 1 for an echo, over 0.5 for 0.002 of the real answers (prompt_copied: 0.096), so
+    # the echo has a column as clean as the one "+pr" gave the answer said again
+    register(cg3_name.replace("+cg3", "+cg3+pr+pj"), dataclasses.replace(
+        cg3, representation=PROMPT_OVERLAP_REPRESENTATION, model={**cg3.model, "gate": PROMPT_OVERLAP_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

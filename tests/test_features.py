@@ -22,6 +22,7 @@ from vrm_pyro.covariates import (
     last_line_statistics,
     nuisance_covariates,
     order_statistics,
+    overlap_statistics,
     repeat_statistics,
 )
 from vrm_pyro.hacking import make_junk
@@ -135,6 +136,28 @@ def test_piece_repeats_read_a_chorus_far_from_the_answer_said_again():
     assert repeat_statistics([""], ["Go home. go home."])[0, 0] == 1.0
     assert repeat_statistics([""], [""])[0, 0] == 0.0
     assert column_names("bag_statistics+piece_repeats", 4)[-1] == "repeated_piece_share"
+
+
+def test_prompt_overlap_reads_the_echo_apart_from_an_answer_that_restates_or_rewrites():
+    question = "What are the best exercises for beginners who want to get stronger at home?"
+    restated = ("The best exercises for beginners who want to get stronger at home are push-ups, squats and "
+                "lunges. Start with three sets of ten, and add a set each week.")
+    rewrite_prompt = 'Correct the grammar of this sentence: "she go to the school every days by bus"'
+    rewrite = "She goes to the school every day by bus."
+    prompts = [question, question, rewrite_prompt, question, "hi", "Hi!"]
+    answers = [make_junk("echo", question, restated, [("", "")]), restated, rewrite, "Push-ups and squats.",
+               "Hi there!", "Well"]
+    got = overlap_statistics(prompts, answers)[:, 0]
+    copied = copy_statistics(prompts, answers)[:, 0]
+    assert got[0] == 1.0 and copied[0] == 1.0
+    # restating the question copies most of the prompt's trigrams but adds as many of its own
+    assert copied[1] > 0.7 and got[1] < 0.45
+    # the rewrite keeps the quoted sentence's unchanged trigrams and leaves out the instruction's
+    assert 0.0 < got[2] < 0.3
+    assert got[3] == 0.0
+    # a prompt or an answer under three words is read by its words: {hi} of {hi, there}; nothing shared
+    assert got[4:].tolist() == [0.5, 0.0]
+    assert column_names("bag_statistics+prompt_overlap", 4)[-1] == "prompt_jaccard"
 
 
 ANSWER = ("To bake bread at home, you need flour, water, yeast and salt. First, mix the flour with the water and "

@@ -137,7 +137,8 @@ class EncoderConfig(_Config):
     dtype: str = _field("float32", flag="--encoder-dtype", help="Encoder compute dtype: float32 or bfloat16 (autocast on CUDA).")
     representation: str = _field("joint", "What the reward heads see of a response: '+'-joined parts of joint, "
                                  "response_tokens, response, interaction, statistics, prompt_copy, line_ending, last_line, "
-                                 "piece_repeats, order, discourse, order_score, order_margin, sentence_order, sentence_bag, bag_interaction, "
+                                 "piece_repeats, prompt_overlap, order, discourse, order_score, order_margin, sentence_order, "
+                                 "sentence_bag, bag_interaction, "
                                  "bag_statistics, sentence_flow, likelihood, "
                                  "likelihood_contrast, likelihood_gate, likelihood_fluency, likelihood_order, "
                                  "likelihood_order_margin (see "
@@ -508,6 +509,14 @@ LAST_LINE_BESIDE_GATE = CONJUNCTIVE_GATE.replace("line_ending", "line_ending,las
 PIECE_REPEATS_REPRESENTATION = ORDER_BLIND_REPRESENTATION + "+piece_repeats"
 #: :data:`CONJUNCTIVE_GATE` with ``repeated_piece_share`` in place of ``repeated_sentences`` in its repetition factor
 PIECE_REPEATS_GATE = CONJUNCTIVE_GATE.replace("repeated_sentences", "repeated_piece_share")
+#: Round 26's ``+pr`` with ``prompt_overlap`` (round 27's ``+pj``): the Jaccard overlap of the prompt's and the
+#: answer's word trigrams, 1 for the prompt echoed back, over 0.5 for 0.002 of the real AlpacaEval answers (the
+#: prompt's side alone, ``prompt_copied``, for 0.096: answers that restate the question). Each change to the gate that
+#: took truncations under 2% (rounds 24-26) let more echoes through; ``+pr`` rejects the answer said again hard on its
+#: clean column, and this is the echo's.
+PROMPT_OVERLAP_REPRESENTATION = PIECE_REPEATS_REPRESENTATION + "+prompt_overlap"
+#: :data:`PIECE_REPEATS_GATE` with ``prompt_jaccard`` beside ``prompt_copied`` in its completeness factor
+PROMPT_OVERLAP_GATE = PIECE_REPEATS_GATE.replace("prompt_copy,", "prompt_copy,prompt_overlap,")
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors)
 DEFAULT_GATE = CONJUNCTIVE_GATE
 

@@ -453,6 +453,34 @@ def copy_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndar
     return np.asarray([_copied(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(len(responses), 1)
 
 
+#: the columns of :func:`overlap_statistics`
+OVERLAP_STATISTICS = ("prompt_jaccard",)
+
+
+def _prompt_jaccard(prompt: str, response: str) -> float:
+    p_words = [w.lower() for w in WORD.findall(prompt)]
+    r_words = [w.lower() for w in WORD.findall(response)]
+    n = 3 if min(len(p_words), len(r_words)) >= 3 else 1
+    p_grams, r_grams = set(_ngrams(p_words, n)), set(_ngrams(r_words, n))
+    union = p_grams | r_grams
+    return len(p_grams & r_grams) / len(union) if union else 0.0
+
+
+def overlap_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """``(N, 1)`` float32, :data:`OVERLAP_STATISTICS`: the Jaccard overlap of the prompt's and the response's word
+    trigrams (lower-cased; their words where either has fewer than three), ``|P & R| / |P | R|``. The prompt echoed
+    back reads 1; an answer that rewrites a sentence quoted in its prompt a share (it leaves out the instruction and
+    adds what it changes); a usual answer next to nothing. ``prompt_copied`` (:func:`copy_statistics`) reads the
+    prompt's side alone, and on the shared AlpacaEval answers it is over 0.5 for one real answer in ten (0.002 here):
+    an answer that restates the question before it answers copies much of it, but adds more of its own.
+
+    >>> overlap_statistics(["Name a fruit that is red.", "hi"], ["Name a fruit that is red.", "Hi there!"])[:, 0].tolist()
+    [1.0, 0.5]
+    """
+    return np.asarray([_prompt_jaccard(p, r) for p, r in zip(prompts, responses)], np.float32).reshape(
+        len(responses), 1)
+
+
 #: the columns of :func:`ending_statistics`
 ENDING_STATISTICS = ("ends_like_its_lines",)
 

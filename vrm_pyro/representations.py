@@ -28,6 +28,9 @@ part                dimension   what
 ``piece_repeats``   1           :func:`vrm_pyro.covariates.repeat_statistics`: the share of the
                                 answer's distinct pieces said more than once (the answer repeated:
                                 1; a song's chorus: its lines' share; prose: 0)
+``prompt_overlap``  1           :func:`vrm_pyro.covariates.overlap_statistics`: the Jaccard
+                                overlap of the prompt's and the answer's word trigrams (the prompt
+                                echoed back: 1; a rewrite of a quoted sentence: a share; an answer: ~0)
 ``order``           8           :func:`vrm_pyro.covariates.order_statistics`: word and
                                 sentence order (case after a sentence end, frequent
                                 bigrams, list numbering and line starts, opening
@@ -140,6 +143,7 @@ from vrm_pyro.covariates import (
     ENDING_STATISTICS,
     LAST_LINE_STATISTICS,
     ORDER_STATISTICS,
+    OVERLAP_STATISTICS,
     REPEAT_STATISTICS,
     bag_sentences,
     bag_statistics,
@@ -149,6 +153,7 @@ from vrm_pyro.covariates import (
     ending_statistics,
     last_line_statistics,
     order_statistics,
+    overlap_statistics,
     repeat_statistics,
     sentences,
 )
@@ -161,7 +166,7 @@ from vrm_pyro.order_model import margin_against
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
                     "likelihood_order_margin")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "last_line",
-         "piece_repeats", "order", "discourse", "order_score",
+         "piece_repeats", "prompt_overlap", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the parts read off the text alone, ``part -> (statistics(prompts, responses) -> (N, C), its C column names)``: no
@@ -171,6 +176,7 @@ TEXT_PARTS = {"statistics": (coherence_statistics, COHERENCE_STATISTICS),
               "line_ending": (ending_statistics, ENDING_STATISTICS),
               "last_line": (last_line_statistics, LAST_LINE_STATISTICS),
               "piece_repeats": (repeat_statistics, REPEAT_STATISTICS),
+              "prompt_overlap": (overlap_statistics, OVERLAP_STATISTICS),
               "order": (order_statistics, ORDER_STATISTICS),
               "discourse": (discourse_statistics, DISCOURSE_STATISTICS),
               "bag_statistics": (bag_statistics, BAG_STATISTICS)}
