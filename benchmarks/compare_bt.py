@@ -565,7 +565,7 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     register(cg3_name.replace("+cg3", "+cg3+pr"), dataclasses.replace(
         cg3, representation=PIECE_REPEATS_REPRESENTATION, model={**cg3.model, "gate": PIECE_REPEATS_GATE}))
     # "+mbcl+cg3+pr+pj" (round 27): "+cg3+pr" with the Jaccard overlap of prompt and answer beside the prompt copied
-    # in the completeness factor: 1 for an echo, over 0.5 for 0.002 of the real answers (prompt_copied: 0.096), so
+    # in the completeness factor: 1 for an echo, over 0.5 for 0.0023 of the real answers (prompt_copied: 0.097), so
     # the echo has a column as clean as the one "+pr" gave the answer said again
     register(cg3_name.replace("+cg3", "+cg3+pr+pj"), dataclasses.replace(
         cg3, representation=PROMPT_OVERLAP_REPRESENTATION, model={**cg3.model, "gate": PROMPT_OVERLAP_GATE}))

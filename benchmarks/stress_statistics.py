@@ -16,7 +16,11 @@ and where the real answers that junk outranks sit among all answers. A probe, no
     python benchmarks/stress_statistics.py --losers results/coherence_r21/losers_fold0.json --out coherence_r21/stress_statistics
 
 writes ``results/<out>.json`` and ``.md`` (seconds, text only). ``--junk-losers FILE`` (a ``gate_anatomy.py
---losers`` JSON) adds ``--column`` of each junk answer that won there, beside its real answer's.
+--losers`` JSON) adds ``--column`` of each junk answer that won there, beside its real answer's. ``--real-above T``
+adds ``--column`` over every AlpacaEval answer (both sides of every pair): its percentiles and the share above ``T``
+(how clean a column is: how many real answers sit where its junk does).
+
+    python benchmarks/stress_statistics.py --column prompt_jaccard --real-above 0.5 --out coherence_r27/prompt_jaccard
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--junk-losers", default=None,
                     help="a gate_anatomy.py --losers JSON (relative to benchmarks/): --column of each junk answer that "
                          "won there and of its real answer")
+    ap.add_argument("--real-above", type=float, default=None,
+                    help="the share of all AlpacaEval answers whose --column is above this, with its percentiles")
     ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
     args = ap.parse_args(argv)
     alpaca = cb.load_pairs_file("alpaca")
@@ -77,6 +83,14 @@ def main(argv=None) -> int:
              "| kind | below | equal | above | at 1 |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {k} | {v['below']:.3f} | {v['equal']:.3f} | {v['above']:.3f} | {v['junk_at_1']:.3f} |"
               for k, v in kinds.items()]
+    if args.real_above is not None:
+        every = statistics([*alpaca.prompt, *alpaca.prompt], [*alpaca.response_a, *alpaca.response_b])[:, j]
+        quantiles = dict(zip(("p50", "p90", "p99", "p99.9"), np.quantile(every, [0.5, 0.9, 0.99, 0.999]).tolist()))
+        out["real_answers"] = {"answers": len(every), "above": args.real_above,
+                               "share_above": float(np.mean(every > args.real_above)), **quantiles}
+        lines += ["", f"`{args.column}` over all {len(every):,} AlpacaEval answers (both sides of every pair): above "
+                  f"{args.real_above:g} for {out['real_answers']['share_above']:.4f} of them; percentiles "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in quantiles.items())]
     if args.junk_losers:
         anatomy = json.loads((Path(__file__).resolve().parent / args.junk_losers).read_text())
         out["junk_losers"] = [

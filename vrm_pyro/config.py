@@ -510,8 +510,8 @@ PIECE_REPEATS_REPRESENTATION = ORDER_BLIND_REPRESENTATION + "+piece_repeats"
 #: :data:`CONJUNCTIVE_GATE` with ``repeated_piece_share`` in place of ``repeated_sentences`` in its repetition factor
 PIECE_REPEATS_GATE = CONJUNCTIVE_GATE.replace("repeated_sentences", "repeated_piece_share")
 #: Round 26's ``+pr`` with ``prompt_overlap`` (round 27's ``+pj``): the Jaccard overlap of the prompt's and the
-#: answer's word trigrams, 1 for the prompt echoed back, over 0.5 for 0.002 of the real AlpacaEval answers (the
-#: prompt's side alone, ``prompt_copied``, for 0.096: answers that restate the question). Each change to the gate that
+#: answer's word trigrams, 1 for the prompt echoed back, over 0.5 for 0.0023 of the real AlpacaEval answers (the
+#: prompt's side alone, ``prompt_copied``, for 0.097: answers that restate the question). Each change to the gate that
 #: took truncations under 2% (rounds 24-26) let more echoes through; ``+pr`` rejects the answer said again hard on its
 #: clean column, and this is the echo's.
 PROMPT_OVERLAP_REPRESENTATION = PIECE_REPEATS_REPRESENTATION + "+prompt_overlap"

@@ -471,7 +471,7 @@ def overlap_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.n
     trigrams (lower-cased; their words where either has fewer than three), ``|P & R| / |P | R|``. The prompt echoed
     back reads 1; an answer that rewrites a sentence quoted in its prompt a share (it leaves out the instruction and
     adds what it changes); a usual answer next to nothing. ``prompt_copied`` (:func:`copy_statistics`) reads the
-    prompt's side alone, and on the shared AlpacaEval answers it is over 0.5 for one real answer in ten (0.002 here):
+    prompt's side alone, and on the shared AlpacaEval answers it is over 0.5 for one real answer in ten (this column for 0.0023):
     an answer that restates the question before it answers copies much of it, but adds more of its own.
 
     >>> overlap_statistics(["Name a fruit that is red.", "hi"], ["Name a fruit that is red.", "Hi there!"])[:, 0].tolist()
