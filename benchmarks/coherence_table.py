@@ -83,6 +83,12 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
             for c in mean.index}
 
 
+#: what a choice may cost beside junk, in :func:`paired` (the reward without the judge's nuisance term against the
+#: judge's labels, its preference for verbose twins, its Spearman correlation with length, best-of-11 gold)
+COST_COLUMNS = [("acc (authentic)", "test_accuracy_authentic"), ("verbose pref.", "twins_verbose"),
+                ("len ρ", "length_spearman"),
+                ("BoN-11 raw", "bon_raw_mean"), ("BoN-11 LC", "bon_lc_mean")]
+
 #: the issue's target: every junk kind outranks the real answer less often than this
 TARGET = 0.02
 
@@ -152,11 +158,13 @@ def select(df, contenders: list[str], nll_margin: float = 0.01, junk: str = "val
 
 def paired(df, contenders: list[str], kinds: list[str]) -> str:
     """Each contender after the first against the first, over their common (seed, fold) fits: the validation NLL,
-    test accuracy and every junk kind held out and on the wider validation set, as the mean of the paired
-    differences ± its standard error, and on how many fits it is lower / higher. Markdown."""
+    test accuracy, what a choice may cost beside junk (:data:`COST_COLUMNS` the rows hold) and every junk kind held
+    out and on the wider validation set, as the mean of the paired differences ± its standard error, and on how
+    many fits it is lower / higher. Markdown."""
     ref, *others = contenders
     fits = by_fit(df, contenders)
-    columns = [("val NLL", "val_nll"), ("test acc", "test_accuracy")] + [
+    cost = [(label, col) for label, col in COST_COLUMNS if col in df.columns]
+    columns = [("val NLL", "val_nll"), ("test acc", "test_accuracy")] + cost + [
         (f"{where}{k.replace('_', ' ')}", f"{prefix}junk_{k}") for where, prefix in (("", ""), ("val: ", "val_wide_"))
         for k in kinds]
     out = [f"Paired differences to `{ref}` (mean ± SE over the common fits; fits lower / higher):", ""]

@@ -60,3 +60,21 @@ def test_a_missing_rate_or_no_common_fit_is_no_tie_and_one_fit_apart_is_no_tie()
     for x in (0.001, 0.0025, 0.003, 0.0075, 0.01):  # one fit apart: |mean| equals its SE, not smaller: no tie
         rows = pd.DataFrame(fits("a", 0.345, base) + fits("b", 0.340, [base[0] + x, *base[1:]]))
         assert chosen(select(rows, ["a", "b"])) == "a", x
+
+
+def test_paired_gives_each_column_as_mean_difference_with_its_standard_error_and_the_fits_either_side():
+    from coherence_table import paired
+
+    ref = fits("ref", 0.340, [0.02] * 4, {"echo": [0.010, 0.012, 0.014, 0.016]})
+    new = fits("new", 0.342, [0.02] * 4, {"echo": [0.000, 0.002, 0.004, 0.014]})
+    for rows, accs in ((ref, [0.70, 0.68, 0.69, 0.71]), (new, [0.66, 0.66, 0.65, 0.72])):
+        for r, a in zip(rows, accs):
+            r.update(test_accuracy=0.86, test_accuracy_authentic=a, junk_echo=r["val_wide_junk_echo"])
+    text = paired(pd.DataFrame(ref + new), ["ref", "new"], ["echo"])
+    # echo: differences -0.010, -0.010, -0.010, -0.002 -> mean -0.0080, sd 0.004, SE 0.0020; 4 fits lower, none higher
+    assert "| echo | 0.0130 | 0.0050 | -0.0080 ± 0.0020 | 4 / 0 |" in text
+    assert "| val: echo | 0.0130 | 0.0050 | -0.0080 ± 0.0020 | 4 / 0 |" in text
+    # the authentic reward's accuracy: -0.04, -0.02, -0.04, +0.01 -> mean -0.0225, SE 0.0118; 3 lower, 1 higher
+    assert "| acc (authentic) | 0.6950 | 0.6725 | -0.0225 ± 0.0118 | 3 / 1 |" in text
+    assert "| test acc | 0.8600 | 0.8600 | +0.0000 ± 0.0000 | 0 / 0 |" in text
+    assert "verbose pref." not in text  # a column the rows do not hold is left out, not shown as NaN
