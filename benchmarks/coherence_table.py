@@ -23,8 +23,8 @@ from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [("val NLL", "val_nll"), ("test acc", "test_accuracy"), ("acc (authentic)", "test_accuracy_authentic"),
-           ("verbose pref.", "twins_verbose"), ("BoN-11 raw", "bon_raw_mean"), ("BoN-11 LC", "bon_lc_mean"),
-           ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("val junk (4 answers)", "val_wide_junk_mean"),
+           ("verbose pref.", "twins_verbose"), ("len ρ", "length_spearman"), ("BoN-11 raw", "bon_raw_mean"),
+           ("BoN-11 LC", "bon_lc_mean"), ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("val junk (4 answers)", "val_wide_junk_mean"),
            ("junk (mean)", "junk_mean")]
 #: the junk kinds in the order the tables show them (every kind of vrm_pyro.hacking.JUNK_KINDS)
 KINDS = ["other_prompt", "refusal", "scaffold", "shuffled_sentences", "shuffled_words", "truncated", "echo",
@@ -203,6 +203,25 @@ def table(stage: str, contenders: list[str], kinds: list[str], rows: dict[str, d
     return "\n".join(out) + "\n"
 
 
+#: best-of-11 gold by what picks (``bon_<gold>_<picker>`` in the rows): the authentic reward, the judge-facing total
+#: (with the nuisance term), and the fixed pickers of the same fits' instructions
+BON_PICKERS = [("authentic", "mean"), ("with γ·φ", "total"), ("random", "random"), ("shortest", "shortest"),
+               ("longest", "longest"), ("oracle", "oracle")]
+
+
+def bon_table(rows: dict[str, dict], contenders: list[str]) -> str:
+    """Best-of-11 gold, raw / length-controlled, per contender and picker (:data:`BON_PICKERS`): whether a reward
+    picks better than chance, the shortest or the longest answer on the same instructions. Markdown; empty when no row has it."""
+    if not any(rows[c].get("bon_raw_total") is not None for c in contenders):
+        return ""
+    cell = lambda r, p: " / ".join("–" if r.get(f"bon_{g}_{p}") is None else f"{r[f'bon_{g}_{p}']:.3f}"  # noqa: E731
+                                   for g in ("raw", "lc"))
+    out = ["Best-of-11 gold, raw / length-controlled, by what picks:", "",
+           "| contender | " + " | ".join(n for n, _ in BON_PICKERS) + " |", "| --- |" + " --- |" * len(BON_PICKERS)]
+    out += [f"| `{c}` | " + " | ".join(cell(rows[c], p) for _, p in BON_PICKERS) + " |" for c in contenders]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="coherence")
@@ -235,9 +254,10 @@ def main(argv=None) -> int:
         text = select(pooled_rows(args.pool, args.seeds, args.contenders, args.folds), args.contenders,
                       tie_break=args.tie_break)
     else:
-        text = table(args.stage, args.contenders, args.kinds,
-                     pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None,
-                     args.kind_prefix)
+        rows = pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None
+        text = table(args.stage, args.contenders, args.kinds, rows, args.kind_prefix)
+        if rows is not None and bon_table(rows, args.contenders):
+            text += "\n" + bon_table(rows, args.contenders)
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")

@@ -78,3 +78,15 @@ def test_paired_gives_each_column_as_mean_difference_with_its_standard_error_and
     assert "| acc (authentic) | 0.6950 | 0.6725 | -0.0225 ± 0.0118 | 3 / 1 |" in text
     assert "| test acc | 0.8600 | 0.8600 | +0.0000 ± 0.0000 | 0 / 0 |" in text
     assert "verbose pref." not in text  # a column the rows do not hold is left out, not shown as NaN
+
+
+def test_the_best_of_n_table_sets_each_reward_beside_chance_and_the_longest_answer():
+    from coherence_table import bon_table
+
+    rows = {"a": {"bon_raw_mean": 0.3204, "bon_lc_mean": 0.3264, "bon_raw_total": 0.3634, "bon_lc_total": 0.348,
+                  "bon_raw_random": 0.3272, "bon_lc_random": 0.3327, "bon_raw_longest": 0.3638},
+            "b": {"bon_raw_mean": 0.309}}
+    text = bon_table(rows, ["a", "b"])
+    assert "| `a` | 0.320 / 0.326 | 0.363 / 0.348 | 0.327 / 0.333 | – / – | 0.364 / – | – / – |" in text
+    assert "| `b` | 0.309 / – | – / – | – / – |" in text
+    assert bon_table({"b": rows["b"]}, ["b"]) == ""  # rows from before the judge-facing pick was recorded
