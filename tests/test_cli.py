@@ -192,11 +192,11 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
 def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
     from vrm_pyro.config import (
-        CONJUNCTIVE_GATE,
         DEFAULT_GATE,
         LIKELIHOOD_RECIPE,
         ORDER_BLIND_GATE,
         ORDER_BLIND_REPRESENTATION,
+        PROMPT_OVERLAP_GATE,
         ROUND4_REPRESENTATION,
         ROUND16_GATE,
         TRAIN_RECIPE,
@@ -204,10 +204,17 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     )
 
     plain = build_parser().parse_args(["train"])
-    assert plain.representation == TRAIN_RECIPE["representation"] == ORDER_BLIND_REPRESENTATION
-    # since round 23 the order-blind gate's columns as a conjunctive gate of three factors
-    assert DEFAULT_GATE == CONJUNCTIVE_GATE and len(ModelConfig(gate=DEFAULT_GATE).gate_factors) == 3
-    assert sorted(DEFAULT_GATE.replace(";", ",").split(",")) == sorted(ORDER_BLIND_GATE.split(","))
+    # since round 27 the order-blind base with the distinct pieces' repeats and the prompt's trigram overlap
+    assert plain.representation == TRAIN_RECIPE["representation"] == (
+        ORDER_BLIND_REPRESENTATION + "+piece_repeats+prompt_overlap")
+    # since round 23 the order-blind gate's columns as a conjunctive gate of three factors; since round 27 the
+    # repetition factor reads repeated_piece_share for repeated_sentences and the completeness factor prompt_jaccard
+    relevance, repetition, completeness = ModelConfig(gate=DEFAULT_GATE).gate_factors
+    assert DEFAULT_GATE == PROMPT_OVERLAP_GATE
+    assert "repeated_piece_share" in repetition and "repeated_sentences" not in repetition
+    assert "prompt_overlap" in completeness and "prompt_copy" in completeness and "prompt_overlap" not in relevance
+    assert sorted(DEFAULT_GATE.replace(";", ",").split(",")) == sorted(
+        ORDER_BLIND_GATE.replace("repeated_sentences", "repeated_piece_share,prompt_overlap").split(","))
     # rounds 16-18's default, one option away; the rest of the recipe as the default's
     windowed = build_parser("windowed").parse_args(["train", "--recipe", "windowed"])
     assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"
