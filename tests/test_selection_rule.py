@@ -90,3 +90,21 @@ def test_the_best_of_n_table_sets_each_reward_beside_chance_and_the_longest_answ
     assert "| `a` | 0.320 / 0.326 | 0.363 / 0.348 | 0.327 / 0.333 | – / – | 0.364 / – | – / – |" in text
     assert "| `b` | 0.309 / – | – / – | – / – |" in text
     assert bon_table({"b": rows["b"]}, ["b"]) == ""  # rows from before the judge-facing pick was recorded
+
+
+def test_bon_history_counts_the_contenders_that_pick_better_than_chance(tmp_path):
+    import json
+
+    from bon_history import history
+
+    rows = [{"dataset": "alpaca_eval", "contender": c, "seed": s, "fold": 0, "bon_raw_mean": m, "bon_lc_mean": m + 0.01,
+             "bon_raw_random": 0.30, "bon_lc_random": 0.32} for c, m in (("a", 0.28), ("b", 0.34)) for s in (0, 1)]
+    rows.append({"dataset": "alpaca_eval", "contender": "a", "seed": 0, "fold": 0, "size": 250, "bon_raw_mean": 0.9,
+                 "bon_lc_mean": 0.9, "bon_raw_random": 0.30, "bon_lc_random": 0.32})  # a learning-curve point: left out
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "old").mkdir()  # a stage from before the random pick was recorded: no row
+    (tmp_path / "old" / "rows.jsonl").write_text(json.dumps({"contender": "a", "bon_raw_mean": 0.3}))
+    text = history(tmp_path)
+    assert "| st | 2 | 4 | 0.280 – 0.340 | 0.300 | 1 of 2 | 0.290 – 0.350 | 0.320 | 1 of 2 |" in text
+    assert "| old |" not in text

@@ -1,0 +1,75 @@
+"""Best-of-11 gold of the authentic reward against picking at random, stage by stage (what rounds of the coherence
+work did to it).
+
+    python benchmarks/bon_history.py --out coherence_r27/bon_history
+
+reads every ``results/<stage>/rows.jsonl`` with AlpacaEval fits that record ``bon_*_random`` (full-data fits only,
+not learning-curve points) and prints one row per stage: its contenders and fits, the authentic reward's best-of-11
+gold (``bon_<gold>_mean``: the reward without the judge's nuisance term picks one of each instruction's eleven
+samples), lowest and highest over the stage's contenders (each the mean over its fits), picking at random
+(``bon_<gold>_random``, the mean over the same fits) and how many contenders pick better than chance, raw and
+length-controlled. Stages are in the order of their directory names; the held-out instructions differ between
+stages with different folds, so compare a stage's contenders with its own random pick, not across stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOLDS = ("raw", "lc")
+
+
+def stage_rows(path: Path):
+    """The AlpacaEval full-data fits of one ``rows.jsonl`` that record the random pick (a DataFrame, maybe empty)."""
+    import pandas as pd
+
+    df = pd.read_json(path, lines=True)
+    if "bon_raw_random" not in df:
+        return df.iloc[0:0]
+    if "dataset" in df:
+        df = df[df["dataset"].fillna("alpaca_eval") == "alpaca_eval"]
+    if "size" in df:
+        df = df[df["size"].isna()]
+    return df.dropna(subset=["bon_raw_mean", "bon_raw_random"])
+
+
+def history(results: Path = RESULTS, stages: list[str] | None = None) -> str:
+    """Markdown, one row per stage (see the module docstring)."""
+    paths = sorted(results.glob("*/rows.jsonl")) if stages is None else [results / s / "rows.jsonl" for s in stages]
+    out = ["| stage | contenders | fits | authentic, raw (lowest – highest) | random, raw | above random, raw | "
+           "authentic, LC (lowest – highest) | random, LC | above random, LC |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in paths:
+        if not path.exists():
+            raise SystemExit(f"bon_history.py: no {path}")
+        df = stage_rows(path)
+        if df.empty:
+            continue
+        cells = []
+        for gold in GOLDS:
+            means = df.groupby("contender")[[f"bon_{gold}_mean", f"bon_{gold}_random"]].mean()
+            above = int((means[f"bon_{gold}_mean"] > means[f"bon_{gold}_random"]).sum())
+            cells += [f"{means[f'bon_{gold}_mean'].min():.3f} – {means[f'bon_{gold}_mean'].max():.3f}",
+                      f"{df[f'bon_{gold}_random'].mean():.3f}", f"{above} of {len(means)}"]
+        out.append(f"| {path.parent.name} | {df['contender'].nunique()} | {len(df)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stages", nargs="+", default=None, help="Only these stages (default: every stage with rows).")
+    ap.add_argument("--out", default=None, help="Also write results/<out>.md (with the command).")
+    args = ap.parse_args(argv)
+    text = history(stages=args.stages)
+    if args.out:
+        command = "python benchmarks/bon_history.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        (RESULTS / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
