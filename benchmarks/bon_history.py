@@ -4,12 +4,12 @@ work did to it).
     python benchmarks/bon_history.py --out coherence_r27/bon_history
 
 reads every ``results/<stage>/rows.jsonl`` with AlpacaEval fits that record ``bon_*_random`` (full-data fits only,
-not learning-curve points) and prints one row per stage: its contenders and fits, the authentic reward's best-of-11
+not learning-curve points) and prints one row per stage and set of fits (contenders fitted on the same (seed, fold)
+pairs, so on the same held-out instructions): its contenders, the fits each has, the authentic reward's best-of-11
 gold (``bon_<gold>_mean``: the reward without the judge's nuisance term picks one of each instruction's eleven
-samples), lowest and highest over the stage's contenders (each the mean over its fits), picking at random
-(``bon_<gold>_random``, the mean over the same fits) and how many contenders pick better than chance, raw and
-length-controlled. Stages are in the order of their directory names; the held-out instructions differ between
-stages with different folds, so compare a stage's contenders with its own random pick, not across stages.
+samples), lowest and highest over those contenders (each the mean over its fits), picking at random
+(``bon_<gold>_random``, the mean over the same fits) and how many contenders pick better than it, raw and
+length-controlled. Stages are in the order of their directory names, which is not the order of the rounds.
 """
 
 from __future__ import annotations
@@ -36,11 +36,17 @@ def stage_rows(path: Path):
     return df.dropna(subset=["bon_raw_mean", "bon_raw_random"])
 
 
+def span(values) -> str:
+    """``0-3`` for a run of integers, else the values joined by commas."""
+    v = sorted(set(int(x) for x in values))
+    return f"{v[0]}–{v[-1]}" if len(v) > 2 and v == list(range(v[0], v[-1] + 1)) else ",".join(map(str, v))
+
+
 def history(results: Path = RESULTS, stages: list[str] | None = None) -> str:
-    """Markdown, one row per stage (see the module docstring)."""
+    """Markdown, one row per stage and set of fits (see the module docstring)."""
     paths = sorted(results.glob("*/rows.jsonl")) if stages is None else [results / s / "rows.jsonl" for s in stages]
-    out = ["| stage | contenders | fits | authentic, raw (lowest – highest) | random, raw | above random, raw | "
-           "authentic, LC (lowest – highest) | random, LC | above random, LC |",
+    out = ["| stage | fits (folds × seeds) | contenders | authentic, raw (lowest – highest) | random, raw | "
+           "above random, raw | authentic, LC (lowest – highest) | random, LC | above random, LC |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         if not path.exists():
@@ -48,13 +54,17 @@ def history(results: Path = RESULTS, stages: list[str] | None = None) -> str:
         df = stage_rows(path)
         if df.empty:
             continue
-        cells = []
-        for gold in GOLDS:
-            means = df.groupby("contender")[[f"bon_{gold}_mean", f"bon_{gold}_random"]].mean()
-            above = int((means[f"bon_{gold}_mean"] > means[f"bon_{gold}_random"]).sum())
-            cells += [f"{means[f'bon_{gold}_mean'].min():.3f} – {means[f'bon_{gold}_mean'].max():.3f}",
-                      f"{df[f'bon_{gold}_random'].mean():.3f}", f"{above} of {len(means)}"]
-        out.append(f"| {path.parent.name} | {df['contender'].nunique()} | {len(df)} | " + " | ".join(cells) + " |")
+        fit_set = {c: tuple(sorted(zip(g["seed"], g["fold"]))) for c, g in df.groupby("contender")}
+        for fits in sorted(set(fit_set.values()), key=lambda f: (-len(f), f)):
+            part = df[df["contender"].isin([c for c, f in fit_set.items() if f == fits])]
+            cells = []
+            for gold in GOLDS:
+                means = part.groupby("contender")[[f"bon_{gold}_mean", f"bon_{gold}_random"]].mean()
+                above = int((means[f"bon_{gold}_mean"] > means[f"bon_{gold}_random"]).sum())
+                cells += [f"{means[f'bon_{gold}_mean'].min():.3f} – {means[f'bon_{gold}_mean'].max():.3f}",
+                          f"{part[f'bon_{gold}_random'].mean():.3f}", f"{above} of {len(means)}"]
+            where = f"{len(fits)} ({span(f for _, f in fits)} × {span(s for s, _ in fits)})"
+            out.append(f"| {path.parent.name} | {where} | {len(means)} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -161,6 +161,8 @@ def paired(df, contenders: list[str], kinds: list[str]) -> str:
     test accuracy, what a choice may cost beside junk (:data:`COST_COLUMNS` the rows hold) and every junk kind held
     out and on the wider validation set, as the mean of the paired differences ± its standard error, and on how
     many fits it is lower / higher. Markdown."""
+    import numpy as np
+
     ref, *others = contenders
     fits = by_fit(df, contenders)
     cost = [(label, col) for label, col in COST_COLUMNS if col in df.columns]
@@ -173,8 +175,11 @@ def paired(df, contenders: list[str], kinds: list[str]) -> str:
         out += [f"`{c}` ({len(common)} fits)", "", "| column | reference | this | difference ± SE | lower / higher |",
                 "| --- | --- | --- | --- | --- |"]
         for label, col in columns:
-            a, b = fits[ref].loc[common, col].to_numpy(), fits[c].loc[common, col].to_numpy()
-            d, se = paired_difference(fits, ref, c, col, few=float("nan"))
+            a, b = fits[ref].loc[common, col].to_numpy(float), fits[c].loc[common, col].to_numpy(float)
+            both = ~(np.isnan(a) | np.isnan(b))  # a fit without the column on either side is left out, and counted
+            a, b, d = a[both], b[both], b[both] - a[both]
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            label += "" if both.all() else f" ({len(d)} fits)"
             out.append(f"| {label} | {a.mean():.4f} | {b.mean():.4f} | {d.mean():+.4f} ± {se:.4f} | "
                        f"{(d < -1e-9).sum()} / {(d > 1e-9).sum()} |")
         out.append("")
@@ -256,8 +261,8 @@ def main(argv=None) -> int:
     else:
         rows = pooled(args.pool, args.seeds, args.contenders, args.folds) if args.pool else None
         text = table(args.stage, args.contenders, args.kinds, rows, args.kind_prefix)
-        if rows is not None and bon_table(rows, args.contenders):
-            text += "\n" + bon_table(rows, args.contenders)
+        picks = bon_table(rows, args.contenders) if rows is not None else ""
+        text += "\n" + picks if picks else ""
     if args.out:
         command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
         (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")

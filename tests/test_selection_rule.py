@@ -78,6 +78,10 @@ def test_paired_gives_each_column_as_mean_difference_with_its_standard_error_and
     assert "| acc (authentic) | 0.6950 | 0.6725 | -0.0225 ± 0.0118 | 3 / 1 |" in text
     assert "| test acc | 0.8600 | 0.8600 | +0.0000 ± 0.0000 | 0 / 0 |" in text
     assert "verbose pref." not in text  # a column the rows do not hold is left out, not shown as NaN
+    new[0]["test_accuracy_authentic"] = float("nan")  # one fit without it: the other three paired, and counted
+    text = paired(pd.DataFrame(ref + new), ["ref", "new"], ["echo"])
+    # -0.02, -0.04, +0.01 -> mean -0.0167, SE 0.0145
+    assert "| acc (authentic) (3 fits) | 0.6933 | 0.6767 | -0.0167 ± 0.0145 | 2 / 1 |" in text
 
 
 def test_the_best_of_n_table_sets_each_reward_beside_chance_and_the_longest_answer():
@@ -105,6 +109,10 @@ def test_bon_history_counts_the_contenders_that_pick_better_than_chance(tmp_path
     (tmp_path / "st" / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "old").mkdir()  # a stage from before the random pick was recorded: no row
     (tmp_path / "old" / "rows.jsonl").write_text(json.dumps({"contender": "a", "bon_raw_mean": 0.3}))
+    rows.append({"dataset": "alpaca_eval", "contender": "c", "seed": 0, "fold": 1, "bon_raw_mean": 0.5,
+                 "bon_lc_mean": 0.5, "bon_raw_random": 0.52, "bon_lc_random": 0.52})  # other instructions: a row apart
+    (tmp_path / "st" / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     text = history(tmp_path)
-    assert "| st | 2 | 4 | 0.280 – 0.340 | 0.300 | 1 of 2 | 0.290 – 0.350 | 0.320 | 1 of 2 |" in text
+    assert "| st | 2 (0 × 0,1) | 2 | 0.280 – 0.340 | 0.300 | 1 of 2 | 0.290 – 0.350 | 0.320 | 1 of 2 |" in text
+    assert "| st | 1 (1 × 0) | 1 | 0.500 – 0.500 | 0.520 | 0 of 1 | 0.500 – 0.500 | 0.520 | 0 of 1 |" in text
     assert "| old |" not in text

@@ -490,7 +490,7 @@ ORDER_BLIND_GATE = ",".join([RELEVANCE_COLUMNS, REPETITION_COLUMNS, COMPLETENESS
 #: items, nothing of the prompt copied) cannot make up for an answer about something else
 RELEVANCE_FORM_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS},{COMPLETENESS_COLUMNS}"
 #: The same columns as three factors, relevance, repetition and completeness (round 23's ``+cg3``): what the
-#: validation rule picks (benchmarks/README.md, section 2x)
+#: validation rule picked in round 23 (benchmarks/README.md, section 2x), the default's gate in rounds 23-26
 CONJUNCTIVE_GATE = f"{RELEVANCE_COLUMNS};{REPETITION_COLUMNS};{COMPLETENESS_COLUMNS}"
 #: The order-blind base with the ending read off the last line against the answer's own lines (round 24's ``+ll``,
 #: part ``last_line`` in place of ``line_ending``: a list mark alone, a dangling colon or heading, a table row that
@@ -517,9 +517,10 @@ PIECE_REPEATS_GATE = CONJUNCTIVE_GATE.replace("repeated_sentences", "repeated_pi
 PROMPT_OVERLAP_REPRESENTATION = PIECE_REPEATS_REPRESENTATION + "+prompt_overlap"
 #: :data:`PIECE_REPEATS_GATE` with ``prompt_jaccard`` beside ``prompt_copied`` in its completeness factor
 PROMPT_OVERLAP_GATE = PIECE_REPEATS_GATE.replace("prompt_copy,", "prompt_copy,prompt_overlap,")
-#: The default's representation: since round 27 the order-blind base with ``piece_repeats`` and ``prompt_overlap``
+#: ``vrm train``'s representation (not the building blocks' plain default, ``representations.DEFAULT_REPRESENTATION``):
+#: since round 27 the order-blind base with ``piece_repeats`` and ``prompt_overlap``
 #: (section 2ab; rounds 19-26: :data:`ORDER_BLIND_REPRESENTATION`)
-DEFAULT_REPRESENTATION = PROMPT_OVERLAP_REPRESENTATION
+TRAIN_REPRESENTATION = PROMPT_OVERLAP_REPRESENTATION
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors, :data:`CONJUNCTIVE_GATE`),
 #: since round 27 with the distinct pieces' repeats in the repetition factor and the prompt's trigram overlap beside
 #: the prompt copied in the completeness factor (:data:`PROMPT_OVERLAP_GATE`)
@@ -529,8 +530,8 @@ DEFAULT_GATE = PROMPT_OVERLAP_GATE
 #: validation (``benchmarks/README.md``; among the configurations within 0.01 of the best validation NLL, the
 #: lowest junk rate on the wider validation stress set, a paired difference under its standard error a tie that goes
 #: to the lower validation NLL, since round 24 a tie going first to the most validation kinds under 2%; round 20,
-#: section 2u, round 23, section 2x, and round 27, section 2ab, four folds × 6 seeds): the response seen through
-#: DEFAULT_REPRESENTATION: the bag of its sentences (their mean embedding, its relevance features to the prompt, its
+#: section 2u, and round 23, section 2x, four folds × 3 seeds; round 27, section 2ab, × 6 seeds): the response seen through
+#: TRAIN_REPRESENTATION: the bag of its sentences (their mean embedding, its relevance features to the prompt, its
 #: text statistics), ``prompt_copy``, ``line_ending``, ``piece_repeats``, ``prompt_overlap`` and ``order_score`` (a sentence-order model fitted
 #: on the training answers against their own reorderings, :mod:`vrm_pyro.order_model`, reading every word of a sentence
 #: by its position and the sentences' lengths: ``order_features="sentence_words"`` at ``order_l2=1e-4``), the reward
@@ -550,7 +551,7 @@ DEFAULT_GATE = PROMPT_OVERLAP_GATE
 #: held out, at a cost: the authentic reward agrees with the judge 2.6 points less, less tied to length). The dataclasses keep the plain defaults of the building blocks, which work on bare embeddings (no texts,
 #: hence no covariates and no junk to make).
 TRAIN_RECIPE: dict[str, Any] = {
-    "representation": DEFAULT_REPRESENTATION,
+    "representation": TRAIN_REPRESENTATION,
     "order_features": "sentence_words",
     "order_l2": 1e-4,
     "monotone": "bag_cosine",
