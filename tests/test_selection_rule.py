@@ -116,3 +116,40 @@ def test_bon_history_counts_the_contenders_that_pick_better_than_chance(tmp_path
     assert "| st | 2 (0 × 0,1) | 2 | 0.280 – 0.340 | 0.300 | 1 of 2 | 0.290 – 0.350 | 0.320 | 1 of 2 |" in text
     assert "| st | 1 (1 × 0) | 1 | 0.500 – 0.500 | 0.520 | 0 of 1 | 0.500 – 0.500 | 0.520 | 0 of 1 |" in text
     assert "| old |" not in text
+
+
+def test_bon_chance_subtracts_each_fits_own_random_pick_and_refuses_folds_that_are_not_the_stages():
+    from bon_chance import chance_table
+
+    picks = {(0, 0): {"val_bon_raw_random": 0.30, "val_bon_lc_random": 0.31, "bon_raw_random": 0.32,
+                      "bon_lc_random": 0.33},
+             (1, 0): {"val_bon_raw_random": 0.40, "val_bon_lc_random": 0.41, "bon_raw_random": 0.42,
+                      "bon_lc_random": 0.43}}
+    rows = pd.DataFrame([{"contender": "a", "seed": s, "fold": 0, "bon_raw_random": picks[s, 0]["bon_raw_random"],
+                          "val_bon_raw_mean": v, "val_bon_lc_mean": v, "bon_raw_mean": t, "bon_lc_mean": t}
+                         for s, v, t in ((0, 0.32, 0.30), (1, 0.38, 0.46))])
+    text = chance_table(rows, picks, ["a"])
+    # validation raw: +0.02, -0.02 -> +0.0000 ± 0.0200, one fit of two above; LC: +0.01, -0.03 -> -0.0100 ± 0.0200;
+    # held out raw: -0.02, +0.04 -> +0.0100 ± 0.0300; LC: -0.03, +0.03 -> +0.0000 ± 0.0300
+    assert "| `a` | 2 | +0.0000 ± 0.0200 (1 of 2 above) | -0.0100 ± 0.0200 (1 of 2 above) | " \
+           "+0.0100 ± 0.0300 (1 of 2 above) | +0.0000 ± 0.0300 (1 of 2 above) |" in text
+    rows.loc[0, "bon_raw_random"] = 0.5  # the rows' own held-out random pick disagrees: other folds
+    with pytest.raises(SystemExit, match="not the stage's"):
+        chance_table(rows, picks, ["a"])
+
+
+def test_bon_chance_recomputes_the_random_pick_a_stage_recorded():
+    """The folds rebuilt here are the stage's: seed 0, fold 0's held-out random pick as round 27's rows hold it."""
+    import json
+
+    from bon_chance import random_picks
+
+    from .conftest import ALPACA_FILE, require
+
+    require(ALPACA_FILE)
+    rows = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "coherence_r27" / "rows.jsonl"
+    row = next(r for r in map(json.loads, rows.open()) if (r["seed"], r["fold"]) == (0, 0))
+    picks = random_picks([0], [0])[0, 0]
+    assert picks["bon_raw_random"] == pytest.approx(row["bon_raw_random"], abs=1e-12)
+    assert picks["bon_lc_random"] == pytest.approx(row["bon_lc_random"], abs=1e-12)
+    assert 0.2 < picks["val_bon_lc_random"] < 0.45
