@@ -153,3 +153,13 @@ def test_bon_chance_recomputes_the_random_pick_a_stage_recorded():
     assert picks["bon_raw_random"] == pytest.approx(row["bon_raw_random"], abs=1e-12)
     assert picks["bon_lc_random"] == pytest.approx(row["bon_lc_random"], abs=1e-12)
     assert 0.2 < picks["val_bon_lc_random"] < 0.45
+
+
+def test_bon_length_averages_the_within_instruction_correlation_and_leaves_constant_instructions_out():
+    import numpy as np
+    from bon_length import within
+
+    scores = [np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]), np.array([1.0, 1.0, 1.0])]
+    lengths = [np.array([10, 20, 30]), np.array([10, 30, 20]), np.array([5, 6, 7])]
+    # +1 and -0.5; the third instruction's score is constant: no correlation to average
+    assert within(scores, lengths) == pytest.approx(0.25)
