@@ -3,13 +3,14 @@ an instruction's samples, against the judge's gold.
 
     python benchmarks/bon_length.py --contenders NAME ... --seeds 0 1 2 --out coherence_r27/bon_length
 
-For each contender and seed (AlpacaEval, 10 pairs per instruction, fold 0, refitted as ``compare_bt.py`` fits it),
+For each contender, seed and fold (AlpacaEval, 10 pairs per instruction, ``--folds``, fold 0 by default, refitted
+as ``compare_bt.py`` fits it),
 every held-out instruction's best-of-N dev samples are scored; per instruction, the Spearman correlation with the
 samples' length (characters) of: the authentic reward, its validity gate's term (``log σ`` summed over the factors;
 0 without a gate), the rest of it (the quality score), the judge-facing total (with ``γ·φ``), and the judge's raw
 and length-controlled gold. Then, for the pick of each score (its argmax), the pick's length rank among the samples
 (0 the shortest, 1 the longest) and its gold, raw and length-controlled, beside picking at random. Means over
-instructions, then over seeds. Writes ``results/<out>.json`` and ``.md``.
+instructions, then over fits. Writes ``results/<out>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ def within(scores: list[np.ndarray], other: list[np.ndarray]) -> float:
     return float(np.mean(rho))
 
 
-def probe(bench: cb.Bench, name: str, seed: int) -> dict:
-    """One contender refitted on (seed, fold 0) and its best-of-N picks on the held-out instructions."""
+def probe(bench: cb.Bench, name: str, seed: int, fold: int = 0) -> dict:
+    """One contender refitted on (seed, fold) and its best-of-N picks on the held-out instructions."""
     c = cb.CONTENDERS[name]
-    rm, _, _, (_, _, te) = cb.fit_split(bench, c, seed, 0)
+    rm, _, _, (_, _, te) = cb.fit_split(bench, c, seed, fold)
     bon = bench.bon
     keep = [i for i, p in enumerate(bon.instructions) if p in te]
     counts = [len(bon.samples[i]) for i in keep]
     flat_p = [bon.instructions[i] for i in keep for _ in bon.samples[i]]
     flat_r = [s for i in keep for s in bon.samples[i]]
-    p, h, phi = bench.texts(f"bon:length:{seed}:{len(keep)}", flat_p, flat_r, c.representation,
+    p, h, phi = bench.texts(f"bon:length:{seed}:{fold}:{len(keep)}", flat_p, flat_r, c.representation,
                             rm.config.nuisance)
     with torch.no_grad():
         authentic = rm.reward(p, h, seed=seed).reward.numpy()
@@ -57,7 +58,7 @@ def probe(bench: cb.Bench, name: str, seed: int) -> dict:
               "total": split(total)}
     length = split([len(r) for r in flat_r])
     gold = {"raw": [bon.gold[i] for i in keep], "lc": [bon.gold_lc[i] for i in keep]}
-    out = {"contender": name, "seed": seed, "instructions": len(keep)}
+    out = {"contender": name, "seed": seed, "fold": fold, "instructions": len(keep)}
     for s in SCORES:
         out[f"rho_length_{s}"] = within(scores[s], length)
         picks = [int(np.argmax(x)) for x in scores[s]]
@@ -79,8 +80,10 @@ def render(rows: list[dict]) -> str:
     mean = lambda rs, k: float(np.mean([r[k] for r in rs]))  # noqa: E731
     out = []
     for name, rs in by.items():
-        out += [f"`{name}` (seeds {', '.join(str(r['seed']) for r in rs)}; {rs[0]['instructions']} held-out "
-                "instructions each, fold 0)", "",
+        folds = sorted({r.get("fold", 0) for r in rs})
+        out += [f"`{name}` ({len(rs)} fits: seeds {', '.join(map(str, sorted({r['seed'] for r in rs})))} × folds "
+                f"{', '.join(map(str, folds))}; {min(r['instructions'] for r in rs)}–"
+                f"{max(r['instructions'] for r in rs)} held-out instructions each)", "",
                 "| score | ρ with length, within an instruction | its pick's length rank (0 shortest, 1 longest) | "
                 "its pick's gold, raw | its pick's gold, LC |", "| --- | --- | --- | --- | --- |"]
         out += [f"| {s} | {mean(rs, f'rho_length_{s}'):+.3f} | {mean(rs, f'pick_length_rank_{s}'):.3f} | "
@@ -89,7 +92,15 @@ def render(rows: list[dict]) -> str:
                 f"| the judge's gold, LC | {mean(rs, 'rho_length_gold_lc'):+.3f} | | | |",
                 f"| picking at random | | 0.500 | {mean(rs, 'random_gold_raw'):.3f} | {mean(rs, 'random_gold_lc'):.3f} |",
                 "", f"The authentic reward's ρ with the gold within an instruction: raw "
-                f"{mean(rs, 'rho_authentic_gold_raw'):+.3f}, LC {mean(rs, 'rho_authentic_gold_lc'):+.3f}.", ""]
+                f"{mean(rs, 'rho_authentic_gold_raw'):+.3f}, LC {mean(rs, 'rho_authentic_gold_lc'):+.3f}."]
+        for g in ("raw", "lc"):
+            d = np.array([r[f"pick_gold_{g}_quality"] - r[f"pick_gold_{g}_authentic"] for r in rs])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            above = sum(r[f"pick_gold_{g}_authentic"] > r[f"random_gold_{g}"] for r in rs)
+            out.append(f"Gold {g}: the quality score's pick minus the authentic reward's {d.mean():+.4f} ± {se:.4f} "
+                       f"(higher on {(d > 0).sum()} fits, lower on {(d < 0).sum()}); the authentic reward's pick "
+                       f"above picking at random on {above} of {len(rs)} fits.")
+        out.append("")
     return "\n".join(out)
 
 
@@ -98,10 +109,11 @@ def main(argv=None) -> int:
     ap.add_argument("--contenders", nargs="+", required=True, choices=list(cb.CONTENDERS), metavar="CONTENDER",
                     help="compare_bt.py list names them")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--folds", nargs="+", type=int, default=[0])
     ap.add_argument("--out", default="coherence_r27/bon_length", help="results/<stage>/<name> (.json and .md)")
     args = ap.parse_args(argv)
     bench = cb.Bench(pairs_per_instruction=10)
-    rows = [probe(bench, name, seed) for name in args.contenders for seed in args.seeds]
+    rows = [probe(bench, name, seed, fold) for name in args.contenders for seed in args.seeds for fold in args.folds]
     out = cb.RESULTS / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bon_length.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -163,3 +163,23 @@ def test_bon_length_averages_the_within_instruction_correlation_and_leaves_const
     lengths = [np.array([10, 20, 30]), np.array([10, 30, 20]), np.array([5, 6, 7])]
     # +1 and -0.5; the third instruction's score is constant: no correlation to average
     assert within(scores, lengths) == pytest.approx(0.25)
+
+
+def test_bon_length_reports_the_gate_free_pick_against_the_authentic_one_per_fit():
+    from bon_length import SCORES, render
+
+    def row(seed, authentic, quality, random):
+        r = {"contender": "a", "seed": seed, "fold": 0, "instructions": 80, "random_gold_raw": random,
+             "random_gold_lc": random, "rho_length_gold_raw": 0.1, "rho_length_gold_lc": 0.0,
+             "rho_authentic_gold_raw": 0.07, "rho_authentic_gold_lc": 0.06}
+        for s in SCORES:
+            r.update({f"rho_length_{s}": 0.0, f"pick_length_rank_{s}": 0.5})
+            r.update({f"pick_gold_{g}_{s}": {"authentic": authentic, "quality": quality}.get(s, 0.3)
+                      for g in ("raw", "lc")})
+        return r
+
+    text = render([row(0, 0.30, 0.31, 0.29), row(1, 0.28, 0.28, 0.29)])
+    # quality - authentic: +0.01 and 0 -> +0.0050 ± 0.0050; the authentic pick above random on seed 0 only
+    assert ("Gold lc: the quality score's pick minus the authentic reward's +0.0050 ± 0.0050 (higher on 1 fits, "
+            "lower on 0); the authentic reward's pick above picking at random on 1 of 2 fits.") in text
+    assert "(2 fits: seeds 0, 1 × folds 0; 80–80 held-out instructions each)" in text
