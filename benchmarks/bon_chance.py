@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from coherence_table import RESULTS, pooled_rows  # noqa: E402
+from coherence_table import pooled_rows  # noqa: E402
+from shared_data import RESULTS, command_line, write_result  # noqa: E402
 
 GOLDS = ("raw", "lc")
 
@@ -84,8 +85,7 @@ def main(argv=None) -> int:
     df = pooled_rows(args.pool, args.seeds, args.contenders, args.folds)
     text = chance_table(df, random_picks(args.seeds, args.folds), args.contenders)
     if args.out:
-        command = "python benchmarks/bon_chance.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (RESULTS / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
+        write_result(RESULTS / args.out, command_line("bon_chance", argv), text)
     print(text)
     return 0
 

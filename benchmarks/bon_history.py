@@ -18,7 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import RESULTS, command_line, write_result  # noqa: E402
+
 GOLDS = ("raw", "lc")
 
 
@@ -75,8 +77,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     text = history(stages=args.stages)
     if args.out:
-        command = "python benchmarks/bon_history.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (RESULTS / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
+        write_result(RESULTS / args.out, command_line("bon_history", argv), text)
     print(text)
     return 0
 

@@ -16,7 +16,6 @@ instructions, then over fits. Writes ``results/<out>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
+from shared_data import RESULTS, command_line, write_result  # noqa: E402
 
 SCORES = ("authentic", "gate", "quality", "total")
 
@@ -114,12 +114,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     bench = cb.Bench(pairs_per_instruction=10)
     rows = [probe(bench, name, seed, fold) for name in args.contenders for seed in args.seeds for fold in args.folds]
-    out = cb.RESULTS / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bon_length.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(f"Command: `{command}`\n\n" + render(rows))
-    print(render(rows))
+    text = render(rows)
+    write_result(RESULTS / args.out, command_line("bon_length", argv), text, {"rows": rows})
+    print(text)
     return 0
 
 

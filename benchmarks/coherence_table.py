@@ -19,9 +19,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import RESULTS, command_line, write_result  # noqa: E402
+
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [("val NLL", "val_nll"), ("test acc", "test_accuracy"), ("acc (authentic)", "test_accuracy_authentic"),
            ("verbose pref.", "twins_verbose"), ("len ρ", "length_spearman"), ("BoN-11 raw", "bon_raw_mean"),
            ("BoN-11 LC", "bon_lc_mean"), ("OOD AUROC", "ood_auroc"), ("val junk", "val_junk_mean"), ("val junk (4 answers)", "val_wide_junk_mean"),
@@ -264,8 +266,7 @@ def main(argv=None) -> int:
         picks = bon_table(rows, args.contenders) if rows is not None else ""
         text += "\n" + picks if picks else ""
     if args.out:
-        command = "python benchmarks/coherence_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        (RESULTS / args.stage / f"{args.out}.md").write_text(f"Command: `{command}`\n\n{text}")
+        write_result(RESULTS / args.stage / args.out, command_line("coherence_table", argv), text)
     print(text)
     return 0
 

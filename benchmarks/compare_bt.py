@@ -51,7 +51,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import (  # noqa: E402
     CACHE_DIR,
-    ROOT,
+    RESULTS,
     BestOfN,
     best_of_n_dev,
     instruction_folds,
@@ -94,7 +94,6 @@ from vrm_pyro.hacking import (  # noqa: E402
 from vrm_pyro.order_model import needs_order_model  # noqa: E402
 from vrm_pyro.representations import LIKELIHOOD_PARTS, parse_representation  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 FOLDS = 5
 BON_NS = (1, 2, 4, 8, 11)
 KAPPA = 1.0

@@ -28,7 +28,6 @@ writes ``results/coherence_vg256/gate_anatomy.json`` and ``.md`` (``--out`` name
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
+from shared_data import RESULTS, command_line, write_result  # noqa: E402
 
 from vrm_pyro.covariates import bag_sentences  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
@@ -278,12 +278,9 @@ def main(argv=None) -> int:
     bench = cb.Bench(encoder=args.encoder, pairs_per_instruction=10, likelihood_model=args.likelihood_model,
                      likelihood_response_tokens=args.likelihood_response_tokens)
     rows = [anatomy(bench, name, seed, tuple(args.losers), args.map) for name in args.contenders for seed in args.seeds]
-    out = cb.RESULTS / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/gate_anatomy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(f"Command: `{command}`\n\n" + render(rows))
-    print(render(rows))
+    text = render(rows)
+    write_result(RESULTS / args.out, command_line("gate_anatomy", argv), text, {"rows": rows})
+    print(text)
     return 0
 
 

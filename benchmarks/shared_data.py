@@ -6,7 +6,10 @@
 - the concise/verbose twins;
 - a stress set (junk made from the best dev sample of each instruction) and out-of-distribution
   answers (random tokens, repeated text, another prompt's answer, text in another language);
-- HH-RLHF harmless pairs.
+- HH-RLHF harmless pairs;
+
+and the scripts' results files: :func:`write_result` writes a table under ``results/`` headed by the command
+that wrote it (what ``benchmarks/README.md`` quotes).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,23 @@ SHARED = Path(os.environ.get("VRM_SHARED_DATA", ROOT.parent / "shared" / "data")
 CACHE_DIR = ROOT / "benchmarks" / ".cache"
 FILES = {"hh": "hh_rlhf_harmless.jsonl.gz", "alpaca": "alpaca_eval_gpt4_turbo_pairs.jsonl.gz",
          "bon": "alpaca_bon_dev.jsonl.gz", "twins": "alpaca_eval_length_twins.jsonl.gz"}
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """``python benchmarks/<script>.py ARGS`` as run (``argv``, else the process's own arguments)."""
+    return f"python benchmarks/{script}.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_result(path: Path, command: str, markdown: str, payload: dict | None = None) -> None:
+    """``path.md``: ``markdown`` headed by ``command``; with ``payload``, ``path.json`` too (the command in it).
+    ``path`` is without suffix; its folder is made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if payload is not None:
+        path.with_suffix(".json").write_text(json.dumps({"command": command, **payload}, indent=1))
+    path.with_suffix(".md").write_text(f"Command: `{command}`\n\n{markdown}")
+
+
 OTHER_LANGUAGES = ("de_DE", "fr_FR", "es_ES", "it_IT", "ru_RU", "zh_CN", "ja_JP")
 
 
