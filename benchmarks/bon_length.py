@@ -42,18 +42,13 @@ def probe(bench: cb.Bench, name: str, seed: int, fold: int = 0) -> dict:
     c = cb.CONTENDERS[name]
     rm, _, _, (_, _, te) = cb.fit_split(bench, c, seed, fold)
     bon = bench.bon
-    keep = [i for i, p in enumerate(bon.instructions) if p in te]
-    counts = [len(bon.samples[i]) for i in keep]
-    flat_p = [bon.instructions[i] for i in keep for _ in bon.samples[i]]
-    flat_r = [s for i in keep for s in bon.samples[i]]
-    p, h, phi = bench.texts(f"bon:length:{seed}:{fold}:{len(keep)}", flat_p, flat_r, c.representation,
-                            rm.config.nuisance)
+    keep, counts, flat_r, (p, h, phi) = bench.bon_texts(te, c.representation, rm.config.nuisance)
     with torch.no_grad():
         authentic = rm.reward(p, h, seed=seed).reward.numpy()
         gate = (rm.model.gate_moments(rm.guide, p, rm.transform.features(h), 32, seed)[0].numpy()
                 if rm.model.gate is not None else np.zeros_like(authentic))
         total = authentic + (rm.nuisance_reward(p, phi).numpy() if rm.model.nuisance is not None else 0.0)
-    split = lambda x: np.split(np.asarray(x, float), np.cumsum(counts)[:-1])  # noqa: E731
+    split = lambda x: cb._split(np.asarray(x, float), counts)  # noqa: E731
     scores = {"authentic": split(authentic), "gate": split(gate), "quality": split(authentic - gate),
               "total": split(total)}
     length = split([len(r) for r in flat_r])

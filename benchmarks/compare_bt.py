@@ -664,6 +664,17 @@ class Bench:
                                            nuisance=nuisance, desc=key)
         return self._memo[memo]
 
+    def bon_texts(self, instructions: set[str], representation: str, nuisance: str):
+        """The best-of-N dev samples of ``instructions``, embedded: ``(keep, counts, responses, (prompt, response,
+        nuisance features))``, ``keep`` the indices of the instructions in :attr:`bon`, ``counts`` their samples,
+        every sample in order (memoised as :meth:`texts`)."""
+        keep = [i for i, p in enumerate(self.bon.instructions) if p in instructions]
+        flat_p = [self.bon.instructions[i] for i in keep for _ in self.bon.samples[i]]
+        flat_r = [s for i in keep for s in self.bon.samples[i]]
+        counts = [len(self.bon.samples[i]) for i in keep]
+        key = f"bon:{len(keep)}:{hash(tuple(keep))}"
+        return keep, counts, flat_r, self.texts(key, flat_p, flat_r, representation, nuisance)
+
     def stress_answers(self, wide: bool = False) -> tuple[list[str], list[str]]:
         """The real rows junk is made from: each instruction's best dev answer, or with ``wide`` its
         :data:`VAL_STRESS_ANSWERS` best (the validation stress set)."""
@@ -744,12 +755,7 @@ def evaluate_alpaca(bench: Bench, rm, contender: Contender, instructions: set[st
     """Best-of-N, twins, stress and OOD measures of a fitted model on ``instructions``."""
     rep, nuis = contender.representation, rm.config.nuisance
     bon = bench.bon
-    keep = [i for i, p in enumerate(bon.instructions) if p in instructions]
-    flat_p = [bon.instructions[i] for i in keep for _ in bon.samples[i]]
-    flat_r = [s for i in keep for s in bon.samples[i]]
-    counts = [len(bon.samples[i]) for i in keep]
-    key = f"bon:{prefix}:{len(keep)}:{hash(tuple(keep))}"
-    p, h, phi = bench.texts(key, flat_p, flat_r, rep, nuis)
+    keep, counts, _, (p, h, phi) = bench.bon_texts(instructions, rep, nuis)
     out = rm.reward(p, h)
     row: dict = {}
     picks = {"mean": out.reward.numpy()}
