@@ -86,9 +86,11 @@ def pooled(stages: list[str], seeds: list[int] | None = None, contenders: list[s
 
 
 #: what a choice may cost beside junk, in :func:`paired` (the reward without the judge's nuisance term against the
-#: judge's labels, its preference for verbose twins, its Spearman correlation with length, best-of-11 gold)
+#: judge's labels, its preference for verbose twins, its Spearman correlation with length, best-of-11 gold held out and
+#: on the validation instructions)
 COST_COLUMNS = [(label, key) for label, key in COLUMNS if key in (
-    "test_accuracy_authentic", "twins_verbose", "length_spearman", "bon_raw_mean", "bon_lc_mean")]
+    "test_accuracy_authentic", "twins_verbose", "length_spearman", "bon_raw_mean", "bon_lc_mean")] + [
+    ("val BoN-11 raw", "val_bon_raw_mean"), ("val BoN-11 LC", "val_bon_lc_mean")]
 
 #: the issue's target: every junk kind outranks the real answer less often than this
 TARGET = 0.02

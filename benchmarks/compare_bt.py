@@ -121,6 +121,10 @@ class Contender:
     # the order model fitted on every answer of the training instructions in the AlpacaEval file (as vrm train on the
     # whole file would), not only those of the sampled pairs (--pairs-per-instruction) the heads train on
     order_all_answers: bool = False
+    # the judge's best-of-N observations on the training instructions (each sample against its reference,
+    # BestOfN.judged_pairs) as training pairs beside the AlpacaEval pairs: answers of one model to one instruction,
+    # which the AlpacaEval pairs (one answer per model) never compare
+    bon_pairs: bool = False
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -568,6 +572,11 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # the echo has a column as clean as the one "+pr" gave the answer said again
     register(cg3_name.replace("+cg3", "+cg3+pr+pj"), dataclasses.replace(
         cg3, representation=PROMPT_OVERLAP_REPRESENTATION, model={**cg3.model, "gate": PROMPT_OVERLAP_GATE}))
+    # "...+bonp" (round 28): round 27's default with the judge's best-of-N observations on the training instructions
+    # as training pairs (Contender.bon_pairs): its authentic reward picks below chance at best-of-11, and ranks one
+    # instruction's samples barely at all (rho +0.02, results/coherence_r27/bon_length_folds4.md)
+    pj_name = cg3_name.replace("+cg3", "+cg3+pr+pj")
+    register(pj_name + "+bonp", dataclasses.replace(CONTENDERS[pj_name], bon_pairs=True))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]
@@ -851,6 +860,9 @@ def fit_split(bench: Bench, contender: Contender, seed: int, fold: int, size: in
     train, val, test = (full.subset(idx[k]) for k in ("train", "validation", "test"))
     if contender.augment:
         train = bench.augmented(train, bench.alpaca.subset(idx["train"]), contender)
+    if contender.bon_pairs:
+        train = train.concat(bench.pairs(bench.bon.judged_pairs(tr), f"bon_pairs:{hash(tuple(sorted(tr)))}",
+                                         contender.representation, contender.model.get("nuisance", "")))
     rm, row = fit_and_measure(bench, contender, seed, train, val, test, bench.alpaca.subset(idx["test"]))
     return rm, row, idx, (tr, va, te)
 
@@ -904,12 +916,15 @@ def prepare_augmentation(bench: Bench, contenders: list[str], seeds: list[int], 
 def job_texts(bench: Bench, contender: Contender, seed: int, fold: int) -> tuple[list[str], list[str]]:
     """Every (prompt, response) text an AlpacaEval job of ``contender`` embeds: the pairs, its augmented pairs, and
     for the validation and test instructions the best-of-N answers, the stress set, the OOD answers, the twins."""
-    idx, (_, va, te) = split_rows(bench, seed, fold)
+    idx, (tr, va, te) = split_rows(bench, seed, fold)
     al, measured = bench.alpaca, va | te
     prompts, responses = al.prompt + al.prompt, al.response_a + al.response_b
     if contender.augment:
         aug = bench.augmentation(al.subset(idx["train"]), contender)
         prompts, responses = prompts + aug.prompt + aug.prompt, responses + aug.response_a + aug.response_b
+    if contender.bon_pairs:
+        bp = bench.bon.judged_pairs(tr)
+        prompts, responses = prompts + bp.prompt + bp.prompt, responses + bp.response_a + bp.response_b
     rows = []
     for wide, instructions in ((False, measured), (True, va)):
         sp, _, sj, _ = bench.stress_junk(list(JUNK_KINDS), wide)

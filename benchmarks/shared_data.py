@@ -97,6 +97,23 @@ class BestOfN:
     gold: list[np.ndarray]
     gold_lc: list[np.ndarray]
     length_effect: dict = field(default_factory=dict)
+    references: list[str] = field(default_factory=list)  # the gpt-3.5-turbo answer each sample was judged against
+
+    def judged_pairs(self, instructions: set[str]):
+        """The judge's own observations on ``instructions``, as training pairs: per sample, the reference
+        (``response_a``) against the sample (``response_b``), ``label`` = P(reference preferred) = 1 - gold, in
+        AlpacaEval's orientation (output_1 the reference). 11 pairs per instruction, in file order."""
+        from vrm_pyro.data import PreferencePairs
+
+        rows = [(p, ref, s, 1.0 - g, j) for p, ref, samples, gold in
+                zip(self.instructions, self.references, self.samples, self.gold) if p in instructions
+                for j, (s, g) in enumerate(zip(samples, gold))]
+        if not rows:
+            return PreferencePairs([], [], [], np.zeros(0), source=str(SHARED / FILES["bon"]))
+        prompt, ref, sample, label, j = zip(*rows)
+        return PreferencePairs(list(prompt), list(ref), list(sample), np.array(label),
+                               meta=[{"generator_2": "tulu-2-dpo-13b", "sample": k} for k in j],
+                               source=str(SHARED / FILES["bon"]))
 
 
 def best_of_n_dev(length_effect: dict) -> BestOfN:
@@ -107,7 +124,7 @@ def best_of_n_dev(length_effect: dict) -> BestOfN:
     lc = [length_controlled_gold(g, np.array([len(s["output"]) - len(r["reference"]) for s in r["samples"]]),
                                  length_effect["beta"], length_effect["sigma"]) for r, g in zip(rows, gold)]
     return BestOfN([r["instruction"] for r in rows], [[s["output"] for s in r["samples"]] for r in rows], gold, lc,
-                   length_effect)
+                   length_effect, [r["reference"] for r in rows])
 
 
 def twins() -> list[tuple[str, str, str]]:

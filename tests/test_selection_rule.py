@@ -183,3 +183,18 @@ def test_bon_length_reports_the_gate_free_pick_against_the_authentic_one_per_fit
     assert ("Gold lc: the quality score's pick minus the authentic reward's +0.0050 ± 0.0050 (higher on 1 fits, "
             "lower on 0); the authentic reward's pick above picking at random on 1 of 2 fits.") in text
     assert "(2 fits: seeds 0, 1 × folds 0; 80–80 held-out instructions each)" in text
+
+
+def test_the_best_of_n_judged_pairs_put_the_reference_first_and_keep_only_the_instructions_asked():
+    import numpy as np
+    from shared_data import BestOfN
+
+    bon = BestOfN(["a?", "b?"], [["a1", "a2"], ["b1", "b2", "b3"]], [np.array([0.9, 0.2]), np.array([0.5, 0.0, 1.0])],
+                  [np.zeros(2), np.zeros(3)], references=["ref a", "ref b"])
+    pairs = bon.judged_pairs({"b?"})
+    assert pairs.prompt == ["b?"] * 3
+    assert pairs.response_a == ["ref b"] * 3 and pairs.response_b == ["b1", "b2", "b3"]
+    # P(reference preferred) = 1 - gold, gold = P(sample preferred): AlpacaEval's orientation
+    assert np.allclose(pairs.label, [0.5, 1.0, 0.0])
+    assert pairs.judged.all() and not pairs.invalid.any()
+    assert len(bon.judged_pairs(set())) == 0
