@@ -577,6 +577,13 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # instruction's samples barely at all (rho +0.02, results/coherence_r27/bon_length_folds4.md)
     pj_name = cg3_name.replace("+cg3", "+cg3+pr+pj")
     register(pj_name + "+bonp", dataclasses.replace(CONTENDERS[pj_name], bon_pairs=True))
+    # "+mbcl+cg3+pr+pj+ll" (round 29): the default with round 24's last_line in place of line_ending, in the
+    # representation and the completeness factor: "+ll" took truncations under 2% and let echoes through (section 2y),
+    # before round 27 gave the echo a clean column of its own (prompt_jaccard)
+    pj = CONTENDERS[pj_name]
+    register(pj_name + "+ll", dataclasses.replace(
+        pj, representation=PROMPT_OVERLAP_REPRESENTATION.replace("+line_ending", "+last_line"),
+        model={**pj.model, "gate": PROMPT_OVERLAP_GATE.replace("line_ending", "last_line")}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]
