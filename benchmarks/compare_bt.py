@@ -67,6 +67,8 @@ from vrm_pyro.config import (  # noqa: E402
     LAST_LINE_BESIDE_GATE,
     LAST_LINE_BESIDE_REPRESENTATION,
     LAST_LINE_GATE,
+    LAST_LINE_OVERLAP_GATE,
+    LAST_LINE_OVERLAP_REPRESENTATION,
     LAST_LINE_REPRESENTATION,
     ORDER_BLIND_GATE,
     ORDER_BLIND_REPRESENTATION,
@@ -582,8 +584,7 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     # before round 27 gave the echo a clean column of its own (prompt_jaccard)
     pj = CONTENDERS[pj_name]
     register(pj_name + "+ll", dataclasses.replace(
-        pj, representation=PROMPT_OVERLAP_REPRESENTATION.replace("+line_ending", "+last_line"),
-        model={**pj.model, "gate": PROMPT_OVERLAP_GATE.replace("line_ending", "last_line")}))
+        pj, representation=LAST_LINE_OVERLAP_REPRESENTATION, model={**pj.model, "gate": LAST_LINE_OVERLAP_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

@@ -193,10 +193,10 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
     from vrm_pyro.config import (
         DEFAULT_GATE,
+        LAST_LINE_OVERLAP_GATE,
         LIKELIHOOD_RECIPE,
         ORDER_BLIND_GATE,
         ORDER_BLIND_REPRESENTATION,
-        PROMPT_OVERLAP_GATE,
         ROUND4_REPRESENTATION,
         ROUND16_GATE,
         TRAIN_RECIPE,
@@ -204,17 +204,21 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     )
 
     plain = build_parser().parse_args(["train"])
-    # since round 27 the order-blind base with the distinct pieces' repeats and the prompt's trigram overlap
+    # since round 27 the order-blind base with the distinct pieces' repeats and the prompt's trigram overlap; since
+    # round 29 the ending read off the last line (last_line) in place of line_ending
     assert plain.representation == TRAIN_RECIPE["representation"] == (
-        ORDER_BLIND_REPRESENTATION + "+piece_repeats+prompt_overlap")
+        ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+last_line") + "+piece_repeats+prompt_overlap")
     # since round 23 the order-blind gate's columns as a conjunctive gate of three factors; since round 27 the
-    # repetition factor reads repeated_piece_share for repeated_sentences and the completeness factor prompt_jaccard
+    # repetition factor reads repeated_piece_share for repeated_sentences and the completeness factor prompt_jaccard;
+    # since round 29 the completeness factor reads last_line for line_ending
     relevance, repetition, completeness = ModelConfig(gate=DEFAULT_GATE).gate_factors
-    assert DEFAULT_GATE == PROMPT_OVERLAP_GATE
+    assert DEFAULT_GATE == LAST_LINE_OVERLAP_GATE
+    assert "last_line" in completeness and "line_ending" not in DEFAULT_GATE
     assert "repeated_piece_share" in repetition and "repeated_sentences" not in repetition
     assert "prompt_overlap" in completeness and "prompt_copy" in completeness and "prompt_overlap" not in relevance
     assert sorted(DEFAULT_GATE.replace(";", ",").split(",")) == sorted(
-        ORDER_BLIND_GATE.replace("repeated_sentences", "repeated_piece_share,prompt_overlap").split(","))
+        ORDER_BLIND_GATE.replace("repeated_sentences", "repeated_piece_share,prompt_overlap")
+        .replace("line_ending", "last_line").split(","))
     # rounds 16-18's default, one option away; the rest of the recipe as the default's
     windowed = build_parser("windowed").parse_args(["train", "--recipe", "windowed"])
     assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"
@@ -231,8 +235,8 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
     assert (lm.monotone, lm.monotone_prior, lm.likelihood_model) == ("pmi", "log_normal", "smollm2")
     assert (plain.gate, plain.gate_lr) == (DEFAULT_GATE, 1e-2) and (lm.gate, lm.gate_lr) == ("", None)
     for gate in (DEFAULT_GATE, ROUND16_GATE):
-        assert "prompt_echo" not in gate and "prompt_copy" in gate
-        assert "line_ending" in gate and "clean_ending" not in gate
+        assert "prompt_echo" not in gate and "prompt_copy" in gate and "clean_ending" not in gate
+    assert "line_ending" in ROUND16_GATE
     assert build_parser("likelihood").parse_args(["train", "--monotone", ""]).monotone == ""
     with pytest.raises(SystemExit):  # an unknown recipe: argparse's one-line error
         main(["train", "--recipe", "fancy"])

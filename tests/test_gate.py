@@ -48,6 +48,7 @@ def test_part_columns_name_parts_and_the_cosine():
     ("LAST_LINE_BESIDE_REPRESENTATION", "LAST_LINE_BESIDE_GATE", {"ends_like_its_lines", "last_line_complete"}),
     ("PIECE_REPEATS_REPRESENTATION", "PIECE_REPEATS_GATE", {"ends_like_its_lines"}),
     ("PROMPT_OVERLAP_REPRESENTATION", "PROMPT_OVERLAP_GATE", {"ends_like_its_lines"}),
+    ("LAST_LINE_OVERLAP_REPRESENTATION", "LAST_LINE_OVERLAP_GATE", {"last_line_complete"}),
 ])
 def test_each_shipped_gate_reads_its_representation_one_column_per_factor(representation, gate, endings):
     """The gates in :mod:`vrm_pyro.config` against the representations they are run with: every name resolves, no
