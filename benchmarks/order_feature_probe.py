@@ -41,12 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
-from order_model_probe import reorder_wins  # noqa: E402
+from order_model_probe import reorder_wins, split_answers, stress_scores  # noqa: E402
 
 from vrm_pyro.config import TRAIN_RECIPE  # noqa: E402
 from vrm_pyro.covariates import STOPWORDS, WORD, sentences, unmarked  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
-from vrm_pyro.order_model import SentenceOrderModel, lexical_features, parse_order_features  # noqa: E402
+from vrm_pyro.order_model import SentenceOrderModel, parse_order_features  # noqa: E402
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -115,19 +115,12 @@ def model_with(families: tuple[str, ...]) -> type[SentenceOrderModel]:
     """:class:`SentenceOrderModel` whose hashed features also hold ``families`` (the fit and score are its own)."""
 
     class Extended(SentenceOrderModel):
-        def _sparse(self, responses):
-            rows, cols, vals = [], [], []
-            for i, r in enumerate(responses):
-                out = lexical_features(r, self.buckets, self.word_bigrams, self.sentence_words)
-                if len(sentences(r)) >= 2:
-                    for name in families:
-                        FAMILIES[name](r, _adder(out, self.buckets))
-                for b, v in out.items():
-                    rows.append(i)
-                    cols.append(b)
-                    vals.append(v)
-            return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1),
-                                           torch.tensor(vals, dtype=torch.float32), (len(responses), self.buckets))
+        def features(self, response):
+            out = super().features(response)
+            if len(sentences(response)) >= 2:
+                for name in families:
+                    FAMILIES[name](response, _adder(out, self.buckets))
+            return out
 
     return Extended
 
@@ -140,16 +133,11 @@ def run(bench: cb.Bench, seed: int, fold: int, families: tuple[str, ...], all_an
     start = time.perf_counter()
     model = model_with(families).fit([p for p, _ in texts], [r for _, r in texts], seed=0, **options)
     seconds = time.perf_counter() - start
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
-    rows = [i for i, p in enumerate(sp) if p in test]
-    real = model.score([sp[i] for i in rows], [sr[i] for i in rows])
-    junk = model.score([sp[i] for i in rows], [sj[i] for i in rows])
-    kinds, wins = np.array([sk[i] for i in rows]), (junk >= real).numpy()
-    val = bench.alpaca.subset(idx["validation"])
-    answers = dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b))
+    kinds, real, junk = stress_scores(bench, model, test)
+    kinds, wins = np.array(kinds), (junk >= real).numpy()
     row = {"seed": seed, "fold": fold, "families": "+".join(families) or "none", "all_answers": all_answers,
            "train_answers": len(texts), "fit_seconds": round(seconds, 1),
-           "val_reorder_wins": reorder_wins(model, [p for p, _ in answers], [r for _, r in answers], seed),
+           "val_reorder_wins": reorder_wins(model, *split_answers(bench, idx["validation"]), seed),
            "shuffles": float(wins[kinds == "shuffled_sentences"].mean()),
            **{f"other_at_or_above_{k}": float(wins[kinds == k].mean()) for k in JUNK_KINDS if k != "shuffled_sentences"}}
     print(row, flush=True)

@@ -44,6 +44,23 @@ def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> 
     return float((junk >= real).float().mean())
 
 
+def split_answers(bench: cb.Bench, rows: list[int]) -> tuple[list[str], list[str]]:
+    """The distinct (prompt, answer) texts of the AlpacaEval pairs ``rows``, as two lists."""
+    pairs = bench.alpaca.subset(rows)
+    texts = dict.fromkeys((p, r) for p, a, b in zip(pairs.prompt, pairs.response_a, pairs.response_b) for r in (a, b))
+    return [p for p, _ in texts], [r for _, r in texts]
+
+
+def stress_scores(bench: cb.Bench, model, instructions: set[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The stress set's rows of ``instructions`` (every junk kind once): ``(kinds, order score of the real answer,
+    order score of the junk)``."""
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
+    rows = [i for i, p in enumerate(sp) if p in instructions]
+    real = model.score([sp[i] for i in rows], [sr[i] for i in rows])
+    junk = model.score([sp[i] for i in rows], [sj[i] for i in rows])
+    return [sk[i] for i in rows], real, junk
+
+
 def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_answers: bool = False) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
     start = time.perf_counter()
@@ -54,12 +71,8 @@ def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_
         train = bench.order_training(idx["train"], train_instructions, all_answers)
         fit_order_model(bench.encoder, {"train": train}, seed=0, representation="order_score", **options)
     seconds = time.perf_counter() - start
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
-    rows = [i for i, p in enumerate(sp) if p in test]  # the held-out instructions' junk, every kind scored once
     model = bench.encoder.order_model
-    real = model.score([sp[i] for i in rows], [sr[i] for i in rows])
-    junk = model.score([sp[i] for i in rows], [sj[i] for i in rows])
-    kinds = [sk[i] for i in rows]
+    kinds, real, junk = stress_scores(bench, model, test)
     shuffled = torch.tensor([k == "shuffled_sentences" for k in kinds])
     row = {"seed": seed, "fold": fold, **(options or {}), "all_answers": all_answers, "test_shuffled": int(shuffled.sum()),
            "fit_seconds": round(seconds, 1),
@@ -72,9 +85,7 @@ def run(bench: cb.Bench, seed: int, fold: int, options: dict | None = None, all_
             mine = torch.tensor([k == kind for k in kinds])
             row[f"order_at_or_above_{kind}"] = float((junk >= real)[mine].float().mean())
     if options is not None:
-        val = bench.alpaca.subset(idx["validation"])
-        texts = dict.fromkeys((p, r) for p, a, b in zip(val.prompt, val.response_a, val.response_b) for r in (a, b))
-        row["val_reorder_wins"] = reorder_wins(model, [p for p, _ in texts], [r for _, r in texts], seed)
+        row["val_reorder_wins"] = reorder_wins(model, *split_answers(bench, idx["validation"]), seed)
     print(row, flush=True)
     return row
 

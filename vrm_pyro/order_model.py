@@ -206,10 +206,15 @@ class SentenceOrderModel:
                 h.update(option.encode())
         return h.hexdigest()[:16]
 
+    def features(self, response: str) -> dict[int, float]:
+        """The hashed part of ``f(y)`` for one response, ``{bucket: value}`` (:func:`lexical_features` with this
+        model's options; a subclass that reads more features overrides this, and :meth:`fit` and :meth:`score` use it)."""
+        return lexical_features(response, self.buckets, self.word_bigrams, self.sentence_words)
+
     def _sparse(self, responses: Sequence[str]) -> torch.Tensor:
         rows, cols, vals = [], [], []
         for i, r in enumerate(responses):
-            for b, v in lexical_features(r, self.buckets, self.word_bigrams, self.sentence_words).items():
+            for b, v in self.features(r).items():
                 rows.append(i)
                 cols.append(b)
                 vals.append(v)
