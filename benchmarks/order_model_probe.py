@@ -35,13 +35,17 @@ from vrm_pyro.experiment import fit_order_model  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 
 
-def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> float:
-    """The share of ``reorderings`` (two per answer, made as the fit makes them) scored at or above the answer."""
+def reorderings(prompts: list[str], responses: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
+    """``(prompts, answers, reorderings)``: two reorderings per answer, made as the order model's fit makes them."""
     shuffle, rng = JUNK_KINDS["shuffled_sentences"], np.random.default_rng([seed, 11])
-    pairs = [(p, r, s) for p, r in zip(prompts, responses) for s in (shuffle(p, r, "", rng) for _ in range(2)) if s != r]
-    real = model.score([p for p, _, _ in pairs], [r for _, r, _ in pairs])
-    junk = model.score([p for p, _, _ in pairs], [s for _, _, s in pairs])
-    return float((junk >= real).float().mean())
+    rows = [(p, r, s) for p, r in zip(prompts, responses) for s in (shuffle(p, r, "", rng) for _ in range(2)) if s != r]
+    return tuple(map(list, zip(*rows)))
+
+
+def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> float:
+    """The share of :func:`reorderings` scored at or above the answer."""
+    p, r, s = reorderings(prompts, responses, seed)
+    return float((model.score(p, s) >= model.score(p, r)).float().mean())
 
 
 def split_answers(bench: cb.Bench, rows: list[int]) -> tuple[list[str], list[str]]:
