@@ -1,0 +1,214 @@
+"""Does a fine-tuned cross-encoder see sentence order the linear order model misses? A probe.
+
+After round 29 the one junk kind over 2% held out is the answer's own sentences shuffled (VRM 0.068, BT 0.072), and the
+reward errs there where its order channel, the linear :class:`vrm_pyro.order_model.SentenceOrderModel`, does (about
+8% of validation reorderings; more hashed features, section 2ae, and a Transformer over hashed sentences, section 2v,
+did not lower it; only an LM's fluency did, section 2w, at ~4 texts/s on 2 cores). Every text model tried so far reads
+words, not meaning. This probe fine-tunes the encoder itself as a *local coherence* model, the way ALBERT's
+sentence-order prediction and the "next sentence among the candidates" models of discourse coherence do:
+
+    f(c, s) = w · meanpool(MiniLM([c] [SEP] [s])) + b,
+
+where ``c`` is the sentence before ``s`` (the prompt for the first sentence), trained on the fold's training answers
+(every answer of the training instructions, as the default order model) by the pairwise loss
+``softplus(f(c, s_i) − f(c, s_j))`` against another sentence ``s_j`` of the same answer (not ``c`` itself), one position
+per answer. An answer's coherence is ``g(y) = mean_i f(c_i, s_i)`` over its sentences (list enumerators and Markdown
+marks stripped, as the order model strips them), so a shuffle that keeps the answer's bag changes ``g`` only by
+which sentence follows which, and which comes first after the prompt.
+
+Rows per (seed, fold): ``val_reorder_wins`` (the validation instructions' answers against two reorderings each,
+made as the order model's fit makes them; scored at or above the original) and ``shuffles`` (the held-out stress
+set's sentence shuffles) for the linear model alone (the default's, fitted as in section 2ae), ``g`` alone, and the
+sum ``order_score + λ g`` with λ chosen on the validation reorderings; ``other_at_or_above_KIND`` for ``g`` alone (what
+a positive weight on it rewards in the other junk kinds). Fine-tuning: ``--examples`` pairs, batch 16, AdamW (``--lr``, 5e-5) with
+linear decay, words cut to 40 a side; about 30 sequences/s on 2 cores.
+
+    python benchmarks/order_cross_probe.py --folds 0 1 2 3 --seeds 0
+
+writes ``results/coherence/order_cross_probe.json`` (``--out``); ``--pool NAME ...`` pools the rows of earlier
+files (folds run separately) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_bt as cb  # noqa: E402
+from order_model_probe import reorderings, split_answers, stress_scores  # noqa: E402
+
+from vrm_pyro.config import TRAIN_RECIPE  # noqa: E402
+from vrm_pyro.covariates import sentences, unmarked  # noqa: E402
+from vrm_pyro.encoders import resolve_model_path  # noqa: E402
+from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.order_model import SentenceOrderModel, parse_order_features  # noqa: E402
+
+#: words kept of the context (its end) and of the candidate sentence (its start)
+WORDS = 40
+#: λ for ``order_score + λ g``, chosen on the validation reorderings
+LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def pieces(prompt: str, response: str) -> tuple[list[str], list[str]]:
+    """``(ends, starts)`` of an answer's ``n`` sentences (enumerators and Markdown marks stripped): ``ends`` ``n + 1``
+    contexts, the prompt's first :data:`WORDS` words then each sentence's last; ``starts`` each sentence's first
+    :data:`WORDS` words. Sentence ``i`` follows context ``ends[i]``."""
+    said = [unmarked(s) for s in sentences(response)] or [response.strip()]
+    ends = [" ".join(prompt.split()[:WORDS])] + [" ".join(s.split()[-WORDS:]) for s in said]
+    return ends, [" ".join(s.split()[:WORDS]) for s in said]
+
+
+class CrossOrderModel(torch.nn.Module):
+    """``f(c, s)``: MiniLM over the pair, mean-pooled, one linear unit; :meth:`score` gives ``g(y)`` ``(N,)``."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+        self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
+
+    def forward(self, contexts: list[str], candidates: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(contexts, candidates, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        hidden = self.encoder(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return self.head((hidden * mask).sum(1) / mask.sum(1)).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], batch: int = 64) -> torch.Tensor:
+        self.eval()
+        owner, contexts, candidates = [], [], []
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            c, s = pieces(p, r)
+            owner += [i] * len(s)
+            contexts += c[:-1]
+            candidates += s
+        order = np.argsort([len(c) + len(s) for c, s in zip(contexts, candidates)])  # similar lengths per batch
+        logits = torch.empty(len(order))
+        for k in range(0, len(order), batch):
+            rows = order[k:k + batch]
+            logits[torch.as_tensor(rows)] = self([contexts[j] for j in rows], [candidates[j] for j in rows])
+        idx = torch.tensor(owner)
+        total = torch.zeros(len(prompts)).index_add_(0, idx, logits)
+        return total / torch.zeros(len(prompts)).index_add_(0, idx, torch.ones(len(owner)))
+
+
+def training_examples(prompts: list[str], responses: list[str], count: int, rng) -> list[tuple[str, str, str]]:
+    """``count`` triples ``(context, the sentence that follows it, another sentence of the answer)`` (not the context
+    itself), one position of one answer each, answers drawn without replacement."""
+    out = []
+    for a in rng.permutation(len(responses)):
+        ends, starts = pieces(prompts[a], responses[a])
+        n = len(starts)
+        if n < 2:
+            continue
+        i = int(rng.integers(n))
+        others = [j for j in range(n) if j != i and j != i - 1 and starts[j] != starts[i]]
+        if others:
+            out.append((ends[i], starts[i], starts[int(rng.choice(others))]))
+        if len(out) == count:
+            break
+    return out
+
+
+def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-5) -> list[float]:
+    """One pass of ``softplus(f(c, s') − f(c, s))`` over ``examples``; the mean loss per 50 steps."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = (len(examples) + batch - 1) // batch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
+    losses, curve = [], []
+    for k in range(steps):
+        c, pos, neg = zip(*examples[k * batch:(k + 1) * batch])
+        logits = model(list(c) * 2, list(pos) + list(neg))
+        loss = F.softplus(logits[len(c):] - logits[:len(c)]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if len(losses) == 50:
+            curve.append(round(float(np.mean(losses)), 4))
+            print(f"  step {k + 1}/{steps}: loss {curve[-1]}", flush=True)
+            losses = []
+    return curve
+
+
+def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float) -> dict:
+    idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
+    train = bench.order_training(idx["train"], train_instructions, True)
+    texts = list(dict.fromkeys((p, r) for p, a, b in zip(train.prompt, train.response_a, train.response_b)
+                               for r in (a, b)))
+    prompts, responses = [p for p, _ in texts], [r for _, r in texts]
+    start = time.perf_counter()
+    options = {**parse_order_features(TRAIN_RECIPE["order_features"]), "l2": TRAIN_RECIPE["order_l2"]}
+    linear = SentenceOrderModel.fit(prompts, responses, seed=0, **options)
+    linear_seconds = time.perf_counter() - start
+
+    torch.manual_seed(seed)
+    cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"))
+    start = time.perf_counter()
+    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]))
+    curve = fine_tune(cross, tuning, lr=lr)
+    tune_seconds = time.perf_counter() - start
+
+    vp, vr, vs = reorderings(*split_answers(bench, idx["validation"]), seed)
+    val = {name: (m.score(vp, vr), m.score(vp, vs)) for name, m in (("linear", linear), ("cross", cross))}
+    wins = {lam: float(((val["linear"][1] + lam * val["cross"][1]) >= (val["linear"][0] + lam * val["cross"][0]))
+                       .float().mean()) for lam in LAMBDAS}
+    lam = min(LAMBDAS, key=lambda x: (wins[x], x))
+    kinds, real_l, junk_l = stress_scores(bench, linear, test)
+    _, real_c, junk_c = stress_scores(bench, cross, test)
+    kinds = np.array(kinds)
+    shuffled = kinds == "shuffled_sentences"
+    held = {"linear": (junk_l >= real_l).numpy(), "cross": (junk_c >= real_c).numpy(),
+            "sum": ((junk_l + lam * junk_c) >= (real_l + lam * real_c)).numpy()}
+    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "loss_curve": curve,
+           "linear_fit_seconds": round(linear_seconds, 1), "fine_tune_seconds": round(tune_seconds, 1),
+           "val_reorderings": len(vr),
+           "val_reorder_wins_linear": wins[0.0],
+           "val_reorder_wins_cross": float((val["cross"][1] >= val["cross"][0]).float().mean()),
+           "val_reorder_wins_sum": wins[lam], "lambda": lam, "val_reorder_wins_by_lambda": wins,
+           **{f"shuffles_{k}": float(v[shuffled].mean()) for k, v in held.items()},
+           **{f"cross_other_at_or_above_{k}": float(held["cross"][kinds == k].mean())
+              for k in JUNK_KINDS if k != "shuffled_sentences"}}
+    print({k: v for k, v in row.items() if k != "val_reorder_wins_by_lambda"}, flush=True)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3])
+    ap.add_argument("--examples", type=int, default=8000, help="fine-tuning pairs (one pass, batch 16)")
+    ap.add_argument("--lr", type=float, default=5e-5, help="AdamW's learning rate (linear decay to 0)")
+    ap.add_argument("--out", default="order_cross_probe", help="results/coherence/<out>.json")
+    ap.add_argument("--pool", nargs="+", metavar="NAME", default=None,
+                    help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
+    args = ap.parse_args(argv)
+    if args.pool:
+        rows = [r for name in args.pool for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+    else:
+        torch.set_num_threads(2)
+        bench = cb.Bench(pairs_per_instruction=10)
+        rows = [run(bench, seed, fold, args.examples, args.lr) for fold in args.folds for seed in args.seeds]
+    keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("lambda", "lr")]
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    for name in ("cross", "sum"):  # paired with the linear model over the same fits
+        d = np.array([r[f"val_reorder_wins_{name}"] - r["val_reorder_wins_linear"] for r in rows])
+        mean[f"val_reorder_wins_{name}_minus_linear"] = round(float(d.mean()), 4)
+        if len(d) > 1:
+            mean[f"val_reorder_wins_{name}_minus_linear_se"] = round(float(d.std(ddof=1) / np.sqrt(len(d))), 4)
+    cb.write_probe(args.out, rows, mean, argv, script="order_cross_probe")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
