@@ -100,9 +100,16 @@ class CrossOrderModel(torch.nn.Module):
         return total / torch.zeros(len(prompts)).index_add_(0, idx, torch.ones(len(owner)))
 
 
-def training_examples(prompts: list[str], responses: list[str], count: int, rng) -> list[tuple[str, str, str]]:
-    """``count`` triples ``(context, the sentence that follows it, another sentence of the answer)`` (not the context
-    itself), one position of one answer each, answers drawn without replacement."""
+#: the fine-tuning objectives (``--objective``)
+OBJECTIVES = ("pairwise", "binary")
+
+
+def training_examples(prompts: list[str], responses: list[str], count: int, rng,
+                      objective: str = "pairwise") -> list[tuple[str, str, str, str]]:
+    """``count`` examples ``(context, the sentence that follows it, context', a sentence that does not follow it)``,
+    one position of one answer each, answers drawn without replacement. ``pairwise``: ``context'`` is ``context``, the
+    other sentence another of the answer's (not the context itself); ``binary``: any ordered pair of the answer's
+    pieces (the prompt first or not) that is not adjacent in it, as a shuffle makes them."""
     out = []
     for a in rng.permutation(len(responses)):
         ends, starts = pieces(prompts[a], responses[a])
@@ -110,25 +117,33 @@ def training_examples(prompts: list[str], responses: list[str], count: int, rng)
         if n < 2:
             continue
         i = int(rng.integers(n))
-        others = [j for j in range(n) if j != i and j != i - 1 and starts[j] != starts[i]]
+        if objective == "pairwise":
+            others = [(i, j) for j in range(n) if j != i and j != i - 1 and starts[j] != starts[i]]
+        else:  # ends[k] is followed by starts[k]; ends[k] (k >= 1) is sentence k - 1 itself
+            others = [(k, j) for k in range(n + 1) for j in range(n) if j != k and j != k - 1]
         if others:
-            out.append((ends[i], starts[i], starts[int(rng.choice(others))]))
+            k, j = others[int(rng.choice(len(others)))]
+            out.append((ends[i], starts[i], ends[k], starts[j]))
         if len(out) == count:
             break
     return out
 
 
-def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-5) -> list[float]:
-    """One pass of ``softplus(f(c, s') − f(c, s))`` over ``examples``; the mean loss per 50 steps."""
+def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-5,
+              objective: str = "pairwise") -> list[float]:
+    """One pass over ``examples``: ``pairwise`` ``softplus(f(c, s') − f(c, s))``, ``binary`` ``softplus(−f(c, s)) +
+    softplus(f(c', s'))`` (a pair that follows scored high in absolute terms, as ``g``'s mean over contexts needs);
+    the mean loss per 50 steps."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     steps = (len(examples) + batch - 1) // batch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
     losses, curve = [], []
     for k in range(steps):
-        c, pos, neg = zip(*examples[k * batch:(k + 1) * batch])
-        logits = model(list(c) * 2, list(pos) + list(neg))
-        loss = F.softplus(logits[len(c):] - logits[:len(c)]).mean()
+        c, pos, c_neg, neg = zip(*examples[k * batch:(k + 1) * batch])
+        logits = model(list(c) + list(c_neg), list(pos) + list(neg))
+        good, bad = logits[:len(c)], logits[len(c):]
+        loss = (F.softplus(bad - good) if objective == "pairwise" else F.softplus(-good) + F.softplus(bad)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -141,7 +156,7 @@ def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-
     return curve
 
 
-def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float) -> dict:
+def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objective: str) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
     train = bench.order_training(idx["train"], train_instructions, True)
     texts = list(dict.fromkeys((p, r) for p, a, b in zip(train.prompt, train.response_a, train.response_b)
@@ -155,8 +170,8 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float) -> dict
     torch.manual_seed(seed)
     cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"))
     start = time.perf_counter()
-    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]))
-    curve = fine_tune(cross, tuning, lr=lr)
+    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]), objective)
+    curve = fine_tune(cross, tuning, lr=lr, objective=objective)
     tune_seconds = time.perf_counter() - start
 
     vp, vr, vs = reorderings(*split_answers(bench, idx["validation"]), seed)
@@ -170,7 +185,7 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float) -> dict
     shuffled = kinds == "shuffled_sentences"
     held = {"linear": (junk_l >= real_l).numpy(), "cross": (junk_c >= real_c).numpy(),
             "sum": ((junk_l + lam * junk_c) >= (real_l + lam * real_c)).numpy()}
-    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "loss_curve": curve,
+    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "objective": objective, "loss_curve": curve,
            "linear_fit_seconds": round(linear_seconds, 1), "fine_tune_seconds": round(tune_seconds, 1),
            "val_reorderings": len(vr),
            "val_reorder_wins_linear": wins[0.0],
@@ -190,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--examples", type=int, default=8000, help="fine-tuning pairs (one pass, batch 16)")
     ap.add_argument("--lr", type=float, default=5e-5, help="AdamW's learning rate (linear decay to 0)")
     ap.add_argument("--out", default="order_cross_probe", help="results/coherence/<out>.json")
+    ap.add_argument("--objective", choices=OBJECTIVES, default="pairwise",
+                    help="pairwise: which of two sentences follows a context; binary: adjacent pairs against others")
     ap.add_argument("--pool", nargs="+", metavar="NAME", default=None,
                     help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
     args = ap.parse_args(argv)
@@ -198,7 +215,7 @@ def main(argv=None) -> int:
     else:
         torch.set_num_threads(2)
         bench = cb.Bench(pairs_per_instruction=10)
-        rows = [run(bench, seed, fold, args.examples, args.lr) for fold in args.folds for seed in args.seeds]
+        rows = [run(bench, seed, fold, args.examples, args.lr, args.objective) for fold in args.folds for seed in args.seeds]
     keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("lambda", "lr")]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     for name in ("cross", "sum"):  # paired with the linear model over the same fits
