@@ -57,20 +57,22 @@ WORDS = 40
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def pieces(prompt: str, response: str) -> tuple[list[str], list[str]]:
+def pieces(prompt: str, response: str, context: int = 1) -> tuple[list[str], list[str]]:
     """``(ends, starts)`` of an answer's ``n`` sentences (enumerators and Markdown marks stripped): ``ends`` ``n + 1``
-    contexts, the prompt's first :data:`WORDS` words then each sentence's last; ``starts`` each sentence's first
-    :data:`WORDS` words. Sentence ``i`` follows context ``ends[i]``."""
+    contexts, the prompt's first :data:`WORDS` words then the last :data:`WORDS` words of each sentence with the
+    ``context − 1`` before it; ``starts`` each sentence's first :data:`WORDS` words. Sentence ``i`` follows ``ends[i]``."""
     said = [unmarked(s) for s in sentences(response)] or [response.strip()]
-    ends = [" ".join(prompt.split()[:WORDS])] + [" ".join(s.split()[-WORDS:]) for s in said]
+    ends = [" ".join(prompt.split()[:WORDS])] + [" ".join(" ".join(said[max(0, k + 1 - context):k + 1]).split()[-WORDS:])
+                                                 for k in range(len(said))]
     return ends, [" ".join(s.split()[:WORDS]) for s in said]
 
 
 class CrossOrderModel(torch.nn.Module):
     """``f(c, s)``: MiniLM over the pair, mean-pooled, one linear unit; :meth:`score` gives ``g(y)`` ``(N,)``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, context: int = 1):
         super().__init__()
+        self.context = context
         from transformers import AutoModel, AutoTokenizer
         self.tokenizer, self.encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
         self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
@@ -86,7 +88,7 @@ class CrossOrderModel(torch.nn.Module):
         self.eval()
         owner, contexts, candidates = [], [], []
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            c, s = pieces(p, r)
+            c, s = pieces(p, r, self.context)
             owner += [i] * len(s)
             contexts += c[:-1]
             candidates += s
@@ -105,14 +107,14 @@ OBJECTIVES = ("pairwise", "binary")
 
 
 def training_examples(prompts: list[str], responses: list[str], count: int, rng,
-                      objective: str = "pairwise") -> list[tuple[str, str, str, str]]:
+                      objective: str = "pairwise", context: int = 1) -> list[tuple[str, str, str, str]]:
     """``count`` examples ``(context, the sentence that follows it, context', a sentence that does not follow it)``,
     one position of one answer each, answers drawn without replacement. ``pairwise``: ``context'`` is ``context``, the
     other sentence another of the answer's (not the context itself); ``binary``: any ordered pair of the answer's
     pieces (the prompt first or not) that is not adjacent in it, as a shuffle makes them."""
     out = []
     for a in rng.permutation(len(responses)):
-        ends, starts = pieces(prompts[a], responses[a])
+        ends, starts = pieces(prompts[a], responses[a], context)
         n = len(starts)
         if n < 2:
             continue
@@ -156,7 +158,7 @@ def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-
     return curve
 
 
-def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objective: str) -> dict:
+def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objective: str, context: int) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
     train = bench.order_training(idx["train"], train_instructions, True)
     texts = list(dict.fromkeys((p, r) for p, a, b in zip(train.prompt, train.response_a, train.response_b)
@@ -168,9 +170,10 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objecti
     linear_seconds = time.perf_counter() - start
 
     torch.manual_seed(seed)
-    cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"))
+    cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"), context)
     start = time.perf_counter()
-    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]), objective)
+    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]), objective,
+                                context)
     curve = fine_tune(cross, tuning, lr=lr, objective=objective)
     tune_seconds = time.perf_counter() - start
 
@@ -185,7 +188,7 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objecti
     shuffled = kinds == "shuffled_sentences"
     held = {"linear": (junk_l >= real_l).numpy(), "cross": (junk_c >= real_c).numpy(),
             "sum": ((junk_l + lam * junk_c) >= (real_l + lam * real_c)).numpy()}
-    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "objective": objective, "loss_curve": curve,
+    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "objective": objective, "context": context, "loss_curve": curve,
            "linear_fit_seconds": round(linear_seconds, 1), "fine_tune_seconds": round(tune_seconds, 1),
            "val_reorderings": len(vr),
            "val_reorder_wins_linear": wins[0.0],
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="order_cross_probe", help="results/coherence/<out>.json")
     ap.add_argument("--objective", choices=OBJECTIVES, default="pairwise",
                     help="pairwise: which of two sentences follows a context; binary: adjacent pairs against others")
+    ap.add_argument("--context", type=int, default=1, help="sentences of context before a candidate sentence")
     ap.add_argument("--pool", nargs="+", metavar="NAME", default=None,
                     help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
     args = ap.parse_args(argv)
@@ -215,7 +219,7 @@ def main(argv=None) -> int:
     else:
         torch.set_num_threads(2)
         bench = cb.Bench(pairs_per_instruction=10)
-        rows = [run(bench, seed, fold, args.examples, args.lr, args.objective) for fold in args.folds for seed in args.seeds]
+        rows = [run(bench, seed, fold, args.examples, args.lr, args.objective, args.context) for fold in args.folds for seed in args.seeds]
     keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("lambda", "lr")]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     for name in ("cross", "sum"):  # paired with the linear model over the same fits
