@@ -20,8 +20,9 @@ Rows per (seed, fold): ``val_reorder_wins`` (the validation instructions' answer
 made as the order model's fit makes them; scored at or above the original) and ``shuffles`` (the held-out stress
 set's sentence shuffles) for the linear model alone (the default's, fitted as in section 2ae), ``g`` alone, and the
 sum ``order_score + λ g`` with λ chosen on the validation reorderings; ``other_at_or_above_KIND`` for ``g`` alone (what
-a positive weight on it rewards in the other junk kinds). Fine-tuning: ``--examples`` pairs, batch 16, AdamW (``--lr``, 5e-5) with
-linear decay, words cut to 40 a side; about 30 sequences/s on 2 cores.
+a positive weight on it rewards in the other junk kinds). Fine-tuning: ``--examples`` pairs, batch 16, AdamW
+(``--lr``, 5e-5) with linear decay, words cut to 40 a side (``--objective binary``, ``--context 2``: the variants
+screened on fold 0); 8,000 pairs take 450-530 s on 2 cores (the rows' ``fine_tune_seconds``).
 
     python benchmarks/order_cross_probe.py --folds 0 1 2 3 --seeds 0
 
@@ -43,13 +44,17 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
-from order_model_probe import reorderings, split_answers, stress_scores  # noqa: E402
+from order_model_probe import (  # noqa: E402
+    default_fit,
+    distinct_answers,
+    reorderings,
+    split_answers,
+    stress_scores,
+)
 
-from vrm_pyro.config import TRAIN_RECIPE  # noqa: E402
 from vrm_pyro.covariates import sentences, unmarked  # noqa: E402
 from vrm_pyro.encoders import resolve_model_path  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
-from vrm_pyro.order_model import SentenceOrderModel, parse_order_features  # noqa: E402
 
 #: words kept of the context (its end) and of the candidate sentence (its start)
 WORDS = 40
@@ -160,13 +165,9 @@ def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-
 
 def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objective: str, context: int) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    train = bench.order_training(idx["train"], train_instructions, True)
-    texts = list(dict.fromkeys((p, r) for p, a, b in zip(train.prompt, train.response_a, train.response_b)
-                               for r in (a, b)))
-    prompts, responses = [p for p, _ in texts], [r for _, r in texts]
+    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
     start = time.perf_counter()
-    options = {**parse_order_features(TRAIN_RECIPE["order_features"]), "l2": TRAIN_RECIPE["order_l2"]}
-    linear = SentenceOrderModel.fit(prompts, responses, seed=0, **options)
+    linear = default_fit(prompts, responses)
     linear_seconds = time.perf_counter() - start
 
     torch.manual_seed(seed)
@@ -188,7 +189,8 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objecti
     shuffled = kinds == "shuffled_sentences"
     held = {"linear": (junk_l >= real_l).numpy(), "cross": (junk_c >= real_c).numpy(),
             "sum": ((junk_l + lam * junk_c) >= (real_l + lam * real_c)).numpy()}
-    row = {"seed": seed, "fold": fold, "train_answers": len(texts), "examples": examples, "lr": lr, "objective": objective, "context": context, "loss_curve": curve,
+    row = {"seed": seed, "fold": fold, "train_answers": len(responses), "examples": examples, "lr": lr,
+           "objective": objective, "context": context, "loss_curve": curve,
            "linear_fit_seconds": round(linear_seconds, 1), "fine_tune_seconds": round(tune_seconds, 1),
            "val_reorderings": len(vr),
            "val_reorder_wins_linear": wins[0.0],
@@ -215,11 +217,13 @@ def main(argv=None) -> int:
                     help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
     args = ap.parse_args(argv)
     if args.pool:
-        rows = [r for name in args.pool for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+        rows = [r for name in args.pool
+                for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
     else:
         torch.set_num_threads(2)
         bench = cb.Bench(pairs_per_instruction=10)
-        rows = [run(bench, seed, fold, args.examples, args.lr, args.objective, args.context) for fold in args.folds for seed in args.seeds]
+        rows = [run(bench, seed, fold, args.examples, args.lr, args.objective, args.context)
+                for fold in args.folds for seed in args.seeds]
     keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("lambda", "lr")]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     for name in ("cross", "sum"):  # paired with the linear model over the same fits

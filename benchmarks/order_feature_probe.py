@@ -41,12 +41,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
-from order_model_probe import reorder_wins, split_answers, stress_scores  # noqa: E402
+from order_model_probe import (  # noqa: E402
+    default_fit,
+    distinct_answers,
+    reorder_wins,
+    split_answers,
+    stress_scores,
+)
 
-from vrm_pyro.config import TRAIN_RECIPE  # noqa: E402
 from vrm_pyro.covariates import STOPWORDS, WORD, sentences, unmarked  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
-from vrm_pyro.order_model import SentenceOrderModel, parse_order_features  # noqa: E402
+from vrm_pyro.order_model import SentenceOrderModel  # noqa: E402
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -127,16 +132,14 @@ def model_with(families: tuple[str, ...]) -> type[SentenceOrderModel]:
 
 def run(bench: cb.Bench, seed: int, fold: int, families: tuple[str, ...], all_answers: bool = True) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
-    train = bench.order_training(idx["train"], train_instructions, all_answers)
-    texts = dict.fromkeys((p, r) for p, a, b in zip(train.prompt, train.response_a, train.response_b) for r in (a, b))
-    options = {**parse_order_features(TRAIN_RECIPE["order_features"]), "l2": TRAIN_RECIPE["order_l2"]}
+    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, all_answers))
     start = time.perf_counter()
-    model = model_with(families).fit([p for p, _ in texts], [r for _, r in texts], seed=0, **options)
+    model = default_fit(prompts, responses, model_with(families))
     seconds = time.perf_counter() - start
     kinds, real, junk = stress_scores(bench, model, test)
     kinds, wins = np.array(kinds), (junk >= real).numpy()
     row = {"seed": seed, "fold": fold, "families": "+".join(families) or "none", "all_answers": all_answers,
-           "train_answers": len(texts), "fit_seconds": round(seconds, 1),
+           "train_answers": len(responses), "fit_seconds": round(seconds, 1),
            "val_reorder_wins": reorder_wins(model, *split_answers(bench, idx["validation"]), seed),
            "shuffles": float(wins[kinds == "shuffled_sentences"].mean()),
            **{f"other_at_or_above_{k}": float(wins[kinds == k].mean()) for k in JUNK_KINDS if k != "shuffled_sentences"}}

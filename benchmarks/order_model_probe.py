@@ -31,8 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
 
+from vrm_pyro.config import TRAIN_RECIPE  # noqa: E402
 from vrm_pyro.experiment import fit_order_model  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.order_model import SentenceOrderModel, parse_order_features  # noqa: E402
 
 
 def reorderings(prompts: list[str], responses: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -48,11 +50,21 @@ def reorder_wins(model, prompts: list[str], responses: list[str], seed: int) -> 
     return float((model.score(p, s) >= model.score(p, r)).float().mean())
 
 
-def split_answers(bench: cb.Bench, rows: list[int]) -> tuple[list[str], list[str]]:
-    """The distinct (prompt, answer) texts of the AlpacaEval pairs ``rows``, as two lists."""
-    pairs = bench.alpaca.subset(rows)
+def distinct_answers(pairs) -> tuple[list[str], list[str]]:
+    """The distinct (prompt, answer) texts of preference ``pairs``, in first-seen order, as two lists."""
     texts = dict.fromkeys((p, r) for p, a, b in zip(pairs.prompt, pairs.response_a, pairs.response_b) for r in (a, b))
     return [p for p, _ in texts], [r for _, r in texts]
+
+
+def split_answers(bench: cb.Bench, rows: list[int]) -> tuple[list[str], list[str]]:
+    """The distinct (prompt, answer) texts of the AlpacaEval pairs ``rows``, as two lists."""
+    return distinct_answers(bench.alpaca.subset(rows))
+
+
+def default_fit(prompts: list[str], responses: list[str], model: type = SentenceOrderModel) -> SentenceOrderModel:
+    """``model`` fitted with ``vrm train``'s order options (:data:`vrm_pyro.config.TRAIN_RECIPE`), seed 0."""
+    options = {**parse_order_features(TRAIN_RECIPE["order_features"]), "l2": TRAIN_RECIPE["order_l2"]}
+    return model.fit(prompts, responses, seed=0, **options)
 
 
 def stress_scores(bench: cb.Bench, model, instructions: set[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
