@@ -28,6 +28,21 @@ screened on fold 0); 8,000 pairs take 450-530 s on 2 cores (the rows' ``fine_tun
 
 writes ``results/coherence/order_cross_probe.json`` (``--out``); ``--pool NAME ...`` pools the rows of earlier
 files (folds run separately) into ``--out``.
+
+``--posthoc CONTENDER ...`` asks whether the gain reaches a reward: each contender is fitted on the split as
+``compare_bt.py`` fits it, and its reward gets ``μ`` times the column ``m(y) = g(y) − mean_k g(π_k(y))``
+(:meth:`CrossOrderModel.margin`: ``g`` against the answer's four canonical reorderings, as the part ``order_margin``
+reads the linear model, so the column is 0 for a text with nothing to reorder and the same mean cancels between an
+answer and its shuffle; its first :data:`POSTHOC_PIECES` sentences), over ``σ`` (the validation answers' spread of
+``m``), as it is or saturated (:data:`POSTHOC_SCALES`). ``μ`` (:data:`POSTHOC_WEIGHTS`) is chosen per form on the
+validation instructions' wide stress set (four answers each; the mean junk rate over the kinds, the smallest ``μ``
+among equals), and every junk kind is read held out at each ``μ`` and at the chosen one (``chosen_*``); ``alone_*``:
+the column alone. The fine-tuned model is cached per split (``benchmarks/.cache``); a fold takes about 17 minutes on
+2 cores (fine-tuning 450 s, the column on both stress sets 420 s):
+
+    python benchmarks/order_cross_probe.py --posthoc VRM BT --folds 0 --lr 1.5e-4 --out order_cross_posthoc_f0
+
+writes ``results/coherence/order_cross_posthoc_f0.json``, one row per contender and fold, pooled per contender.
 """
 
 from __future__ import annotations
@@ -44,6 +59,12 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_bt as cb  # noqa: E402
+from order_lm_probe import (  # noqa: E402
+    pooled_posthoc,
+    rates_by_weight,
+    stress_rewards,
+    weight_columns,
+)
 from order_model_probe import (  # noqa: E402
     default_fit,
     distinct_answers,
@@ -55,11 +76,19 @@ from order_model_probe import (  # noqa: E402
 from vrm_pyro.covariates import sentences, unmarked  # noqa: E402
 from vrm_pyro.encoders import resolve_model_path  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
+from vrm_pyro.order_model import canonical_reorderings, margin_against  # noqa: E402
 
 #: words kept of the context (its end) and of the candidate sentence (its start)
 WORDS = 40
 #: λ for ``order_score + λ g``, chosen on the validation reorderings
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: the sentences of an answer ``--posthoc`` reads at most (its first; a five-fold repetition has hundreds)
+POSTHOC_PIECES = 24
+#: ``--posthoc``'s forms of the column ``m(y) = g(y) − mean_k g(π_k(y))`` over ``σ``, the spread of the validation
+#: answers' ``m``: as it is (None), or saturated, ``tanh(m / (s σ))``
+POSTHOC_SCALES = (None, 0.5, 1.0, 2.0)
+#: ``--posthoc``'s weights ``μ`` of the column (over ``σ``, so one unit is a typical answer's margin)
+POSTHOC_WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def pieces(prompt: str, response: str, context: int = 1) -> tuple[list[str], list[str]]:
@@ -89,13 +118,16 @@ class CrossOrderModel(torch.nn.Module):
         return self.head((hidden * mask).sum(1) / mask.sum(1)).squeeze(-1)
 
     @torch.no_grad()
-    def score(self, prompts: list[str], responses: list[str], batch: int = 64) -> torch.Tensor:
+    def score(self, prompts: list[str], responses: list[str], batch: int = 64, cap: int | None = None) -> torch.Tensor:
+        """``g(y)`` ``(N,)`` over each answer's sentences (its first ``cap``); each distinct text scored once."""
         self.eval()
+        texts = list(dict.fromkeys(zip(prompts, responses)))
         owner, contexts, candidates = [], [], []
-        for i, (p, r) in enumerate(zip(prompts, responses)):
+        for i, (p, r) in enumerate(texts):
             c, s = pieces(p, r, self.context)
+            s = s[:cap]
             owner += [i] * len(s)
-            contexts += c[:-1]
+            contexts += c[:len(s)]
             candidates += s
         order = np.argsort([len(c) + len(s) for c, s in zip(contexts, candidates)])  # similar lengths per batch
         logits = torch.empty(len(order))
@@ -103,8 +135,18 @@ class CrossOrderModel(torch.nn.Module):
             rows = order[k:k + batch]
             logits[torch.as_tensor(rows)] = self([contexts[j] for j in rows], [candidates[j] for j in rows])
         idx = torch.tensor(owner)
-        total = torch.zeros(len(prompts)).index_add_(0, idx, logits)
-        return total / torch.zeros(len(prompts)).index_add_(0, idx, torch.ones(len(owner)))
+        total = torch.zeros(len(texts)).index_add_(0, idx, logits)
+        g = total / torch.zeros(len(texts)).index_add_(0, idx, torch.ones(len(owner)))
+        where = {t: i for i, t in enumerate(texts)}
+        return g[torch.tensor([where[t] for t in zip(prompts, responses)])]
+
+    def margin(self, prompts: list[str], responses: list[str], cap: int | None = POSTHOC_PIECES) -> torch.Tensor:
+        """``m(y) = g(y) − mean_k g(π_k(y))`` ``(N,)`` over the answer's canonical reorderings
+        (:func:`vrm_pyro.order_model.canonical_reorderings`, as the part ``order_margin`` reads the linear model):
+        the same mean for an answer and any shuffle that keeps its sentences, 0 where nothing can be reordered, so
+        what ``g`` thinks of an answer's sentences in any order (their style, their topic) cancels."""
+        return margin_against(self.score(prompts, responses, cap=cap), [canonical_reorderings(r) for r in responses],
+                              lambda rows, texts: self.score([prompts[i] for i in rows], texts, cap=cap))
 
 
 #: the fine-tuning objectives (``--objective``)
@@ -163,20 +205,34 @@ def fine_tune(model: CrossOrderModel, examples, batch: int = 16, lr: float = 5e-
     return curve
 
 
+def tuned_model(prompts: list[str], responses: list[str], seed: int, fold: int, examples: int, lr: float,
+                objective: str, context: int) -> tuple[CrossOrderModel, list[float], float]:
+    """``f`` fine-tuned on a split's training answers: ``(model, loss curve, seconds)``, kept in ``benchmarks/.cache``
+    so that a second use of the split (``--posthoc`` after the probe) does not tune it again."""
+    path = cb.CACHE_DIR / f"cross_order_{seed}_{fold}_{examples}_{lr:g}_{objective}_{context}.pt"
+    torch.manual_seed(seed)
+    cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"), context)
+    if path.exists():
+        saved = torch.load(path)
+        cross.load_state_dict(saved["state"])
+        return cross, saved["curve"], saved["seconds"]
+    start = time.perf_counter()
+    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]), objective,
+                               context)
+    curve = fine_tune(cross, tuning, lr=lr, objective=objective)
+    seconds = round(time.perf_counter() - start, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": cross.state_dict(), "curve": curve, "seconds": seconds}, path)
+    return cross, curve, seconds
+
+
 def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objective: str, context: int) -> dict:
     idx, (train_instructions, _, test) = cb.split_rows(bench, seed, fold)
     prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
     start = time.perf_counter()
     linear = default_fit(prompts, responses)
     linear_seconds = time.perf_counter() - start
-
-    torch.manual_seed(seed)
-    cross = CrossOrderModel(resolve_model_path("all-MiniLM-L6-v2"), context)
-    start = time.perf_counter()
-    tuning = training_examples(prompts, responses, examples, np.random.default_rng([seed, fold, 5]), objective,
-                                context)
-    curve = fine_tune(cross, tuning, lr=lr, objective=objective)
-    tune_seconds = time.perf_counter() - start
+    cross, curve, tune_seconds = tuned_model(prompts, responses, seed, fold, examples, lr, objective, context)
 
     vp, vr, vs = reorderings(*split_answers(bench, idx["validation"]), seed)
     val = {name: (m.score(vp, vr), m.score(vp, vs)) for name, m in (("linear", linear), ("cross", cross))}
@@ -203,25 +259,72 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objecti
     return row
 
 
+def posthoc(bench: cb.Bench, names: list[str], seed: int, fold: int, examples: int, lr: float) -> list[dict]:
+    """Each contender fitted on the split, its reward plus ``μ`` times the column ``m`` (:meth:`CrossOrderModel.margin`,
+    over ``σ``, in each of :data:`POSTHOC_SCALES`'s forms) on the stress sets: ``μ`` chosen on the validation
+    instructions' wide stress set (four answers each), rates per kind held out, one row per contender."""
+    idx, (train_instructions, validation, test) = cb.split_rows(bench, seed, fold)
+    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
+    cross, _, tune_seconds = tuned_model(prompts, responses, seed, fold, examples, lr, "pairwise", 1)
+    rows, column, sigma = [], {}, None
+    for name in names:
+        c = cb.CONTENDERS[name]
+        rm, _, _, _ = cb.fit_split(bench, c, seed, fold)
+        out, rates = {"contender": name, "seed": seed, "fold": fold, "fine_tune_seconds": tune_seconds}, {}
+        for split, instructions, wide in (("val", validation, True), ("test", test, False)):
+            sp, texts, reward, kinds = stress_rewards(bench, rm, c, f"cross:{seed}:{fold}:{split}", instructions, wide)
+            if split not in column:  # the same texts for every contender
+                start = time.perf_counter()
+                column[split] = {which: cross.margin(sp, t) for which, t in texts.items()}
+                out[f"{split}_column_seconds"] = round(time.perf_counter() - start, 1)
+                sigma = sigma or float(column["val"]["real"].std())
+            for scale in POSTHOC_SCALES:
+                m = {w: v / sigma if scale is None else torch.tanh(v / (scale * sigma)) for w, v in column[split].items()}
+                rates[split, scale] = rates_by_weight(reward["junk"] - reward["real"], m["junk"] - m["real"], kinds,
+                                                      POSTHOC_WEIGHTS)
+            out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
+            alone = column[split]["junk"] >= column[split]["real"]  # what a positive weight on m rewards
+            out.update({f"alone_{split}_{k}": float(alone[torch.from_numpy(kinds == k)].float().mean())
+                        for k in JUNK_KINDS})
+        out["sigma"] = round(sigma, 4)
+        for scale in POSTHOC_SCALES:
+            out.update(weight_columns("raw" if scale is None else f"tanh{scale:g}", rates["val", scale],
+                                      rates["test", scale], POSTHOC_WEIGHTS))
+        print({k: v for k, v in out.items() if k.startswith(("weight_", "chosen_", "sigma", "contender"))}, flush=True)
+        rows.append(out)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3])
     ap.add_argument("--examples", type=int, default=8000, help="fine-tuning pairs (one pass, batch 16)")
     ap.add_argument("--lr", type=float, default=5e-5, help="AdamW's learning rate (linear decay to 0)")
-    ap.add_argument("--out", default="order_cross_probe", help="results/coherence/<out>.json")
+    ap.add_argument("--out", default=None, help="results/coherence/<out>.json (order_cross_probe, order_cross_posthoc)")
     ap.add_argument("--objective", choices=OBJECTIVES, default="pairwise",
                     help="pairwise: which of two sentences follows a context; binary: adjacent pairs against others")
     ap.add_argument("--context", type=int, default=1, help="sentences of context before a candidate sentence")
+    ap.add_argument("--posthoc", nargs="+", default=None, metavar="CONTENDER",
+                    help="fit these contenders (compare_bt.py's names) and add mu times the fine-tuned model's "
+                         "order margin to their reward (the pairwise objective, one sentence of context)")
     ap.add_argument("--pool", nargs="+", metavar="NAME", default=None,
                     help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
     args = ap.parse_args(argv)
     if args.pool:
         rows = [r for name in args.pool
                 for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+        if "contender" in rows[0]:  # --posthoc rows
+            cb.write_probe(args.out or "order_cross_posthoc", rows, pooled_posthoc(rows), argv, script="order_cross_probe")
+            return 0
     else:
         torch.set_num_threads(2)
         bench = cb.Bench(pairs_per_instruction=10)
+        if args.posthoc:
+            rows = [r for fold in args.folds for seed in args.seeds
+                    for r in posthoc(bench, args.posthoc, seed, fold, args.examples, args.lr)]
+            cb.write_probe(args.out or "order_cross_posthoc", rows, pooled_posthoc(rows), argv, script="order_cross_probe")
+            return 0
         rows = [run(bench, seed, fold, args.examples, args.lr, args.objective, args.context)
                 for fold in args.folds for seed in args.seeds]
     keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("lambda", "lr")]
@@ -231,7 +334,7 @@ def main(argv=None) -> int:
         mean[f"val_reorder_wins_{name}_minus_linear"] = round(float(d.mean()), 4)
         if len(d) > 1:
             mean[f"val_reorder_wins_{name}_minus_linear_se"] = round(float(d.std(ddof=1) / np.sqrt(len(d))), 4)
-    cb.write_probe(args.out, rows, mean, argv, script="order_cross_probe")
+    cb.write_probe(args.out or "order_cross_probe", rows, mean, argv, script="order_cross_probe")
     return 0
 
 

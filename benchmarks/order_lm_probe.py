@@ -152,24 +152,56 @@ def per_kind(bench: cb.Bench, scorer: LikelihoodScorer, seed: int, fold: int) ->
     return out
 
 
+def stress_rewards(bench: cb.Bench, rm, contender, tag: str, instructions: set[str], wide: bool = False):
+    """The stress rows of ``instructions`` (every junk kind; ``wide``: the validation stress set's four answers per
+    instruction): ``(prompts, texts, rewards, kinds)``, ``texts`` and ``rewards`` keyed ``"junk"`` and ``"real"``,
+    the rewards as :func:`compare_bt.junk_wins` scores them."""
+    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS), wide)
+    sel = [i for i, p in enumerate(sp) if p in instructions]
+    prompts = [sp[i] for i in sel]
+    texts = {"junk": [sj[i] for i in sel], "real": [sr[i] for i in sel]}
+    rewards = {}
+    for which, responses in texts.items():
+        p, h, _ = bench.texts(f"posthoc:{which}:{tag}", prompts, responses, contender.representation,
+                              contender.model.get("nuisance", ""))
+        with torch.no_grad():
+            rewards[which] = rm.reward(p, h).reward
+    return prompts, texts, rewards, np.array([sk[i] for i in sel])
+
+
+def rates_by_weight(gap: torch.Tensor, column_gap: torch.Tensor, kinds: np.ndarray,
+                    weights=POSTHOC_WEIGHTS) -> dict:
+    """``{μ: {kind: share of rows with gap + μ · column_gap >= 0}}``: junk at or above its real answer once the
+    reward has ``μ`` times a column added (``gap``, ``column_gap``: junk minus real)."""
+    return {mu: {k: float(((gap + mu * column_gap) >= 0)[torch.from_numpy(kinds == k)].float().mean())
+                 for k in JUNK_KINDS} for mu in weights}
+
+
+def weight_columns(tag: str, val: dict, test: dict, weights=POSTHOC_WEIGHTS) -> dict:
+    """A row's columns for one form of the added column: ``weight_{tag}`` (the ``μ`` of the lowest mean validation
+    junk rate over the kinds, the smallest among equals), ``val_junk_{tag}_mu*``, ``test_junk_{tag}_mu*`` and per
+    kind ``test_{tag}_mu*_{kind}`` (``val``, ``test``: :func:`rates_by_weight`'s)."""
+    mean = {mu: float(np.mean(list(val[mu].values()))) for mu in weights}
+    out = {f"weight_{tag}": min(weights, key=lambda mu: (mean[mu], mu)),
+           **{f"val_junk_{tag}_mu{mu:g}": mean[mu] for mu in weights}}
+    for mu in weights:
+        out[f"test_junk_{tag}_mu{mu:g}"] = float(np.mean(list(test[mu].values())))
+        out.update({f"test_{tag}_mu{mu:g}_{k}": v for k, v in test[mu].items()})
+    chosen = test[out[f"weight_{tag}"]]
+    out[f"chosen_junk_{tag}"] = float(np.mean(list(chosen.values())))
+    out.update({f"chosen_{tag}_{k}": v for k, v in chosen.items()})
+    return out
+
+
 def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fold: int) -> dict:
     """``name`` fitted on the split, its reward plus ``μ · likelihood_order_margin`` on the stress sets."""
     c = cb.CONTENDERS[name]
     rm, _, _, (_, validation, test) = cb.fit_split(bench, c, seed, fold)
-    sp, sr, sj, sk = bench.stress_junk(list(JUNK_KINDS))
     lm = SimpleNamespace(likelihood=scorer)
     out = {"contender": name, "seed": seed, "fold": fold}
     rates = {}
     for split, instructions in (("val", validation), ("test", test)):
-        sel = [i for i, p in enumerate(sp) if p in instructions]
-        prompts = [sp[i] for i in sel]
-        texts = {"junk": [sj[i] for i in sel], "real": [sr[i] for i in sel]}
-        reward = {}
-        for which, responses in texts.items():
-            p, h, _ = bench.texts(f"posthoc:{which}:{seed}:{fold}:{split}", prompts, responses, c.representation,
-                                  c.model.get("nuisance", ""))
-            with torch.no_grad():
-                reward[which] = rm.reward(p, h).reward  # as compare_bt.junk_wins scores them
+        prompts, texts, reward, kinds = stress_rewards(bench, rm, c, f"{seed}:{fold}:{split}", instructions)
         margin = {which: {"": response_features(lm, prompts, responses, spec="likelihood_order_margin",
                                                 progress=True, desc=f"{split} {which}")[:, 0]}
                   for which, responses in texts.items()}
@@ -184,45 +216,42 @@ def posthoc(bench: cb.Bench, scorer: LikelihoodScorer, name: str, seed: int, fol
                 stripped[rows] = own - canonical_mean
             margin[which][STRIPPED] = stripped
         gap = reward["junk"] - reward["real"]
-        kinds = np.array([sk[i] for i in sel])
         for form in ("", STRIPPED):
             for scale in POSTHOC_SCALES:  # the column as it is, or saturated: tanh(margin / scale)
                 lom = {w: m[form] if scale is None else torch.tanh(m[form] / scale) for w, m in margin.items()}
-                d = lom["junk"] - lom["real"]
-                rates[split, form, scale] = {
-                    mu: {k: float(((gap + mu * d) >= 0)[torch.from_numpy(kinds == k)].float().mean())
-                         for k in JUNK_KINDS} for mu in POSTHOC_WEIGHTS}
+                rates[split, form, scale] = rates_by_weight(gap, lom["junk"] - lom["real"], kinds)
         out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
     for form in ("", STRIPPED):
         for scale in POSTHOC_SCALES:
             tag = form + ("raw" if scale is None else f"tanh{scale:g}")
-            mean = {mu: float(np.mean(list(rates["val", form, scale][mu].values()))) for mu in POSTHOC_WEIGHTS}
-            best = min(POSTHOC_WEIGHTS, key=lambda mu: (mean[mu], mu))
-            out.update({f"weight_{tag}": best, **{f"val_junk_{tag}_mu{mu:g}": mean[mu] for mu in POSTHOC_WEIGHTS}})
-            for mu in POSTHOC_WEIGHTS:
-                out[f"test_junk_{tag}_mu{mu:g}"] = float(np.mean(list(rates["test", form, scale][mu].values())))
-                out.update({f"test_{tag}_mu{mu:g}_{k}": v for k, v in rates["test", form, scale][mu].items()})
+            out.update(weight_columns(tag, rates["val", form, scale], rates["test", form, scale]))
     print(out, flush=True)
     return out
 
 
-def pool_posthoc(names: list[str], out: str, argv) -> int:
-    """``--pool``: the mean over seeds of every rate of :func:`posthoc`'s rows, per contender."""
-    import json
-
-    rows = [r for name in names for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+def pooled_posthoc(rows: list[dict]) -> dict:
+    """Per contender, the mean over :func:`posthoc`'s rows (seeds, folds; rows of ``order_cross_probe.py --posthoc``
+    too) of every rate, the weights chosen per row, and per form the lowest mean shuffle rate at any weight."""
     pooled = {}
     for contender in dict.fromkeys(r["contender"] for r in rows):
         mine = [r for r in rows if r["contender"] == contender]
-        rates = [k for k in mine[0] if k.startswith(("val_junk_", "test_"))]
+        rates = [k for k in mine[0] if k.startswith(("val_junk_", "test_", "chosen_", "alone_"))]
         mean = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in rates}
-        forms = sorted({k.split("_mu")[0][len("test_"):] for k in rates if k.endswith("_shuffled_sentences")})
-        pooled[contender] = {"seeds": [r["seed"] for r in mine],
+        forms = sorted(k[len("weight_"):] for k in mine[0] if k.startswith("weight_"))
+        pooled[contender] = {"seeds": [r["seed"] for r in mine], "folds": [r["fold"] for r in mine],
                              "weights_chosen": {f: [r[f"weight_{f}"] for r in mine] for f in forms},
                              "lowest_shuffles": {f: min(mean[k] for k in rates if k.startswith(f"test_{f}_mu")
                                                         and k.endswith("_shuffled_sentences")) for f in forms},
                              **mean}
-    cb.write_probe(out, rows, pooled, argv, script="order_lm_probe")
+    return pooled
+
+
+def pool_posthoc(names: list[str], out: str, argv) -> int:
+    """``--pool``: :func:`pooled_posthoc` over the rows of ``results/coherence/<name>.json`` files."""
+    import json
+
+    rows = [r for name in names for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+    cb.write_probe(out, rows, pooled_posthoc(rows), argv, script="order_lm_probe")
     return 0
 
 

@@ -31,3 +31,29 @@ def test_every_script_takes_its_arguments_from_main():
     assert {"coherence_table", "compare_bt", "gate_anatomy", "stress_layout", "stress_statistics"} <= set(SCRIPTS)
     lacking = [n for n in SCRIPTS if "def main(argv" not in (BENCHMARKS / f"{n}.py").read_text()]
     assert not lacking, f"benchmarks/{lacking[0]}.py: give it main(argv=None) and parse_args(argv)"
+
+
+def test_posthoc_weight_is_chosen_on_validation_and_read_held_out(monkeypatch):
+    """``order_lm_probe``'s post-hoc helpers: a column that tells junk from the real answer lowers the junk rate as its
+    weight grows, the weight is chosen on validation only (the smallest among equals), the held-out rates at that weight
+    are what ``chosen_*`` reports, and pooling averages rows per contender."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    probe = importlib.import_module("order_lm_probe")
+    import numpy as np
+    import torch
+
+    kinds = np.array([k for k in probe.JUNK_KINDS for _ in range(4)])
+    gap = torch.full((len(kinds),), 0.5)  # the reward ranks every junk row above its real answer
+    column = torch.full((len(kinds),), -1.0)  # the column ranks every junk row below it
+    weights = (0.0, 0.25, 1.0, 4.0)
+    val = probe.rates_by_weight(gap, column, kinds, weights)
+    assert val[0.0] == {k: 1.0 for k in probe.JUNK_KINDS}
+    assert val[0.25] == val[0.0] and val[1.0] == {k: 0.0 for k in probe.JUNK_KINDS}
+    held_out = probe.rates_by_weight(gap, torch.where(torch.arange(len(kinds)) % 2 == 0, column, -column), kinds, weights)
+    row = probe.weight_columns("raw", val, held_out, weights)
+    assert row["weight_raw"] == 1.0  # 1 and 4 tie on validation; the smaller wins
+    assert row["chosen_junk_raw"] == row["test_junk_raw_mu1"] == 0.5
+    other = dict(row, chosen_junk_raw=0.25, weight_raw=4.0)
+    pooled = probe.pooled_posthoc([{"contender": "c", "seed": 0, "fold": f, **r} for f, r in enumerate((row, other))])
+    assert pooled["c"]["chosen_junk_raw"] == 0.375
+    assert pooled["c"]["weights_chosen"] == {"raw": [1.0, 4.0]} and pooled["c"]["folds"] == [0, 1]
