@@ -75,6 +75,7 @@ from order_model_probe import (  # noqa: E402
 
 from vrm_pyro.covariates import sentences, unmarked  # noqa: E402
 from vrm_pyro.encoders import resolve_model_path  # noqa: E402
+from vrm_pyro.evaluate import pairwise_metrics  # noqa: E402
 from vrm_pyro.hacking import JUNK_KINDS  # noqa: E402
 from vrm_pyro.order_model import canonical_reorderings, margin_against  # noqa: E402
 
@@ -295,6 +296,41 @@ def posthoc(bench: cb.Bench, names: list[str], seed: int, fold: int, examples: i
     return rows
 
 
+def posthoc_accuracy(bench: cb.Bench, chosen: list[dict], seed: int, fold: int, examples: int, lr: float) -> list[dict]:
+    """What the column costs on the real labels: for each of ``chosen``'s rows of the split (:func:`posthoc`'s rows,
+    their ``σ`` and ``weight_*``), the contender refitted, its authentic reward plus ``μ`` times the column on the
+    split's held-out AlpacaEval pairs, and the pairwise accuracy (decided pairs; a tie counts half) at every ``μ``
+    (``pair_accuracy_{form}_mu*``) and at the ``μ`` chosen on the validation stress set (``pair_accuracy_{form}``)."""
+    idx, (train_instructions, _, _) = cb.split_rows(bench, seed, fold)
+    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
+    cross = tuned_model(prompts, responses, seed, fold, examples, lr, "pairwise", 1)[0]
+    texts = bench.alpaca.subset(idx["test"])
+    start = time.perf_counter()
+    column = {side: cross.margin(texts.prompt, getattr(texts, side)) for side in ("response_a", "response_b")}
+    seconds = round(time.perf_counter() - start, 1)
+    rows = []
+    for row in chosen:
+        c = cb.CONTENDERS[row["contender"]]
+        rm, fitted, _, _ = cb.fit_split(bench, c, seed, fold)
+        test = bench.pairs(bench.alpaca, "alpaca", c.representation, c.model.get("nuisance", "")).subset(idx["test"])
+        with torch.no_grad():
+            gap = rm.reward(test.prompt, test.response_a).reward - rm.reward(test.prompt, test.response_b).reward
+        out = {"contender": row["contender"], "seed": seed, "fold": fold, "test_pairs": len(test),
+               "column_seconds": seconds, "test_accuracy_authentic": fitted["test_accuracy_authentic"]}
+        for scale in POSTHOC_SCALES:
+            tag = "raw" if scale is None else f"tanh{scale:g}"
+            m = {w: v / row["sigma"] if scale is None else torch.tanh(v / (scale * row["sigma"]))
+                 for w, v in column.items()}
+            for mu in POSTHOC_WEIGHTS:
+                d = gap + mu * (m["response_a"] - m["response_b"])
+                out[f"pair_accuracy_{tag}_mu{mu:g}"] = pairwise_metrics(torch.sigmoid(d).numpy(),
+                                                                        test.label.cpu().numpy())["accuracy"]
+            out[f"pair_accuracy_{tag}"] = out[f"pair_accuracy_{tag}_mu{row[f'weight_{tag}']:g}"]
+        print({k: v for k, v in out.items() if not k.startswith("pair_accuracy_") or "_mu" not in k}, flush=True)
+        rows.append(out)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -310,6 +346,9 @@ def main(argv=None) -> int:
                          "order margin to their reward (the pairwise objective, one sentence of context)")
     ap.add_argument("--pool", nargs="+", metavar="NAME", default=None,
                     help="no fitting: pool the rows of results/coherence/<NAME>.json files into --out")
+    ap.add_argument("--posthoc-accuracy", metavar="NAME", default=None,
+                    help="the pairwise accuracy on the held-out real pairs of results/coherence/<NAME>.json's "
+                         "--posthoc rows (their folds among --folds), at every weight and the chosen one")
     args = ap.parse_args(argv)
     if args.pool:
         rows = [r for name in args.pool
@@ -320,6 +359,16 @@ def main(argv=None) -> int:
     else:
         torch.set_num_threads(2)
         bench = cb.Bench(pairs_per_instruction=10)
+        if args.posthoc_accuracy:
+            chosen = json.loads((cb.RESULTS / "coherence" / f"{args.posthoc_accuracy}.json").read_text())["rows"]
+            rows = [r for fold in args.folds for seed in args.seeds
+                    for r in posthoc_accuracy(bench, [c for c in chosen if (c["seed"], c["fold"]) == (seed, fold)],
+                                              seed, fold, args.examples, args.lr)]
+            mean = {c: {k: round(float(np.mean([r[k] for r in rows if r["contender"] == c])), 4)
+                        for k in rows[0] if k.startswith(("pair_accuracy_", "test_accuracy"))}
+                    for c in dict.fromkeys(r["contender"] for r in rows)}
+            cb.write_probe(args.out or "order_cross_accuracy", rows, mean, argv, script="order_cross_probe")
+            return 0
         if args.posthoc:
             rows = [r for fold in args.folds for seed in args.seeds
                     for r in posthoc(bench, args.posthoc, seed, fold, args.examples, args.lr)]
