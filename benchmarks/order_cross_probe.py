@@ -43,6 +43,9 @@ the column alone. The fine-tuned model is cached per split (``benchmarks/.cache`
     python benchmarks/order_cross_probe.py --posthoc VRM BT --folds 0 --lr 1.5e-4 --out order_cross_posthoc_f0
 
 writes ``results/coherence/order_cross_posthoc_f0.json``, one row per contender and fold, pooled per contender.
+``--posthoc-accuracy NAME`` reads those rows (their ``σ`` and chosen ``μ``) and measures what the column costs on the
+real labels: the authentic reward's pairwise accuracy on the split's held-out AlpacaEval pairs at every ``μ``
+(``results/coherence/order_cross_accuracy.json``; about 8 minutes a fold, the column on ~1,640 answers).
 """
 
 from __future__ import annotations
