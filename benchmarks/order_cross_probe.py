@@ -263,13 +263,27 @@ def run(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float, objecti
     return row
 
 
+def split_model(bench: cb.Bench, seed: int, fold: int, examples: int, lr: float):
+    """The split's row indices and instructions (:func:`compare_bt.split_rows`) and its fine-tuned ``f`` (the pairwise
+    objective, one sentence of context; :func:`tuned_model`): ``(idx, (train, validation, test), model, seconds)``."""
+    idx, instructions = cb.split_rows(bench, seed, fold)
+    prompts, responses = distinct_answers(bench.order_training(idx["train"], instructions[0], True))
+    cross, _, seconds = tuned_model(prompts, responses, seed, fold, examples, lr, "pairwise", 1)
+    return idx, instructions, cross, seconds
+
+
+def column_forms(column: dict[str, torch.Tensor], sigma: float) -> dict[str, dict[str, torch.Tensor]]:
+    """``{form: {key: column}}``: each of :data:`POSTHOC_SCALES`'s forms of the margins ``column`` over ``σ``, as it is
+    (``raw``) or saturated (``tanh{s}``: ``tanh(m / (s σ))``)."""
+    return {"raw" if s is None else f"tanh{s:g}": {k: v / sigma if s is None else torch.tanh(v / (s * sigma))
+                                                   for k, v in column.items()} for s in POSTHOC_SCALES}
+
+
 def posthoc(bench: cb.Bench, names: list[str], seed: int, fold: int, examples: int, lr: float) -> list[dict]:
     """Each contender fitted on the split, its reward plus ``μ`` times the column ``m`` (:meth:`CrossOrderModel.margin`,
     over ``σ``, in each of :data:`POSTHOC_SCALES`'s forms) on the stress sets: ``μ`` chosen on the validation
     instructions' wide stress set (four answers each), rates per kind held out, one row per contender."""
-    idx, (train_instructions, validation, test) = cb.split_rows(bench, seed, fold)
-    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
-    cross, _, tune_seconds = tuned_model(prompts, responses, seed, fold, examples, lr, "pairwise", 1)
+    _, (_, validation, test), cross, tune_seconds = split_model(bench, seed, fold, examples, lr)
     rows, column, sigma = [], {}, None
     for name in names:
         c = cb.CONTENDERS[name]
@@ -282,18 +296,16 @@ def posthoc(bench: cb.Bench, names: list[str], seed: int, fold: int, examples: i
                 column[split] = {which: cross.margin(sp, t) for which, t in texts.items()}
                 out[f"{split}_column_seconds"] = round(time.perf_counter() - start, 1)
                 sigma = sigma or float(column["val"]["real"].std())
-            for scale in POSTHOC_SCALES:
-                m = {w: v / sigma if scale is None else torch.tanh(v / (scale * sigma)) for w, v in column[split].items()}
-                rates[split, scale] = rates_by_weight(reward["junk"] - reward["real"], m["junk"] - m["real"], kinds,
-                                                      POSTHOC_WEIGHTS)
+            for form, m in column_forms(column[split], sigma).items():
+                rates[split, form] = rates_by_weight(reward["junk"] - reward["real"], m["junk"] - m["real"], kinds,
+                                                     POSTHOC_WEIGHTS)
             out[f"{split}_n_per_kind"] = int((kinds == kinds[0]).sum())
             alone = column[split]["junk"] >= column[split]["real"]  # what a positive weight on m rewards
             out.update({f"alone_{split}_{k}": float(alone[torch.from_numpy(kinds == k)].float().mean())
                         for k in JUNK_KINDS})
         out["sigma"] = round(sigma, 4)
-        for scale in POSTHOC_SCALES:
-            out.update(weight_columns("raw" if scale is None else f"tanh{scale:g}", rates["val", scale],
-                                      rates["test", scale], POSTHOC_WEIGHTS))
+        for form in dict.fromkeys(form for _, form in rates):
+            out.update(weight_columns(form, rates["val", form], rates["test", form], POSTHOC_WEIGHTS))
         print({k: v for k, v in out.items() if k.startswith(("weight_", "chosen_", "sigma", "contender"))}, flush=True)
         rows.append(out)
     return rows
@@ -304,9 +316,7 @@ def posthoc_accuracy(bench: cb.Bench, chosen: list[dict], seed: int, fold: int, 
     their ``σ`` and ``weight_*``), the contender refitted, its authentic reward plus ``μ`` times the column on the
     split's held-out AlpacaEval pairs, and the pairwise accuracy (decided pairs; a tie counts half) at every ``μ``
     (``pair_accuracy_{form}_mu*``) and at the ``μ`` chosen on the validation stress set (``pair_accuracy_{form}``)."""
-    idx, (train_instructions, _, _) = cb.split_rows(bench, seed, fold)
-    prompts, responses = distinct_answers(bench.order_training(idx["train"], train_instructions, True))
-    cross = tuned_model(prompts, responses, seed, fold, examples, lr, "pairwise", 1)[0]
+    idx, _, cross, _ = split_model(bench, seed, fold, examples, lr)
     texts = bench.alpaca.subset(idx["test"])
     start = time.perf_counter()
     column = {side: cross.margin(texts.prompt, getattr(texts, side)) for side in ("response_a", "response_b")}
@@ -320,10 +330,7 @@ def posthoc_accuracy(bench: cb.Bench, chosen: list[dict], seed: int, fold: int, 
             gap = rm.reward(test.prompt, test.response_a).reward - rm.reward(test.prompt, test.response_b).reward
         out = {"contender": row["contender"], "seed": seed, "fold": fold, "test_pairs": len(test),
                "column_seconds": seconds, "test_accuracy_authentic": fitted["test_accuracy_authentic"]}
-        for scale in POSTHOC_SCALES:
-            tag = "raw" if scale is None else f"tanh{scale:g}"
-            m = {w: v / row["sigma"] if scale is None else torch.tanh(v / (scale * row["sigma"]))
-                 for w, v in column.items()}
+        for tag, m in column_forms(column, row["sigma"]).items():
             for mu in POSTHOC_WEIGHTS:
                 d = gap + mu * (m["response_a"] - m["response_b"])
                 out[f"pair_accuracy_{tag}_mu{mu:g}"] = pairwise_metrics(torch.sigmoid(d).numpy(),

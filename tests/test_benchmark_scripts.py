@@ -57,3 +57,17 @@ def test_posthoc_weight_is_chosen_on_validation_and_read_held_out(monkeypatch):
     pooled = probe.pooled_posthoc([{"contender": "c", "seed": 0, "fold": f, **r} for f, r in enumerate((row, other))])
     assert pooled["c"]["chosen_junk_raw"] == 0.375
     assert pooled["c"]["weights_chosen"] == {"raw": [1.0, 4.0]} and pooled["c"]["folds"] == [0, 1]
+
+
+def test_cross_probe_column_forms(monkeypatch):
+    """``order_cross_probe.column_forms``: the margin over σ as it is, and saturated at s σ (bounded by 1, the same sign)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    probe = importlib.import_module("order_cross_probe")
+    import torch
+
+    m = torch.tensor([-3.0, 0.0, 0.2, 5.0])
+    forms = probe.column_forms({"junk": m}, sigma=0.5)
+    assert list(forms) == ["raw", "tanh0.5", "tanh1", "tanh2"]
+    assert torch.allclose(forms["raw"]["junk"], m / 0.5)
+    assert torch.allclose(forms["tanh0.5"]["junk"], torch.tanh(m / 0.25))
+    assert forms["tanh2"]["junk"].abs().max() < 1 and torch.equal(forms["tanh1"]["junk"].sign(), m.sign())
