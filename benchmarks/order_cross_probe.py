@@ -45,7 +45,9 @@ the column alone. The fine-tuned model is cached per split (``benchmarks/.cache`
 writes ``results/coherence/order_cross_posthoc_f0.json``, one row per contender and fold, pooled per contender.
 ``--posthoc-accuracy NAME`` reads those rows (their ``σ`` and chosen ``μ``) and measures what the column costs on the
 real labels: the authentic reward's pairwise accuracy on the split's held-out AlpacaEval pairs at every ``μ``
-(``results/coherence/order_cross_accuracy.json``; about 8 minutes a fold, the column on ~1,640 answers).
+(``results/coherence/order_cross_accuracy.json``; about 8 minutes a fold, the column on ~1,640 answers), and the
+chosen ``μ``'s accuracy paired with ``μ = 0``'s over the same fits (:func:`accuracy_mean`). ``--pool`` pools either
+kind of row (seeds or folds run separately).
 """
 
 from __future__ import annotations
@@ -341,6 +343,24 @@ def posthoc_accuracy(bench: cb.Bench, chosen: list[dict], seed: int, fold: int, 
     return rows
 
 
+def accuracy_mean(rows: list[dict]) -> dict[str, dict]:
+    """:func:`posthoc_accuracy`'s rows pooled per contender: the mean of every accuracy column, and for each form the
+    chosen weight's accuracy paired with μ = 0 over the same fits (``pair_accuracy_{form}_minus_mu0``, mean and
+    standard error, ``_se``, where there are two fits or more)."""
+    mean = {}
+    for c in dict.fromkeys(r["contender"] for r in rows):
+        mine = [r for r in rows if r["contender"] == c]
+        out = {k: round(float(np.mean([r[k] for r in mine])), 4)
+               for k in mine[0] if k.startswith(("pair_accuracy_", "test_accuracy"))}
+        for form in dict.fromkeys(k.split("_")[2] for k in mine[0] if k.startswith("pair_accuracy_")):
+            d = np.array([r[f"pair_accuracy_{form}"] - r[f"pair_accuracy_{form}_mu0"] for r in mine])
+            out[f"pair_accuracy_{form}_minus_mu0"] = round(float(d.mean()), 4)
+            if len(d) > 1:
+                out[f"pair_accuracy_{form}_minus_mu0_se"] = round(float(d.std(ddof=1) / np.sqrt(len(d))), 4)
+        mean[c] = dict(out, fits=len(mine))
+    return mean
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -363,6 +383,9 @@ def main(argv=None) -> int:
     if args.pool:
         rows = [r for name in args.pool
                 for r in json.loads((cb.RESULTS / "coherence" / f"{name}.json").read_text())["rows"]]
+        if "pair_accuracy_raw" in rows[0]:  # --posthoc-accuracy rows
+            cb.write_probe(args.out or "order_cross_accuracy", rows, accuracy_mean(rows), argv, script="order_cross_probe")
+            return 0
         if "contender" in rows[0]:  # --posthoc rows
             cb.write_probe(args.out or "order_cross_posthoc", rows, pooled_posthoc(rows), argv, script="order_cross_probe")
             return 0
@@ -374,10 +397,7 @@ def main(argv=None) -> int:
             rows = [r for fold in args.folds for seed in args.seeds
                     for r in posthoc_accuracy(bench, [c for c in chosen if (c["seed"], c["fold"]) == (seed, fold)],
                                               seed, fold, args.examples, args.lr)]
-            mean = {c: {k: round(float(np.mean([r[k] for r in rows if r["contender"] == c])), 4)
-                        for k in rows[0] if k.startswith(("pair_accuracy_", "test_accuracy"))}
-                    for c in dict.fromkeys(r["contender"] for r in rows)}
-            cb.write_probe(args.out or "order_cross_accuracy", rows, mean, argv, script="order_cross_probe")
+            cb.write_probe(args.out or "order_cross_accuracy", rows, accuracy_mean(rows), argv, script="order_cross_probe")
             return 0
         if args.posthoc:
             rows = [r for fold in args.folds for seed in args.seeds

@@ -71,3 +71,20 @@ def test_cross_probe_column_forms(monkeypatch):
     assert torch.allclose(forms["raw"]["junk"], m / 0.5)
     assert torch.allclose(forms["tanh0.5"]["junk"], torch.tanh(m / 0.25))
     assert forms["tanh2"]["junk"].abs().max() < 1 and torch.equal(forms["tanh1"]["junk"].sign(), m.sign())
+
+
+def test_cross_probe_accuracy_pooling_pairs_the_chosen_weight_with_mu0(monkeypatch):
+    """``order_cross_probe.accuracy_mean``: per contender, the mean of each accuracy column and the chosen weight's
+    accuracy minus μ = 0's over the same fits, with its standard error."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    probe = importlib.import_module("order_cross_probe")
+
+    def row(contender, fold, mu0, chosen):
+        return {"contender": contender, "seed": 0, "fold": fold, "test_accuracy_authentic": mu0,
+                "pair_accuracy_tanh0.5_mu0": mu0, "pair_accuracy_tanh0.5_mu0.1": chosen, "pair_accuracy_tanh0.5": chosen}
+
+    mean = probe.accuracy_mean([row("v", 0, 0.60, 0.62), row("v", 1, 0.70, 0.70), row("b", 0, 0.5, 0.4)])
+    assert mean["v"]["fits"] == 2 and mean["b"]["fits"] == 1
+    assert mean["v"]["pair_accuracy_tanh0.5"] == 0.66 and mean["v"]["pair_accuracy_tanh0.5_mu0"] == 0.65
+    assert mean["v"]["pair_accuracy_tanh0.5_minus_mu0"] == 0.01 and mean["v"]["pair_accuracy_tanh0.5_minus_mu0_se"] == 0.01
+    assert mean["b"]["pair_accuracy_tanh0.5_minus_mu0"] == -0.1 and "pair_accuracy_tanh0.5_minus_mu0_se" not in mean["b"]
