@@ -18,7 +18,11 @@ and where the real answers that junk outranks sit among all answers. A probe, no
 writes ``results/<out>.json`` and ``.md`` (seconds, text only). ``--junk-losers FILE`` (a ``gate_anatomy.py
 --losers`` JSON) adds ``--column`` of each junk answer that won there, beside its real answer's. ``--real-above T``
 adds ``--column`` over every AlpacaEval answer (both sides of every pair): its percentiles and the share above ``T``
-(how clean a column is: how many real answers sit where its junk does).
+(how clean a column is: how many real answers sit where its junk does). ``--real-at-most T`` counts the distinct
+AlpacaEval answers whose ``--column`` is at most ``T`` and how their last lines end (:func:`last_line_ending`): which
+real answers an ending column reads as cut.
+
+    python benchmarks/stress_statistics.py --column last_line_complete --real-at-most 0 --out coherence_r29/last_line_real
 
     python benchmarks/stress_statistics.py --column prompt_jaccard --real-above 0.5 --out coherence_r27/prompt_jaccard
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -53,6 +58,26 @@ def gate_text_columns(prompts: list[str], responses: list[str]) -> np.ndarray:
     return np.concatenate([TEXT_PARTS[part][0](prompts, responses) for part in GATE_TEXT_PARTS], 1)
 
 
+#: how a text's last non-blank line ends, for ``--real-at-most``: a hashtag, a symbol outside ASCII (an emoji), a
+#: letter or digit, anything else (punctuation)
+ENDINGS = ("hashtag", "non_ascii", "letter_or_digit", "other")
+
+
+def last_line_ending(text: str) -> str:
+    r"""One of :data:`ENDINGS` for ``text``'s last non-blank line ("" has ``other``).
+
+    >>> [last_line_ending(t) for t in ("Join us! #Together", "See you 🌟", "a list\nitem 3", "Done.")]
+    ['hashtag', 'non_ascii', 'letter_or_digit', 'other']
+    """
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if re.search(r"#[^\W\d]\w*$", last):  # "#Crowdsourcing", not "#1"
+        return "hashtag"
+    if last and not last[-1].isascii():
+        return "non_ascii"
+    return "letter_or_digit" if last and last[-1].isalnum() else "other"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--column", default="bag_prompt_coverage", choices=sorted(TEXT_COLUMNS))
@@ -62,6 +87,9 @@ def main(argv=None) -> int:
                          "won there and of its real answer")
     ap.add_argument("--real-above", type=float, default=None,
                     help="the share of all AlpacaEval answers whose --column is above this, with its percentiles")
+    ap.add_argument("--real-at-most", type=float, default=None,
+                    help="the share of all AlpacaEval answers whose --column is at most this, and how their last "
+                         "lines end (a hashtag, a symbol outside ASCII, a letter or digit, other)")
     ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
     args = ap.parse_args(argv)
     alpaca = cb.load_pairs_file("alpaca")
@@ -91,6 +119,17 @@ def main(argv=None) -> int:
         lines += ["", f"`{args.column}` over all {len(every):,} AlpacaEval answers (both sides of every pair): above "
                   f"{args.real_above:g} for {out['real_answers']['share_above']:.4f} of them; percentiles "
                   + ", ".join(f"{k} {v:.3f}" for k, v in quantiles.items())]
+    if args.real_at_most is not None:
+        pairs = list(dict.fromkeys(zip([*alpaca.prompt, *alpaca.prompt], [*alpaca.response_a, *alpaca.response_b])))
+        texts = [r for _, r in pairs]  # the distinct (instruction, answer) pairs' answers
+        every = statistics([p for p, _ in pairs], texts)[:, j]
+        low = [t for t, v in zip(texts, every) if v <= args.real_at_most]
+        endings = {e: sum(last_line_ending(t) == e for t in low) for e in ENDINGS}
+        out["real_at_most"] = {"answers": len(texts), "at_most": args.real_at_most, "count": len(low),
+                               "share": len(low) / len(texts), "endings": endings}
+        lines += ["", f"`{args.column}` over the {len(texts):,} distinct AlpacaEval (instruction, answer) pairs: at most "
+                  f"{args.real_at_most:g} for {len(low)} ({len(low) / len(texts):.4f}); how their last lines end: "
+                  + ", ".join(f"{e} {n}" for e, n in endings.items())]
     if args.junk_losers:
         anatomy = json.loads((Path(__file__).resolve().parent / args.junk_losers).read_text())
         out["junk_losers"] = [

@@ -88,3 +88,14 @@ def test_cross_probe_accuracy_pooling_pairs_the_chosen_weight_with_mu0(monkeypat
     assert mean["v"]["pair_accuracy_tanh0.5"] == 0.66 and mean["v"]["pair_accuracy_tanh0.5_mu0"] == 0.65
     assert mean["v"]["pair_accuracy_tanh0.5_minus_mu0"] == 0.01 and mean["v"]["pair_accuracy_tanh0.5_minus_mu0_se"] == 0.01
     assert mean["b"]["pair_accuracy_tanh0.5_minus_mu0"] == -0.1 and "pair_accuracy_tanh0.5_minus_mu0_se" not in mean["b"]
+
+
+def test_last_line_ending_classes(monkeypatch):
+    """``stress_statistics.last_line_ending``: how an answer's last non-blank line ends, the trailing blank lines
+    ignored (what ``--real-at-most`` counts among the answers an ending column reads as cut)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    probe = importlib.import_module("stress_statistics")
+    texts = ("Join us today! 🌟 #Crowdsourcing #TogetherWeCan\n\n", "Happy coding 🚀", "1. apples\n2. pears", "Done.", "",
+             "C# is fine.", "Price: 5 #1")
+    assert [probe.last_line_ending(t) for t in texts] == [
+        "hashtag", "non_ascii", "letter_or_digit", "other", "other", "other", "letter_or_digit"]
