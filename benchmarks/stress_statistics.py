@@ -19,7 +19,7 @@ writes ``results/<out>.json`` and ``.md`` (seconds, text only). ``--junk-losers 
 --losers`` JSON) adds ``--column`` of each junk answer that won there, beside its real answer's. ``--real-above T``
 adds ``--column`` over every AlpacaEval answer (both sides of every pair): its percentiles and the share above ``T``
 (how clean a column is: how many real answers sit where its junk does). ``--real-at-most T`` counts the distinct
-AlpacaEval answers whose ``--column`` is at most ``T`` and how their last lines end (:func:`last_line_ending`): which
+AlpacaEval (instruction, answer) pairs whose ``--column`` is at most ``T`` and how their last lines end (:func:`last_line_ending`): which
 real answers an ending column reads as cut.
 
     python benchmarks/stress_statistics.py --column last_line_complete --real-at-most 0 --out coherence_r29/last_line_real
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--real-above", type=float, default=None,
                     help="the share of all AlpacaEval answers whose --column is above this, with its percentiles")
     ap.add_argument("--real-at-most", type=float, default=None,
-                    help="the share of all AlpacaEval answers whose --column is at most this, and how their last "
+                    help="the share of the distinct AlpacaEval (instruction, answer) pairs whose --column is at most this, and how their last "
                          "lines end (a hashtag, a symbol outside ASCII, a letter or digit, other)")
     ap.add_argument("--out", default="coherence_r21/stress_statistics", help="results/<out>.json and .md")
     args = ap.parse_args(argv)

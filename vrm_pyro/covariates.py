@@ -559,7 +559,7 @@ def last_line_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
     Read as cut though whole (as measured in round 24, kept so that its results reproduce): an empty response (0;
     ``line_ending`` 1), a short closing line in bold ("**Enjoy your bread!**", a list of bold names' last), an
     answer that is one mark ("B.", "42."), a table whose rows do not close with ``|``, a song's short refrain, and a
-    post that ends in hashtags or an emoji (166 of the 661 distinct AlpacaEval answers it reads 0 for, 77 and 89:
+    post that ends in hashtags or an emoji (166 of the 661 distinct AlpacaEval (instruction, answer) pairs it reads 0 for, 77 and 89:
     ``benchmarks/stress_statistics.py --column last_line_complete --real-at-most 0``; section 2ah)."""
     return np.asarray([_last_line_complete(r) for r in responses], np.float32).reshape(len(responses), 1)
 
