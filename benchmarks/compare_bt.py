@@ -63,6 +63,8 @@ from shared_data import (  # noqa: E402
 
 from vrm_pyro import DataConfig, EncoderConfig, ModelConfig, TrainConfig, build_reward_model, fit  # noqa: E402
 from vrm_pyro.config import (  # noqa: E402
+    CLOSED_LAST_LINE_GATE,
+    CLOSED_LAST_LINE_REPRESENTATION,
     CONJUNCTIVE_GATE,
     LAST_LINE_BESIDE_GATE,
     LAST_LINE_BESIDE_REPRESENTATION,
@@ -585,6 +587,12 @@ for base in ("vrm_part2+nuis+ord+disc+sord+rrm6+both+glr", "bt_bayesian_linear_p
     pj = CONTENDERS[pj_name]
     register(pj_name + "+ll", dataclasses.replace(
         pj, representation=LAST_LINE_OVERLAP_REPRESENTATION, model={**pj.model, "gate": LAST_LINE_OVERLAP_GATE}))
+    # "+mbcl+cg3+pr+pj+llc" (round 30): round 29's default with the last line read by closed_last_line, in the
+    # representation and the completeness factor: last_line reads a post's closing hashtags or emoji, a bold closing
+    # sentence, an end mark and a signature placeholder as cut (round 29's losers_fold0.md: a post that ends in its
+    # hashtags loses to its own shuffle, the gate's part +1.25)
+    register(pj_name + "+llc", dataclasses.replace(
+        pj, representation=CLOSED_LAST_LINE_REPRESENTATION, model={**pj.model, "gate": CLOSED_LAST_LINE_GATE}))
     # "+mbcl+mcov+cg3": the conjunctive gate with round 21's coverage monotone too: the truncations it lets through
     # rose (section 2x), and the coverage is lower for a cut answer in 0.575 of the stress set's truncations
     mcov = CONTENDERS[named("+vgn").replace("+sord", "+bag+oswa+mbcl+mcov").replace("+rrm6", "+rrm6+cf")]

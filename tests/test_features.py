@@ -15,6 +15,7 @@ from vrm_pyro.covariates import (
     bag_pieces,
     bag_sentences,
     bag_statistics,
+    closed_last_line_statistics,
     coherence_statistics,
     copy_statistics,
     discourse_statistics,
@@ -116,6 +117,32 @@ def test_last_line_reads_a_cut_answers_last_line_against_its_own_lines():
     assert ending_statistics([""] * 6, cut[:6])[:, 0].tolist() == pytest.approx([3 / 5, 1.0, 1.0, 1.0, 1.0, 1.0])
     assert column_names("line_ending+last_line", 4) == ["ends_like_its_lines", "last_line_complete"]
     assert part_columns("bag_statistics+last_line", 4, ["last_line"]).tolist() == [False] * 8 + [True]
+
+
+def test_closed_last_line_reads_a_posts_sign_off_as_whole_and_a_cut_as_last_line_does():
+    """``closed_last_line``: the ways a whole answer closes that ``last_line`` reads as cut (section 2ah's miss: the
+    post that ends in its hashtags, 0, lost to its own shuffle), each read as whole; a hex colour is not a hashtag;
+    every cut answer of the ``last_line`` test reads as it did, and no answer reads below ``last_line``."""
+    body = "We are thrilled to announce a call for collaboration.\n\nJoin us and make a difference!"
+    whole = [body + " #Crowdsourcing #Impact",  # tags after the sentence
+             body + "\n\n#Crowdsourcing #Collaboration #Impact",  # a line of tags
+             body + "\n- #WomenInSTEM\n- #GirlsWhoCode",  # a list of them
+             body + " 🚀📈",  # emoji
+             "Follow me! #architect #Tech Enthusiast #DesignDriven 🌍💡",  # a tag run, half the words tags
+             body + "\n\n**Enjoy!**", body + "\n\n**[End of Episode]**", body + "\n\nTHE END",
+             "Dear Ms. Lee,\n\nThank you for the offer.\n\nSincerely,\n**[Your Name]**",
+             "1. **Sweden**\n2. **Norway**\n3. **Finland**\n4. **Denmark**",  # the last of a list of bold names
+             "它具有卓越的性能。", "B."]
+    assert closed_last_line_statistics([""] * len(whole), whole)[:, 0].tolist() == [1.0] * len(whole)
+    assert last_line_statistics([""] * len(whole), whole)[:, 0].tolist() == [0.0] * len(whole)
+    # a colour is not a tag: the list of colours reads as last_line reads it (its lines end alike), not as "5. Gray:"
+    colours = "Pale colours:\n\n1. Lilac: #F2E9FE\n2. Pink: #FFE4E1\n3. Peach: #FFF8DC\n4. Gray: #F2F2F2"
+    cut = ["Here are the steps:\n\n**Step 2**", body + "\n\n#", "The answer is\n\u200b", colours,
+           "1. **Stretch**: loosen up first.\n2. **Squats**", "Thanks for reading. #Impact\n\nAnd then we"]
+    got = closed_last_line_statistics([""] * len(cut), cut)[:, 0]
+    assert got.tolist() == last_line_statistics([""] * len(cut), cut)[:, 0].tolist()
+    assert got.tolist() == pytest.approx([0.0, 0.0, 0.0, 3 / 4, 0.0, 0.0])
+    assert column_names("last_line+closed_last_line", 4) == ["last_line_complete", "last_line_closed"]
 
 
 def test_piece_repeats_read_a_chorus_far_from_the_answer_said_again():

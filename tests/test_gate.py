@@ -49,6 +49,7 @@ def test_part_columns_name_parts_and_the_cosine():
     ("PIECE_REPEATS_REPRESENTATION", "PIECE_REPEATS_GATE", {"ends_like_its_lines"}),
     ("PROMPT_OVERLAP_REPRESENTATION", "PROMPT_OVERLAP_GATE", {"ends_like_its_lines"}),
     ("LAST_LINE_OVERLAP_REPRESENTATION", "LAST_LINE_OVERLAP_GATE", {"last_line_complete"}),
+    ("CLOSED_LAST_LINE_REPRESENTATION", "CLOSED_LAST_LINE_GATE", {"last_line_closed"}),
 ])
 def test_each_shipped_gate_reads_its_representation_one_column_per_factor(representation, gate, endings):
     """The gates in :mod:`vrm_pyro.config` against the representations they are run with: every name resolves, no
@@ -61,7 +62,7 @@ def test_each_shipped_gate_reads_its_representation_one_column_per_factor(repres
     columns, factor = gate_factor_columns(rep, E, factors)
     names = [n for n, on in zip(column_names(rep, E), columns.tolist()) if on]
     completeness = {n for n, k in zip(names, factor.tolist()) if k == 2}
-    assert len(factors) == 3 and completeness & {"ends_like_its_lines", "last_line_complete"} == endings
+    assert len(factors) == 3 and completeness & {"ends_like_its_lines", "last_line_complete", "last_line_closed"} == endings
     assert {"bag_cosine", "bag_prompt_coverage"} == {n for n, k in zip(names, factor.tolist()) if k == 0}
 
 

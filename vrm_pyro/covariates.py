@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -563,6 +564,80 @@ def last_line_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np
     ``benchmarks/stress_statistics.py --column last_line_complete --real-at-most 0``; section 2ah)."""
     return np.asarray([_last_line_complete(r) for r in responses], np.float32).reshape(len(responses), 1)
 
-__all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "LAST_LINE_STATISTICS", "copy_statistics", "ending_statistics", "last_line_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
+
+#: the columns of :func:`closed_last_line_statistics`
+CLOSED_LAST_LINE_STATISTICS = ("last_line_closed",)
+#: a hashtag, with any emphasis marks around it: ``#Impact``, ``**#Innovation**``, ``#WomenInSTEM,`` (not ``#1``, not a
+#: colour, ``#F8D0D0``)
+HASHTAG = re.compile(r"^[*_]*#(?![0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?(?:[0-9a-fA-F]{2})?\b)[^\W\d]\w*[*_,.]*$")
+#: an explicit end mark: ``**End of Act I**``, ``[End of Episode]``, ``THE END``
+END_MARK = re.compile(r"^[\W_]*(?:the\s+)?end\b(?:\s+of\b.*)?[\W_]*$", re.IGNORECASE)
+#: a placeholder on a line of its own, the signature of a letter or a post: ``**[Your Name]**``, ``[Company Website]``
+PLACEHOLDER = re.compile(r"^[*_\s-]*\[[^\]]+\][*_\s]*$")
+#: a sentence in emphasis marks that ends as a sentence does: ``**Enjoy!**``, ``*Happy baking.*``
+CLOSING_EMPHASIS = re.compile(r"[.!?…)\"'”’][*_]+$")
+#: sentence ends outside ASCII that :data:`CLEAN_END` lacks (CJK punctuation)
+WIDE_END = set("。！？」』）")
+
+
+def _sign_off(char: str) -> bool:
+    """An emoji, a symbol or a joiner outside ASCII: what a post closes on after its last sentence."""
+    return not char.isascii() and char not in WIDE_END and unicodedata.category(char)[0] in "SCZM"
+
+
+def _without_sign_off(line: str) -> tuple[str, bool]:
+    """``line`` without its closing run of emoji and hashtags (a tag run: from the first hashtag on, at least half
+    the words hashtags), and whether the run held an emoji or a hashtag."""
+    signed, rest = False, line.rstrip()
+    while True:
+        kept = rest
+        while kept and (kept[-1].isspace() or _sign_off(kept[-1])):
+            signed |= not kept[-1].isspace() and unicodedata.category(kept[-1])[0] == "S"
+            kept = kept[:-1]
+        words = list(re.finditer(r"\S+", kept))
+        tags = [bool(HASHTAG.match(w.group())) for w in words]
+        start = next((i for i in range(len(words)) if tags[i] and 2 * sum(tags[i:]) >= len(words) - i), None)
+        if start is not None:
+            kept, signed = kept[: words[start].start()].rstrip(), True
+        if kept == rest:
+            return rest, signed
+        rest = kept
+
+
+def _last_line_closed(response: str) -> float:
+    lines = [line.rstrip() for line in response.splitlines() if line.strip()]
+    if not lines:
+        return 0.0
+    as_is = _last_line_complete(response)
+    last, signed = _without_sign_off(lines[-1])
+    if signed and (not last or BARE_ITEM.match(last)):  # a line of tags or emoji (a list item of them) closes a post
+        return 1.0
+    if not last:  # joiners alone
+        return as_is
+    if END_MARK.match(last) or PLACEHOLDER.match(last) or CLOSING_EMPHASIS.search(last) or last[-1] in WIDE_END or (
+            len(lines) == 1 and BARE_ITEM.match(lines[0])):
+        return 1.0
+    if HEADING.match(last) and len(lines) >= 3 and sum(map(bool, map(HEADING.match, lines[:-1]))) >= 0.8 * (
+            len(lines) - 1):  # the last of a list of bold names, not a heading with nothing under it
+        return 1.0
+    return max(as_is, _last_line_complete("\n".join([*lines[:-1], last])))
+
+
+def closed_last_line_statistics(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    r"""``(N, 1)`` float32, :data:`CLOSED_LAST_LINE_STATISTICS`: :func:`last_line_statistics` with the ways a whole
+    answer closes that it reads as cut read as whole: a post's closing hashtags and emoji set aside (the line before
+    them read, a line of them alone whole), a sentence in bold or italics that ends as a sentence does
+    (``**Enjoy!**``), an end mark (``**[End of Episode]**``), a placeholder signature (``**[Your Name]**``), the last of a
+    list of bold names (four of five earlier lines headings too), a sentence end outside ASCII (``。``), and an answer that is one list mark (``B.``, ``42.``). Never below ``last_line``: a
+    heading, a colon, a list mark after a body, a row that does not close and a line cut short of its peers are read
+    as it reads them. ``prompts`` is unused.
+
+    >>> closed_last_line_statistics([""] * 4, ["We did it. #Impact #Together", "Thanks!\n\n**Enjoy!**",
+    ...                                        "B.", "Here are the steps:\n\n**Step 2**"])[:, 0].tolist()
+    [1.0, 1.0, 1.0, 0.0]
+    """
+    return np.asarray([_last_line_closed(r) for r in responses], np.float32).reshape(len(responses), 1)
+
+__all__ = ["BAG_STATISTICS", "COHERENCE_STATISTICS", "COPY_STATISTICS", "ENDING_STATISTICS", "LAST_LINE_STATISTICS", "CLOSED_LAST_LINE_STATISTICS", "closed_last_line_statistics", "copy_statistics", "ending_statistics", "last_line_statistics", "DEFAULT_NUISANCE", "DISCOURSE_STATISTICS", "NUISANCE_COVARIATES",
            "ORDER_STATISTICS", "bag_pieces", "bag_sentences", "bag_statistics", "coherence_statistics", "discourse_statistics", "judged_covariates", "nuisance_covariates", "order_statistics", "parse_names",
            "reorder_sentences", "seeded_orders", "sentence_pieces", "sentences", "unmarked"]

@@ -25,6 +25,10 @@ part                dimension   what
                                 that also reads the last line against the answer's lines: a list
                                 mark alone, a dangling colon or heading, a table row that does not
                                 close, a line much shorter than its peers are a cut answer's
+``closed_last_line`` 1          :func:`vrm_pyro.covariates.closed_last_line_statistics`: ``last_line``
+                                with the ways a whole answer closes read as whole: a post's closing
+                                hashtags and emoji, a bold closing sentence, an end mark, a signature
+                                placeholder (never below ``last_line``)
 ``piece_repeats``   1           :func:`vrm_pyro.covariates.repeat_statistics`: the share of the
                                 answer's distinct pieces said more than once (the answer repeated:
                                 1; a song's chorus: its lines' share; prose: 0)
@@ -137,6 +141,7 @@ from torch.nn import functional as F
 
 from vrm_pyro.covariates import (
     BAG_STATISTICS,
+    CLOSED_LAST_LINE_STATISTICS,
     COHERENCE_STATISTICS,
     COPY_STATISTICS,
     DISCOURSE_STATISTICS,
@@ -147,6 +152,7 @@ from vrm_pyro.covariates import (
     REPEAT_STATISTICS,
     bag_sentences,
     bag_statistics,
+    closed_last_line_statistics,
     coherence_statistics,
     copy_statistics,
     discourse_statistics,
@@ -166,7 +172,7 @@ from vrm_pyro.order_model import margin_against
 LIKELIHOOD_PARTS = ("likelihood", "likelihood_contrast", "likelihood_gate", "likelihood_fluency", "likelihood_order",
                     "likelihood_order_margin")
 PARTS = ("joint", "response_tokens", "response", "interaction", "statistics", "prompt_copy", "line_ending", "last_line",
-         "piece_repeats", "prompt_overlap", "order", "discourse", "order_score",
+         "closed_last_line", "piece_repeats", "prompt_overlap", "order", "discourse", "order_score",
          "order_margin", "sentence_order", "sentence_bag", "bag_interaction", "bag_statistics",
          "sentence_flow", *LIKELIHOOD_PARTS)
 #: the parts read off the text alone, ``part -> (statistics(prompts, responses) -> (N, C), its C column names)``: no
@@ -175,6 +181,7 @@ TEXT_PARTS = {"statistics": (coherence_statistics, COHERENCE_STATISTICS),
               "prompt_copy": (copy_statistics, COPY_STATISTICS),
               "line_ending": (ending_statistics, ENDING_STATISTICS),
               "last_line": (last_line_statistics, LAST_LINE_STATISTICS),
+              "closed_last_line": (closed_last_line_statistics, CLOSED_LAST_LINE_STATISTICS),
               "piece_repeats": (repeat_statistics, REPEAT_STATISTICS),
               "prompt_overlap": (overlap_statistics, OVERLAP_STATISTICS),
               "order": (order_statistics, ORDER_STATISTICS),
