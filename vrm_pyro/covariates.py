@@ -620,6 +620,8 @@ def _last_line_closed(response: str) -> float:
     if HEADING.match(last) and len(lines) >= 3 and sum(map(bool, map(HEADING.match, lines[:-1]))) >= 0.8 * (
             len(lines) - 1):  # the last of a list of bold names, not a heading with nothing under it
         return 1.0
+    if last == lines[-1]:  # nothing set aside: read as last_line reads it
+        return as_is
     return max(as_is, _last_line_complete("\n".join([*lines[:-1], last])))
 
 
@@ -627,9 +629,9 @@ def closed_last_line_statistics(prompts: Sequence[str], responses: Sequence[str]
     r"""``(N, 1)`` float32, :data:`CLOSED_LAST_LINE_STATISTICS`: :func:`last_line_statistics` with the ways a whole
     answer closes that it reads as cut read as whole: a post's closing hashtags and emoji set aside (the line before
     them read, a line of them alone whole), a sentence in bold or italics that ends as a sentence does
-    (``**Enjoy!**``), an end mark (``**[End of Episode]**``), a placeholder signature (``**[Your Name]**``), the last of a
-    list of bold names (four of five earlier lines headings too), a sentence end outside ASCII (``。``), and an answer that is one list mark (``B.``, ``42.``). Never below ``last_line``: a
-    heading, a colon, a list mark after a body, a row that does not close and a line cut short of its peers are read
+    (``**Enjoy!**``), an end mark (``**[End of Episode]**``), a placeholder signature (``**[Your Name]**``), the last
+    of a list of bold names (four of five earlier lines headings too), a sentence end outside ASCII (``。``), and an
+    answer that is one list mark (``B.``, ``42.``). Never below ``last_line``: a heading, a colon, a list mark after a body, a row that does not close and a line cut short of its peers are read
     as it reads them. ``prompts`` is unused.
 
     >>> closed_last_line_statistics([""] * 4, ["We did it. #Impact #Together", "Thanks!\n\n**Enjoy!**",
