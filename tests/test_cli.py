@@ -192,8 +192,8 @@ def test_score_resume_skips_done_rows_and_repairs_a_cut_line(trained, tmp_path):
 def test_recipe_sets_the_defaults_and_explicit_options_win():
     from vrm_pyro.cli import build_parser, main
     from vrm_pyro.config import (
+        CLOSED_LAST_LINE_GATE,
         DEFAULT_GATE,
-        LAST_LINE_OVERLAP_GATE,
         LIKELIHOOD_RECIPE,
         ORDER_BLIND_GATE,
         ORDER_BLIND_REPRESENTATION,
@@ -205,20 +205,22 @@ def test_recipe_sets_the_defaults_and_explicit_options_win():
 
     plain = build_parser().parse_args(["train"])
     # since round 27 the order-blind base with the distinct pieces' repeats and the prompt's trigram overlap; since
-    # round 29 the ending read off the last line (last_line) in place of line_ending
+    # round 29 the ending read off the last line (last_line) in place of line_ending; since round 30 with its closing
+    # forms read as whole (closed_last_line)
     assert plain.representation == TRAIN_RECIPE["representation"] == (
-        ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+last_line") + "+piece_repeats+prompt_overlap")
+        ORDER_BLIND_REPRESENTATION.replace("+line_ending", "+closed_last_line") + "+piece_repeats+prompt_overlap")
     # since round 23 the order-blind gate's columns as a conjunctive gate of three factors; since round 27 the
     # repetition factor reads repeated_piece_share for repeated_sentences and the completeness factor prompt_jaccard;
-    # since round 29 the completeness factor reads last_line for line_ending
+    # since round 29 the completeness factor reads last_line for line_ending, since round 30 closed_last_line
     relevance, repetition, completeness = ModelConfig(gate=DEFAULT_GATE).gate_factors
-    assert DEFAULT_GATE == LAST_LINE_OVERLAP_GATE
-    assert "last_line" in completeness and "line_ending" not in DEFAULT_GATE
+    assert DEFAULT_GATE == CLOSED_LAST_LINE_GATE
+    assert "closed_last_line" in completeness and "line_ending" not in DEFAULT_GATE
+    assert "last_line" not in DEFAULT_GATE.replace("closed_last_line", "")
     assert "repeated_piece_share" in repetition and "repeated_sentences" not in repetition
     assert "prompt_overlap" in completeness and "prompt_copy" in completeness and "prompt_overlap" not in relevance
     assert sorted(DEFAULT_GATE.replace(";", ",").split(",")) == sorted(
         ORDER_BLIND_GATE.replace("repeated_sentences", "repeated_piece_share,prompt_overlap")
-        .replace("line_ending", "last_line").split(","))
+        .replace("line_ending", "closed_last_line").split(","))
     # rounds 16-18's default, one option away; the rest of the recipe as the default's
     windowed = build_parser("windowed").parse_args(["train", "--recipe", "windowed"])
     assert windowed.representation == ROUND4_REPRESENTATION + "+prompt_copy+line_ending+order_score"

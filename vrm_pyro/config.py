@@ -531,13 +531,14 @@ CLOSED_LAST_LINE_GATE = LAST_LINE_OVERLAP_GATE.replace("last_line", "closed_last
 #: ``vrm train``'s representation (not the building blocks' plain default, ``representations.DEFAULT_REPRESENTATION``):
 #: since round 29 the order-blind base with ``last_line`` in place of ``line_ending``, ``piece_repeats`` and
 #: ``prompt_overlap`` (section 2ad; rounds 27-28: :data:`PROMPT_OVERLAP_REPRESENTATION`; rounds 19-26:
-#: :data:`ORDER_BLIND_REPRESENTATION`)
-TRAIN_REPRESENTATION = LAST_LINE_OVERLAP_REPRESENTATION
+#: :data:`ORDER_BLIND_REPRESENTATION`), since round 30 with ``closed_last_line`` for ``last_line`` (section 2ai)
+TRAIN_REPRESENTATION = CLOSED_LAST_LINE_REPRESENTATION
 #: The default's validity gate: since round 23 conjunctive (round 19's columns, as three factors, :data:`CONJUNCTIVE_GATE`),
 #: since round 27 with the distinct pieces' repeats in the repetition factor and the prompt's trigram overlap beside
 #: the prompt copied in the completeness factor (:data:`PROMPT_OVERLAP_GATE`), since round 29 with the ending read
-#: off the last line against the answer's own lines (:data:`LAST_LINE_OVERLAP_GATE`)
-DEFAULT_GATE = LAST_LINE_OVERLAP_GATE
+#: off the last line against the answer's own lines (:data:`LAST_LINE_OVERLAP_GATE`), since round 30 with the last
+#: line's closing forms read as whole (:data:`CLOSED_LAST_LINE_GATE`)
+DEFAULT_GATE = CLOSED_LAST_LINE_GATE
 
 #: What ``vrm train`` uses where the command line says nothing: the configuration that measured best on
 #: validation (``benchmarks/README.md``; among the configurations within 0.01 of the best validation NLL, the
