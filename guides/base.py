@@ -87,12 +87,14 @@ def dirichlet_draws(concentration: torch.Tensor, num_samples: int, seed: int,
     concentration = concentration[first]
     out = concentration.new_empty(num_samples, unique.shape[0], concentration.shape[1])
     keys = unique.tolist()
-    device = concentration.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
-                               device_type="cuda" if device.type == "cuda" else "cpu"):
-        for i, alpha in enumerate(concentration):
-            torch.manual_seed(hash((int(seed), STREAMS["w"], keys[i])) & 0x7FFF_FFFF_FFFF_FFFF)
-            out[:, i] = torch.distributions.Dirichlet(alpha).sample((num_samples,))
+    # One CPU generator reseeded per row (as row_normal_noise), so a row's draws are the same on every device.
+    # Not torch.manual_seed: it seeds every backend, and where CUDA is not initialised each call records a stack
+    # trace per backend (~3 ms a row: most of a validation pass on CPU). ``Dirichlet.sample`` has no generator
+    # argument; ``_sample_dirichlet`` is what it calls.
+    gen = torch.Generator()
+    for i, alpha in enumerate(concentration.detach().cpu()):
+        gen.manual_seed(hash((int(seed), STREAMS["w"], keys[i])) & 0x7FFF_FFFF_FFFF_FFFF)
+        out[:, i] = torch._sample_dirichlet(alpha.expand(num_samples, -1), generator=gen).to(out.device)
     return out[:, inverse]
 
 

@@ -109,7 +109,8 @@ def fixed_rng(seed: int, device: torch.device):
     """Run a block with torch's RNG seeded to ``seed`` and restore the outer state after."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
-        torch.manual_seed(seed)
+        # torch.manual_seed seeds every backend; on CPU only the CPU generator (see dirichlet_draws for why)
+        torch.manual_seed(seed) if devices else torch.default_generator.manual_seed(seed)
         yield
 
 
