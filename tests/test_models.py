@@ -7,7 +7,8 @@ import pytest
 import torch
 from pyro import poutine
 from vrm_pyro.guides import AmortisedFeatureGuide, VariationalGuide
-from vrm_pyro.guides.base import dirichlet_moments
+from vrm_pyro.guides.base import dirichlet_draws, dirichlet_moments
+from vrm_pyro.models.base import STREAMS
 
 from vrm_pyro import (
     ConfigError,
@@ -225,6 +226,29 @@ def test_pair_probability_does_not_depend_on_the_batch(weight_guide):
         assert torch.allclose(parts, full, atol=1e-6, rtol=0), (size, (parts - full).abs().max())
     reordered = rm.pair_probability(p.flip(0), a.flip(0), b.flip(0), na.flip(0), nb.flip(0), num_samples=32)
     assert torch.allclose(reordered.flip(0), full, atol=1e-6, rtol=0)
+
+
+def test_scoring_never_reseeds_every_backend(monkeypatch):
+    """Regression: each row's w draws and each fixed-noise block called ``torch.manual_seed``, which on a machine
+    without CUDA records a stack trace per backend (~3 ms a row: most of a validation pass). Draws come from one
+    reseeded CPU generator instead: the same numbers as ``Dirichlet(alpha).sample`` under that seed."""
+    rm = fitted(ModelConfig(hidden_dim=16, num_objectives=4, feature_dim=3, weight_guide="dirichlet"))
+    p, a, b, _ = batch(6, seed=4)
+    alpha = torch.tensor([[0.5, 2.0, 3.0], [5.0, 1.0, 0.2]])
+    keys = torch.tensor([11, 12])
+    expected = []
+    for i, key in enumerate(keys.tolist()):
+        torch.manual_seed(hash((7, STREAMS["w"], key)) & 0x7FFF_FFFF_FFFF_FFFF)
+        expected.append(torch.distributions.Dirichlet(alpha[i]).sample((50,)))
+    before = rm.pair_probability(p, a, b, num_samples=16)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.manual_seed called while scoring")
+
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    assert torch.equal(dirichlet_draws(alpha, 50, seed=7, keys=keys), torch.stack(expected, 1))
+    assert torch.equal(rm.pair_probability(p, a, b, num_samples=16), before)
+    assert torch.equal(rm.reward(p, a, num_samples=16).reward, rm.reward(p, a, num_samples=16).reward)
 
 
 def test_rows_draw_independent_noise_so_no_pair_gets_a_common_offset():
