@@ -90,7 +90,7 @@ def tiny_encoder_dir(tiny_bert, tmp_path):
 
 def _train_cmd(out, encoder, cache):
     return [sys.executable, "-m", "vrm_pyro.cli", "train", "--output", str(out), "--encoder", str(encoder),
-            "--max-length", "64", "--data-limit", "240", "--epochs", "6", "--batch-size", "8", "--hidden-dim", "64",
+            "--max-length", "64", "--data-limit", "120", "--epochs", "6", "--batch-size", "8", "--hidden-dim", "64",
             "--save-every", "3", "--keep-last", "2", "--patience", "0", "--device", "cpu", "--cache-dir", str(cache),
             "--no-progress"]
 
