@@ -5,10 +5,16 @@ from vrm_pyro.guides.amortised import (
     AmortisedFeatureGuide,
     AmortisedLogisticNormalWeightGuide,
 )
-from vrm_pyro.guides.base import EmptyGuide, FeatureGuide, VariationalGuide, WeightGuide
+from vrm_pyro.guides.base import (
+    DirichletWeightGuide,
+    EmptyGuide,
+    FeatureGuide,
+    VariationalGuide,
+    WeightGuide,
+)
 from vrm_pyro.guides.mean_field import MeanFieldGlobalGuide, MeanFieldWeightGuide
 
 __all__ = [
     "AmortisedDirichletWeightGuide", "AmortisedFeatureGuide", "AmortisedLogisticNormalWeightGuide",
-    "EmptyGuide", "FeatureGuide", "MeanFieldGlobalGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
+    "DirichletWeightGuide", "EmptyGuide", "FeatureGuide", "MeanFieldGlobalGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
 ]

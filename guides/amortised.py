@@ -11,10 +11,9 @@ import torch
 from pyro import distributions as dist
 from torch.distributions.transforms import StickBreakingTransform
 from vrm_pyro.guides.base import (
+    DirichletWeightGuide,
     FeatureGuide,
     WeightGuide,
-    dirichlet_draws,
-    dirichlet_moments,
     sample_moments,
 )
 from vrm_pyro.models.base import STREAMS, local_noise
@@ -23,7 +22,7 @@ from vrm_pyro.models.nets import bounded, mlp, positive
 from vrm_pyro.config import ModelConfig
 
 
-class AmortisedDirichletWeightGuide(WeightGuide):
+class AmortisedDirichletWeightGuide(DirichletWeightGuide):
     """``q(w | x) = Dirichlet(softplus(f(e_x)) + floor)``."""
 
     def __init__(self, emb_dim: int, num_objectives: int, hidden_dim: int = 256, floor: float = 1e-2):
@@ -40,15 +39,6 @@ class AmortisedDirichletWeightGuide(WeightGuide):
 
     def concentration(self, prompt: torch.Tensor) -> torch.Tensor:
         return positive(self.net(prompt), self.floor)
-
-    def forward(self, prompt):
-        return dist.Dirichlet(self.concentration(prompt))
-
-    def moments(self, prompt, *, num_samples=32, seed=0):
-        return dirichlet_moments(self.concentration(prompt))
-
-    def draws(self, prompt, num_samples, *, seed=0, keys=None):
-        return dirichlet_draws(self.concentration(prompt), num_samples, seed, keys)
 
 
 class AmortisedLogisticNormalWeightGuide(WeightGuide):

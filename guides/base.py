@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pyro
 import torch
+from pyro import distributions as dist
 from torch import nn
 from vrm_pyro.models.base import STREAMS, local_noise, pairs_plate, row_keys
 
@@ -34,6 +35,23 @@ class WeightGuide(nn.Module):
               keys: torch.Tensor | None = None) -> torch.Tensor:
         """``(S, B, K)`` draws of ``q(w | x)``; ``keys``: per-row noise (:func:`row_keys`), or None for shared."""
         raise NotImplementedError
+
+
+class DirichletWeightGuide(WeightGuide):
+    """A ``q(w | x) = Dirichlet(alpha(x))`` family: subclasses give ``concentration(prompt (B, E)) -> (B, K)``;
+    the moments are exact and the draws per row (:func:`dirichlet_draws`)."""
+
+    def concentration(self, prompt: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, prompt):
+        return dist.Dirichlet(self.concentration(prompt))
+
+    def moments(self, prompt, *, num_samples=32, seed=0):
+        return dirichlet_moments(self.concentration(prompt))
+
+    def draws(self, prompt, num_samples, *, seed=0, keys=None):
+        return dirichlet_draws(self.concentration(prompt), num_samples, seed, keys)
 
 
 class FeatureGuide(nn.Module):

@@ -16,7 +16,7 @@ import pyro
 import torch
 from pyro import distributions as dist
 from torch import nn
-from vrm_pyro.guides.base import WeightGuide, dirichlet_draws, dirichlet_moments
+from vrm_pyro.guides.base import DirichletWeightGuide
 from vrm_pyro.models.base import STREAMS, standard_normal_noise
 from vrm_pyro.models.nets import positive
 
@@ -53,7 +53,7 @@ class MeanFieldGlobalGuide(nn.Module):
         return out
 
 
-class MeanFieldWeightGuide(WeightGuide):
+class MeanFieldWeightGuide(DirichletWeightGuide):
     """``q(w) = Dirichlet(softplus(theta) + floor)`` with free parameters ``theta (K,)``."""
 
     def __init__(self, num_objectives: int, floor: float = 1e-2):
@@ -68,11 +68,3 @@ class MeanFieldWeightGuide(WeightGuide):
     def concentration(self, prompt):
         return positive(self.raw_concentration, self.floor).expand(prompt.shape[0], -1)
 
-    def forward(self, prompt):
-        return dist.Dirichlet(self.concentration(prompt))
-
-    def moments(self, prompt, *, num_samples=32, seed=0):
-        return dirichlet_moments(self.concentration(prompt))
-
-    def draws(self, prompt, num_samples, *, seed=0, keys=None):
-        return dirichlet_draws(self.concentration(prompt), num_samples, seed, keys)
