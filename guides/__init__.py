@@ -16,5 +16,6 @@ from vrm_pyro.guides.mean_field import MeanFieldGlobalGuide, MeanFieldWeightGuid
 
 __all__ = [
     "AmortisedDirichletWeightGuide", "AmortisedFeatureGuide", "AmortisedLogisticNormalWeightGuide",
-    "DirichletWeightGuide", "EmptyGuide", "FeatureGuide", "MeanFieldGlobalGuide", "MeanFieldWeightGuide", "VariationalGuide", "WeightGuide",
+    "DirichletWeightGuide", "EmptyGuide", "FeatureGuide", "MeanFieldGlobalGuide", "MeanFieldWeightGuide",
+    "VariationalGuide", "WeightGuide",
 ]
