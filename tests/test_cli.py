@@ -151,11 +151,27 @@ def test_errors_are_one_line_without_traceback(trained, tmp_path, capsys):
     assert main(["score", "--checkpoint", str(out), "--input", str(tmp_path / "packed.jsonl"), "--output",
                  str(tmp_path / "o.jsonl"), "--cache-dir", str(root / "cache")]) == 2
     assert "packed.jsonl:1: not UTF-8 text" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
-    assert main(["train", "--data", str(tmp_path / "none.jsonl"), "--no-progress"]) == 2
+    assert main(["train", "--data", str(tmp_path / "none.jsonl"), "--no-progress", "--output", str(tmp_path / "r")]) == 2
     assert "none.jsonl: file does not exist" in capsys.readouterr().err
     assert main(["train", "--weight-prior", "gamma", "--data-limit", "10", "--no-progress",
                  "--cache-dir", str(root / "cache"), "--output", str(tmp_path / "r")]) == 2
     assert "unknown weight prior 'gamma'" in capsys.readouterr().err
+
+
+def test_a_train_that_cannot_start_leaves_the_run_already_there(tmp_path, capsys):
+    """A typo in --data must not overwrite OUTPUT's run.json (what --resume reads) nor remove its snapshots."""
+    out = tmp_path / "run"
+    snapshot = out / "checkpoints" / "model" / "step_00000100.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"weights")
+    (out / "run.json").write_text('{"schema_version": 1, "the": "run already here"}')
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": 3}\n')
+    for data, error in (("typo.jsonl", "typo.jsonl: file does not exist"),
+                        ("bad.jsonl", "bad.jsonl:1: field 'rejected': expected a string")):
+        assert main(["train", "--data", str(tmp_path / data), "--output", str(out), "--no-progress"]) == 2
+        assert error in capsys.readouterr().err
+        assert json.loads((out / "run.json").read_text()) == {"schema_version": 1, "the": "run already here"}
+        assert snapshot.read_bytes() == b"weights"
 
 
 def test_console_script_runs_as_a_subprocess(trained):

@@ -106,14 +106,21 @@ def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | 
 def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: str = "", progress: bool = True):
     """Load, split by prompt, fit the sentence-order model where the representation has one
     (:func:`fit_order_model`), embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
+    pairs, splits = load_splits(data_cfg)
+    encoder, embedded = embed_loaded(splits, encoder_cfg, data_cfg.split_seed, nuisance=nuisance, progress=progress)
+    return encoder, embedded, pairs, splits
+
+
+def embed_loaded(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance: str = "", progress: bool = True):
+    """:func:`embed_splits` for splits already loaded (:func:`load_splits`): the frozen encoder, its order model
+    fitted on ``splits["train"]``, and ``{split: PairEmbeddings}``."""
     from vrm_pyro.encoders import TextEncoder, embed_pairs
 
-    pairs, splits = load_splits(data_cfg)
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
-    fit_order_model(encoder, splits, data_cfg.split_seed, progress=progress)
+    fit_order_model(encoder, splits, seed, progress=progress)
     embedded = {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
                 for name, part in splits.items() if len(part) and name != "train_augmented"}
-    return encoder, embedded, pairs, splits
+    return encoder, embedded
 
 
 def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance: str = ""):
@@ -160,7 +167,7 @@ def read_run(output: str | Path) -> dict:
     """The ``run.json`` of a training run directory: its four configs and the baseline flag."""
     path = Path(output) / RUN_FILE
     if not path.is_file():
-        raise ConfigError(f"{path}: no run to resume here (it is written when `vrm train --output {output}` starts)")
+        raise ConfigError(f"{path}: no run to resume here (`vrm train --output {output}` writes it once the data are read)")
     try:
         run = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -196,14 +203,15 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
         build_reward_model(cfg, emb_dim=8, response_dim=representation_dim(encoder_cfg.representation, 8),
                            representation=encoder_cfg.representation)
     main = is_main_process()  # under accelerate/torchrun only rank 0 writes
+    # the data are read before OUTPUT is touched: a run that cannot start (a missing or malformed file) must not
+    # overwrite the run.json of the run already there, nor remove its snapshots
+    pairs, splits = load_splits(data_cfg)
     if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
     lora = encoder_cfg.mode == "lora"
-    if lora:
-        pairs, splits = load_splits(data_cfg)
-    else:
-        encoder, embedded, pairs, splits = embed_splits(data_cfg, encoder_cfg, nuisance=model_cfg.nuisance,
-                                                        progress=progress)
+    if not lora:
+        encoder, embedded = embed_loaded(splits, encoder_cfg, data_cfg.split_seed, nuisance=model_cfg.nuisance,
+                                         progress=progress)
     sizes = {k: len(v) for k, v in splits.items()}
     if "train_augmented" in sizes:  # "train" counts the pairs of the data; augmented pairs apart
         sizes["train"] -= sizes["train_augmented"]

@@ -35,7 +35,7 @@ the same model against four reorderings drawn from the answer's own sentences so
 The fit takes 12–16 s on 2 CPU cores for an AlpacaEval fold's ~3,200 answers (two reorderings each; 28 s with word
 pairs, ``benchmarks/results/coherence/order_model_bigrams.json``; 18 s with sentence words at L2 1e-4, ``vrm train``'s
 default since round 16, ``order_model_sentence_words.json``). A fitted model travels with the reward model's
-checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_splits` fits it with the encoder config's
+checkpoint (``order_model.safetensors``); :func:`vrm_pyro.experiment.embed_loaded` fits it with the encoder config's
 ``order_features`` and ``order_l2``.
 """
 
