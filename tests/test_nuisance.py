@@ -95,3 +95,30 @@ def test_the_decorrelation_penalty_reads_the_judges_pairs_not_the_junk():
         d = rm.model.authentic_logits({}, prompt, rm.transform.features(a), rm.transform.features(b))
     expected = -2.0 * n * squared_correlation(d[~junk], (phi_a - phi_b)[~junk]).sum()
     torch.testing.assert_close(factor(phi_b, junk), expected)
+
+
+def test_a_covariate_constant_in_training_is_reported_as_not_identified_not_as_zero():
+    """HH-RLHF answers have no headers: the data say nothing of that coefficient, so no table may print it as a
+    confident ``+0.000 ± 0.000``."""
+    from vrm_pyro.data import PairEmbeddings
+    from vrm_pyro.model_card import model_card
+    from vrm_pyro.reward_model import gamma_cells
+
+    g = torch.Generator().manual_seed(0)
+    n, e = 200, 6
+    prompt, a, b = (torch.randn(n, e, generator=g) for _ in range(3))
+    length_a, length_b = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    label = (length_a - length_b + 0.5 * torch.randn(n, generator=g) > 0).float()
+    zeros = torch.zeros(n)
+    data = PairEmbeddings(prompt, a, b, label, torch.stack([length_a, zeros], 1), torch.stack([length_b, zeros], 1))
+    rm = build_reward_model(ModelConfig(model="bt", bt_head="linear", nuisance="length,headers"), emb_dim=e, seed=0)
+    fit(rm, data, None, TrainConfig(epochs=20, lr=3e-2, progress=False))
+    length, headers = rm.nuisance_posterior()
+    assert not length["constant_in_training"] and length["logits_per_unit"] > 0.5 and length["logits_per_unit_std"] > 0
+    assert headers["constant_in_training"] and headers["training_sd"] < 1e-5
+    assert all(headers[k] is None for k in ("logits_per_unit", "logits_per_unit_std", "logits_per_sd"))
+    assert gamma_cells(headers) == ("not identified: constant in the training responses", "", "")
+    assert gamma_cells(length)[0] == f"{length['logits_per_unit']:+.3f}"
+    card = model_card(rm, {})
+    assert "| headers | not identified: constant in the training responses |  |" in card
+    assert f"| length | {length['logits_per_unit']:+.3f} |" in card

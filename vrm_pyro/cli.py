@@ -91,6 +91,14 @@ def _report_options(args) -> dict:
                 cache_dir=args.cache_dir)
 
 
+def _gamma_text(row: dict, digits: int) -> str:
+    """``+0.12 ± 0.03`` (posterior mean ± sd), or why there is none."""
+    from vrm_pyro.reward_model import gamma_cells
+
+    mean, sd, _ = gamma_cells(row, digits)
+    return f"{mean} ± {sd}" if sd else mean
+
+
 def cmd_eval(args) -> int:
     from vrm_pyro.reports import evaluation_report
 
@@ -100,7 +108,7 @@ def cmd_eval(args) -> int:
     for name, rows in report.nuisance.items():
         print(f"{name}: the judge pays, in logits per doubling (posterior mean ± sd):")
         for r in rows:
-            print(f"    {r['covariate']:<12} {r['logits_per_unit']:+.2f} ± {r['logits_per_unit_std']:.2f}")
+            print(f"    {r['covariate']:<12} {_gamma_text(r, 2)}")
     if report.groups is not None:
         print(report.groups.to_string(index=False, max_colwidth=30, float_format=lambda v: f"{v:.4f}"))
     if args.output:
@@ -201,8 +209,7 @@ def cmd_inspect(args) -> int:
 
     ckpt = load_checkpoint(args.checkpoint, device=args.device)
     for r in ckpt.reward_model.nuisance_posterior() or []:
-        print(f"judge: {r['logits_per_unit']:+.3f} ± {r['logits_per_unit_std']:.3f} logits per doubling of "
-              f"{r['covariate']}")
+        print(f"judge, logits per doubling of {r['covariate']}: {_gamma_text(r, 3)}")
     if args.compare:
         from vrm_pyro.inspect import compare_prompts
         from vrm_pyro.scoring import encoder_for

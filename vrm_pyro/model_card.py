@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from vrm_pyro.reward_model import gamma_cells
+
 
 def _augmentation(spec: str, rate) -> str:
     """``"rrm,content_free:0.1"`` at 0.6 -> ``"rrm at rate 0.6; content_free at rate 0.1"``: one entry per group."""
@@ -70,7 +72,7 @@ def model_card(rm, config: dict) -> str:
                "Posterior mean ± sd of `gamma`: logits of the judge's preference per doubling of each covariate. "
                "`vrm score` returns the authentic reward, without this term (`--include-nuisance` adds it).", "",
                "| covariate | logits per doubling | sd |", "| --- | --- | --- |"]
-        md += [f"| {g['covariate']} | {g['logits_per_unit']:+.3f} | {g['logits_per_unit_std']:.3f} |" for g in nuisance]
+        md += ["| {} | {} | {} |".format(g["covariate"], *gamma_cells(g)[:2]) for g in nuisance]
         md.append("")
     md += ["## Intended use and limits", "",
            "- Ranking and scoring responses for best-of-N selection, RLHF rewards (`vrm serve`, "

@@ -29,6 +29,7 @@ from vrm_pyro.evaluate import (
 )
 from vrm_pyro.formats import load_from_config
 from vrm_pyro.hacking import length_bias
+from vrm_pyro.reward_model import gamma_cells
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,7 @@ class EvaluationReport:
                    "Posterior of gamma: logits of the judge's preference per doubling of each covariate "
                    "(`log2` counts), and per standard deviation in the training responses.", "",
                    "| covariate | logits per doubling | sd | logits per sd |", "|---|---|---|---|"]
-            md += [f"| {r['covariate']} | {r['logits_per_unit']:+.3f} | {r['logits_per_unit_std']:.3f} | "
-                   f"{r['logits_per_sd']:+.3f} |" for r in rows]
+            md += ["| {} | {} | {} | {} |".format(r["covariate"], *gamma_cells(r)) for r in rows]
             md.append("")
         md += ["## Accuracy vs the model's own uncertainty", ""]
         for name, df in self.uncertainty.items():

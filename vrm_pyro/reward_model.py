@@ -240,19 +240,36 @@ class RewardModel(nn.Module, ModelHubMixin, library_name="vrm-pyro", tags=["rewa
     def nuisance_posterior(self) -> list[dict] | None:
         """The posterior of the judge's nuisance coefficients in natural units: per covariate, the mean and
         std of ``gamma`` in logits per unit of the covariate (``log2`` counts: logits per doubling), and
-        per standard deviation of the covariate in the training responses. None without a nuisance term."""
+        per standard deviation of the covariate in the training responses. None without a nuisance term.
+
+        A covariate constant in the training responses (no headers in any HH-RLHF answer) enters every pair as 0
+        (``transforms.standardise``): the data say nothing of its coefficient, so its four numbers are None and
+        ``constant_in_training`` is True (:func:`gamma_cells` prints it so)."""
         if self.model.nuisance is None:
             return None
         from vrm_pyro.transforms import CONSTANT_SCALE
 
         q = self.guide.posterior("gamma").base_dist
         std = self.transform.phi_std
-        varies = std > CONSTANT_SCALE  # a covariate constant in training enters as 0 (transforms.standardise)
-        return [{"covariate": name, "logits_per_unit": float(q.loc[i] / std[i]) if varies[i] else 0.0,
-                 "logits_per_unit_std": float(q.scale[i] / std[i]) if varies[i] else 0.0,
-                 "logits_per_sd": float(q.loc[i]),
-                 "logits_per_sd_std": float(q.scale[i]), "training_sd": float(std[i])}
-                for i, name in enumerate(self.config.covariates)]
+        out = []
+        for i, name in enumerate(self.config.covariates):
+            seen = bool(std[i] > CONSTANT_SCALE)
+            out.append({"covariate": name, "constant_in_training": not seen,
+                        "logits_per_unit": float(q.loc[i] / std[i]) if seen else None,
+                        "logits_per_unit_std": float(q.scale[i] / std[i]) if seen else None,
+                        "logits_per_sd": float(q.loc[i]) if seen else None,
+                        "logits_per_sd_std": float(q.scale[i]) if seen else None, "training_sd": float(std[i])})
+        return out
+
+
+def gamma_cells(row: dict, digits: int = 3) -> tuple[str, str, str]:
+    """One row of :meth:`RewardModel.nuisance_posterior` as text: ``(logits per doubling, sd, logits per sd)``,
+    e.g. ``("+0.120", "0.030", "+0.250")``; for a covariate constant in training ``("not identified: constant
+    in the training responses", "", "")``."""
+    if row.get("constant_in_training"):
+        return "not identified: constant in the training responses", "", ""
+    return (f"{row['logits_per_unit']:+.{digits}f}", f"{row['logits_per_unit_std']:.{digits}f}",
+            f"{row['logits_per_sd']:+.{digits}f}")
 
 
 def kl_per_site(model: PreferenceModel, guide: nn.Module, batch) -> dict[str, float]:
@@ -276,4 +293,4 @@ def kl_per_site(model: PreferenceModel, guide: nn.Module, batch) -> dict[str, fl
     return out
 
 
-__all__ = ["ELBOS", "RewardModel", "kl_per_site"]
+__all__ = ["ELBOS", "RewardModel", "gamma_cells", "kl_per_site"]
