@@ -34,9 +34,11 @@ def test_save_load_gives_identical_scores(tmp_path, cfg):
     rm = build_reward_model(cfg, emb_dim=E, response_dim=E + 3)
     fit(rm, data, None, TrainConfig(epochs=2, progress=False))
     path = save_checkpoint(tmp_path / "ckpt", rm, encoder=EncoderConfig(name="tiny"), train=TrainConfig(epochs=2),
-                           metadata={"note": "x"})
+                           metadata={"note": "x", "test_metrics": {"auroc": float("nan")}})
+    json.loads((path / "config.json").read_text(), parse_constant=pytest.fail)  # strict JSON: NaN written as null
     loaded = load_checkpoint(path)
-    assert loaded.encoder.name == "tiny" and loaded.train.epochs == 2 and loaded.metadata == {"note": "x"}
+    assert loaded.encoder.name == "tiny" and loaded.train.epochs == 2
+    assert loaded.metadata == {"note": "x", "test_metrics": {"auroc": None}}
     before, after = rm.reward(data.prompt, data.response_a), loaded.reward_model.reward(data.prompt, data.response_a)
     assert torch.equal(before.reward, after.reward)
     for name in ("reward_std", "local_std", "weights"):
@@ -106,3 +108,16 @@ def test_a_checkpoint_of_version_0_1_loads_and_scores_the_same(tmp_path):
     assert loaded.reward_model.config.path == "point" and loaded.encoder.encoder_batch_size == 64
     assert torch.equal(loaded.reward_model.reward(data.prompt, data.response_a).reward,
                        rm.reward(data.prompt, data.response_a).reward)
+
+
+def test_json_the_library_writes_is_strict_json():
+    """NaN (a correlation of a constant column, a metric of an empty split) is written as null, never as the
+    token NaN that only Python reads back."""
+    import numpy as np
+
+    from vrm_pyro.jsontext import json_text
+
+    text = json_text({"auroc": float("nan"), "rows": [np.float32("inf"), np.float64(0.25), torch.tensor(-1.5)],
+                      "n": np.int64(3), "name": "x", "flag": True, "nested": {"m": (float("-inf"), 1)}})
+    assert json.loads(text, parse_constant=pytest.fail) == {"auroc": None, "rows": [None, 0.25, -1.5], "n": 3,
+                                                             "name": "x", "flag": True, "nested": {"m": [None, 1]}}

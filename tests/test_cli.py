@@ -90,7 +90,10 @@ def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_pat
     rows.write_text("".join(json.dumps({"prompt": f"Q{i % 2}", "response": "- a\n- b" if i % 2 else "I'm sorry."}) + "\n"
                             for i in range(6)))
     assert main(["objectives", "--checkpoint", str(out), "--input", str(rows), "--output", str(tmp_path / "obj"), *cache]) == 0
-    assert "## objective 0" in (tmp_path / "obj" / "objectives.md").read_text()
+    md = (tmp_path / "obj" / "objectives.md").read_text()
+    assert "## objective 0" in md and "| n/a |" in md  # no response has a code block: no correlation with it
+    report = json.loads((tmp_path / "obj" / "objectives.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert report["objective 0"]["score_correlation"]["code_blocks"] is None
     assert main(["spurious", "--agreements", "0.5", "1.0", "--train-prompts", "40", "--output", str(tmp_path / "sp")]) == 0
     sp = pd.read_csv(tmp_path / "sp" / "spurious.csv")
     assert set(sp.model) == {"vrm", "bt"} and set(sp.agreement) == {0.5, 1.0}

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from vrm_pyro.config import EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import CheckpointError, ConfigError
+from vrm_pyro.jsontext import json_text
 from vrm_pyro.order_model import needs_order_model
 from vrm_pyro.reward_model import RewardModel
 
@@ -84,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike, rm: RewardModel, *, encoder: Encode
             "train": train.to_dict() if train is not None else None,
             "metadata": metadata or {},
         }
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=float))
+        (tmp / CONFIG_NAME).write_text(json_text(config, indent=2, default=float))
         state = {k: v.detach().contiguous().cpu() for k, v in rm.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"schema_version": str(SCHEMA_VERSION)})
         if adapter:

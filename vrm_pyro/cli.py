@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from vrm_pyro.config import RECIPES, DataConfig, EncoderConfig, ModelConfig, TrainConfig
 from vrm_pyro.errors import ConfigError, VRMError
+from vrm_pyro.jsontext import json_text
 
 CONFIGS = (DataConfig, EncoderConfig, ModelConfig, TrainConfig)
 
@@ -121,7 +121,7 @@ def cmd_length_bias(args) -> int:
 
     result = length_bias_report(args.checkpoint, args.output, padding_samples=args.padding_samples,
                                 **_report_options(args))
-    print(json.dumps(result["models"], indent=2))
+    print(json_text(result["models"], indent=2))
     return 0
 
 
@@ -175,12 +175,13 @@ def cmd_stress(args) -> int:
 
 
 def cmd_objectives(args) -> int:
+    from vrm_pyro.inspect import correlation_text
     from vrm_pyro.reports import objectives_report_file
 
     report = objectives_report_file(args.checkpoint, args.input, args.output, top=args.top, device=args.device,
                                     cache_dir=args.cache_dir)
     for name, r in report.items():
-        corr = ", ".join(f"{k} {v:+.2f}" for k, v in r["score_correlation"].items())
+        corr = ", ".join(f"{k} {correlation_text(v)}" for k, v in r["score_correlation"].items())
         print(f"{name}: mean weight {r['mean_weight']:.3f}; score correlation: {corr}")
     if args.output:
         print(f"report -> {args.output}/objectives.md")

@@ -100,7 +100,8 @@ def objective_report(reward_model, prompts: list[str], prompt_emb: torch.Tensor,
                      response_emb: torch.Tensor, *, top: int = 5, num_samples: int = 32) -> dict:
     """For each objective ``k``: the prompts that weight it most, the responses whose decoded score
     ``E_q[u_k(z, y)]`` is highest and lowest, and the Spearman correlation of that score with
-    :func:`response_properties`. ``prompts[i]`` pairs with ``responses[i]``."""
+    :func:`response_properties` (NaN for a property constant over the rows). ``prompts[i]`` pairs with
+    ``responses[i]``."""
     from vrm_pyro.evaluate import spearman
 
     if not reward_model.has_latents:
@@ -128,6 +129,12 @@ def objective_report(reward_model, prompts: list[str], prompt_emb: torch.Tensor,
     return report
 
 
+def correlation_text(value: float) -> str:
+    """``+0.37``, or ``n/a`` where the correlation is undefined (a property constant over the rows: no list in any
+    response)."""
+    return "n/a" if value is None or value != value else f"{value:+.2f}"
+
+
 def objective_report_markdown(report: dict, *, chars: int = 160) -> str:
     def short(t):
         t = " ".join(t.split())
@@ -138,7 +145,8 @@ def objective_report_markdown(report: dict, *, chars: int = 160) -> str:
           "| objective | mean weight | " + " | ".join(next(iter(report.values()))["score_correlation"]) + " |",
           "|---|---|" + "---|" * len(next(iter(report.values()))["score_correlation"])]
     for name, r in report.items():
-        md.append(f"| {name} | {r['mean_weight']:.3f} | " + " | ".join(f"{v:+.2f}" for v in r["score_correlation"].values()) + " |")
+        md.append(f"| {name} | {r['mean_weight']:.3f} | " + " | ".join(map(correlation_text, r["score_correlation"].values()))
+                  + " |")
     for name, r in report.items():
         md += ["", f"## {name}", "", "Prompts that weight it most:", ""]
         md += [f"- ({x['weight']:.3f}) {short(x['prompt'])}" for x in r["top_prompts"]]

@@ -8,7 +8,6 @@ the numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from vrm_pyro.evaluate import (
 )
 from vrm_pyro.formats import load_from_config
 from vrm_pyro.hacking import length_bias
+from vrm_pyro.jsontext import json_text
 from vrm_pyro.reward_model import gamma_cells
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class EvaluationReport:
 
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=float))
+        (out / "report.json").write_text(json_text(self.to_json(), indent=2, default=float))
         reliability_diagram(self.reliability, path=out / "reliability.png")
         accuracy_vs_uncertainty_plot(self.uncertainty, self.margin, path=out / "uncertainty.png")
         md = ["# Evaluation report", ""]
@@ -263,7 +263,7 @@ def length_bias_report(checkpoint, output_dir=None, *, baseline=None, data=None,
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "length_bias.json").write_text(json.dumps(result, indent=2))
+        (out / "length_bias.json").write_text(json_text(result, indent=2))
         keys = list(next(iter(result["models"].values())))
         md = ["# Length bias", "", *(f"- {k}: {v}" for k, v in result["info"].items()), "",
               "| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -398,6 +398,6 @@ def objectives_report_file(checkpoint, input_path, output_dir=None, *, top=5, de
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "objectives.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        (out / "objectives.json").write_text(json_text(report, indent=2, ensure_ascii=False))
         (out / "objectives.md").write_text(objective_report_markdown(report))
     return report
