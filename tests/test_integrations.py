@@ -29,7 +29,8 @@ from vrm_pyro.formats import load_pairs
 pytestmark = pytest.mark.slow
 
 ROWS = [{"prompt": f"How do I look after plant number {i}?",
-         "response": ("Water it weekly and give it light. " * (1 + i % 4)).strip()} for i in range(24)]
+         "response": ("Water it weekly and give it light. " * (1 + i % 4)).strip()} for i in range(23)]
+ROWS.append({"prompt": "How do I look after plant number 23?", "response": ""})  # a policy may stop at once
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
         (AUTH, {"rows": [{"prompt": "p", "response": "x" * 2001}]}, 413, "2001 characters"),
         (AUTH, {"rows": [{"prompt": "p", "response": "y" * 1999}] * 12 + [{"prompt": "q", "response": "z" * 1999}] * 4
                 + [{"prompt": "p" * 1999, "response": "r"}] * 90}, 413, None),
-        (AUTH, {"rows": [{"prompt": "p", "response": "   "}]}, 422, "empty"),
+        (AUTH, {"rows": [{"prompt": "   ", "response": "r"}]}, 422, "row 0: prompt is empty"),
         (AUTH, [1, 2], 422, "JSON object"),
     ]
     for headers, body, status, message in cases:
@@ -161,12 +162,13 @@ def test_openrlhf_client_gets_rewards_from_get_reward(checkpoint):
     srv = Server(path)
     try:
         executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{srv.url}/get_reward")
-        queries = [r["prompt"] + " " + r["response"] + "</s>" for r in ROWS[:4]]
-        prompts = [r["prompt"] for r in ROWS[:4]]
+        rows, ref = ROWS[:3] + ROWS[-1:], scored[:3] + scored[-1:]  # the last: an empty completion, "prompt</s>"
+        queries = [r["prompt"] + " " + r["response"] + "</s>" for r in rows]
+        prompts = [r["prompt"] for r in rows]
         infos = asyncio.run(executor._fetch_rewards_via_http(queries, prompts, [None] * 4))
         rewards = [x for info in infos for x in info["rewards"]]
-        assert rewards == pytest.approx([s["reward"] for s in scored[:4]], abs=1e-5)
-        assert infos[0]["extra_logs"]["reward_std"] == pytest.approx([s["reward_std"] for s in scored[:4]], abs=1e-5)
+        assert rewards == pytest.approx([s["reward"] for s in ref], abs=1e-5)
+        assert infos[0]["extra_logs"]["reward_std"] == pytest.approx([s["reward_std"] for s in ref], abs=1e-5)
         r = httpx.post(f"{srv.url}/get_reward", json={"query": queries}, timeout=30)
         assert r.status_code == 422 and "prompts" in r.json()["error"]
     finally:

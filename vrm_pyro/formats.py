@@ -134,7 +134,7 @@ def iter_rows(data: str, split: str = "train") -> Iterator[tuple[int, Any]]:
 # ----------------------------------------------------------------------------- parsing rows
 
 
-def _text(row: dict, key: str, source: str, line: int) -> str:
+def _text(row: dict, key: str, source: str, line: int, *, allow_empty: bool = False) -> str:
     if key not in row or row[key] is None:
         raise DataError(f"missing (row has fields {sorted(row)})", source=source, line=line, field=key)
     value = row[key]
@@ -143,7 +143,7 @@ def _text(row: dict, key: str, source: str, line: int) -> str:
     if not isinstance(value, str):
         raise DataError(f"expected a string or a list of chat messages, got {type(value).__name__}",
                         source=source, line=line, field=key)
-    if not value.strip():
+    if not value.strip() and not allow_empty:
         raise DataError("empty text", source=source, line=line, field=key)
     unicode_problem = invalid_unicode(value)
     if unicode_problem:
@@ -327,12 +327,14 @@ def load_from_config(cfg: DataConfig) -> PreferencePairs:
 
 
 def load_score_rows(path: str) -> Iterator[tuple[int, dict]]:
-    """Rows ``{"prompt", "response", ...}`` for ``vrm score``, validated, with their line numbers."""
+    """Rows ``{"prompt", "response", ...}`` for ``vrm score``, validated, with their line numbers. An empty response
+    is scored like any other (a policy's empty sample gets the model's reward for it, not an error at row 70,000);
+    an empty prompt is an error."""
     for line, row in iter_rows(path):
         if isinstance(row, DataError):
             raise row
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", source=path, line=line)
         _text(row, "prompt", path, line)
-        _text(row, "response", path, line)
+        _text(row, "response", path, line, allow_empty=True)
         yield line, row

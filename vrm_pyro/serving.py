@@ -22,6 +22,9 @@ Endpoints
 ``GET /health``, ``GET /metrics``
     Liveness and the checkpoint; requests, rows, batches, errors and latency percentiles.
 
+An empty response (a policy that stopped at once) is scored like any other, as ``vrm score`` and the TRL reward
+function score it; an empty prompt is a bad request.
+
 Limits and safety: the request body (``max_body_bytes``), rows per request (``max_rows``),
 characters per text (``max_chars``) and time per request (``timeout_s``) are bounded; a bearer
 token (``--token`` or ``VRM_SERVE_TOKEN``) is required when set; the server binds 127.0.0.1 unless
@@ -202,7 +205,7 @@ def _check_texts(rows: list[tuple[str, str]], cfg: ServeConfig) -> None:
             if len(text) > cfg.max_chars:
                 raise RequestError(413, f"row {i}: {name} has {len(text)} characters; at most {cfg.max_chars} "
                                         "(--max-chars)")
-            if not text.strip():
+            if name == "prompt" and not text.strip():  # an empty *response* is scored: a policy may emit one
                 raise RequestError(422, f"row {i}: {name} is empty")
             if invalid_unicode(text):
                 raise RequestError(422, f"row {i}: {name}: {invalid_unicode(text)}")
@@ -338,7 +341,8 @@ def serve(cfg: ServeConfig) -> None:
     """Load the checkpoint and serve until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning")
+    # uvicorn's start-up lines say when and where it listens ("Uvicorn running on http://..."); no line per request
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
 
 
 __all__ = ["DynamicBatcher", "Metrics", "RequestError", "RewardService", "ServeConfig", "create_app", "parse_openrlhf",
