@@ -169,9 +169,13 @@ def test_a_train_that_cannot_start_leaves_the_run_already_there(tmp_path, capsys
     snapshot.write_bytes(b"weights")
     (out / "run.json").write_text('{"schema_version": 1, "the": "run already here"}')
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": 3}\n')
-    for data, error in (("typo.jsonl", "typo.jsonl: file does not exist"),
-                        ("bad.jsonl", "bad.jsonl:1: field 'rejected': expected a string")):
-        assert main(["train", "--data", str(tmp_path / data), "--output", str(out), "--no-progress"]) == 2
+    cases = [(["--data", str(tmp_path / "typo.jsonl")], "typo.jsonl: file does not exist"),
+             (["--data", str(tmp_path / "bad.jsonl")], "bad.jsonl:1: field 'rejected': expected a string"),
+             (["--data-limit", "20", "--encoder", str(tmp_path / "no-encoder")], "cannot load encoder"),
+             (["--data-limit", "20", "--recipe", "likelihood", "--likelihood-model", str(tmp_path / "no.gguf")],
+              "no.gguf' (EncoderConfig.likelihood_model, --likelihood-model) does not exist")]
+    for args, error in cases:
+        assert main(["train", *args, "--output", str(out), "--no-progress"]) == 2
         assert error in capsys.readouterr().err
         assert json.loads((out / "run.json").read_text()) == {"schema_version": 1, "the": "run already here"}
         assert snapshot.read_bytes() == b"weights"

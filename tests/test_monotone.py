@@ -144,7 +144,7 @@ def test_monotone_refuses_whitened_features_and_the_run_checks_the_baseline_befo
 
     with pytest.raises(ConfigError, match="whiten"):
         ModelConfig(monotone="cosine", feature_transform="whiten", path_prior="dimension")
-    for stage in ("load_splits", "embed_loaded"):
+    for stage in ("load_splits", "embed_loaded", "embed_splits"):
         monkeypatch.setattr(experiment, stage, lambda *a, **k: pytest.fail("data were read before the check"))
     with pytest.raises(ConfigError, match="bayesian"):  # VRM's config is fine; the baseline's linear head is not
         experiment.train_and_evaluate(DataConfig(limit=10), EncoderConfig(representation="response+interaction"),

@@ -106,21 +106,23 @@ def fit_order_model(encoder, splits: dict, seed: int = 0, representation: str | 
 def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: str = "", progress: bool = True):
     """Load, split by prompt, fit the sentence-order model where the representation has one
     (:func:`fit_order_model`), embed (cached). Returns ``(encoder, {split: PairEmbeddings}, pairs, splits)``."""
+    from vrm_pyro.encoders import TextEncoder
+
     pairs, splits = load_splits(data_cfg)
-    encoder, embedded = embed_loaded(splits, encoder_cfg, data_cfg.split_seed, nuisance=nuisance, progress=progress)
-    return encoder, embedded, pairs, splits
-
-
-def embed_loaded(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance: str = "", progress: bool = True):
-    """:func:`embed_splits` for splits already loaded (:func:`load_splits`): the frozen encoder, its order model
-    fitted on ``splits["train"]``, and ``{split: PairEmbeddings}``."""
-    from vrm_pyro.encoders import TextEncoder, embed_pairs
-
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
+    return encoder, embed_loaded(splits, encoder, data_cfg.split_seed, nuisance=nuisance, progress=progress), pairs, \
+        splits
+
+
+def embed_loaded(splits: dict, encoder, seed: int, *, nuisance: str = "", progress: bool = True) -> dict:
+    """:func:`embed_splits` for splits already loaded (:func:`load_splits`) and a frozen
+    :class:`~vrm_pyro.encoders.TextEncoder`: fit its order model on ``splits["train"]``, then
+    ``{split: PairEmbeddings}``."""
+    from vrm_pyro.encoders import embed_pairs
+
     fit_order_model(encoder, splits, seed, progress=progress)
-    embedded = {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
-                for name, part in splits.items() if len(part) and name != "train_augmented"}
-    return encoder, embedded
+    return {name: embed_pairs(part, encoder, nuisance=nuisance, progress=progress, desc=f"{name} pairs")
+            for name, part in splits.items() if len(part) and name != "train_augmented"}
 
 
 def lora_splits(splits: dict, encoder_cfg: EncoderConfig, seed: int, *, nuisance: str = ""):
@@ -203,15 +205,19 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
         build_reward_model(cfg, emb_dim=8, response_dim=representation_dim(encoder_cfg.representation, 8),
                            representation=encoder_cfg.representation)
     main = is_main_process()  # under accelerate/torchrun only rank 0 writes
-    # the data are read before OUTPUT is touched: a run that cannot start (a missing or malformed file) must not
-    # overwrite the run.json of the run already there, nor remove its snapshots
+    # the data are read and the encoder (and its LM, if any) loaded before OUTPUT is touched: a run that cannot
+    # start (a missing or malformed file, a missing model) must not overwrite the run.json of the run already
+    # there, nor remove its snapshots
+    lora = encoder_cfg.mode == "lora"
     pairs, splits = load_splits(data_cfg)
+    if not lora:
+        from vrm_pyro.encoders import TextEncoder
+
+        encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
     if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
-    lora = encoder_cfg.mode == "lora"
     if not lora:
-        encoder, embedded = embed_loaded(splits, encoder_cfg, data_cfg.split_seed, nuisance=model_cfg.nuisance,
-                                         progress=progress)
+        embedded = embed_loaded(splits, encoder, data_cfg.split_seed, nuisance=model_cfg.nuisance, progress=progress)
     sizes = {k: len(v) for k, v in splits.items()}
     if "train_augmented" in sizes:  # "train" counts the pairs of the data; augmented pairs apart
         sizes["train"] -= sizes["train_augmented"]
