@@ -181,6 +181,15 @@ def test_a_train_that_cannot_start_leaves_the_run_already_there(tmp_path, capsys
         assert snapshot.read_bytes() == b"weights"
 
 
+def test_eval_names_a_missing_group_field_before_encoding_anything(trained, monkeypatch, capsys):
+    from vrm_pyro import encoders
+
+    root, out = trained
+    monkeypatch.setattr(encoders, "embed_pairs", lambda *a, **k: pytest.fail("texts were encoded before the check"))
+    assert main(["eval", "--checkpoint", str(out), "--cache-dir", str(root / "cache"), "--group-column", "genre"]) == 2
+    assert "field 'genre': no row has a 'genre' field" in capsys.readouterr().err
+
+
 def test_console_script_runs_as_a_subprocess(trained):
     proc = subprocess.run([sys.executable, "-m", "vrm_pyro.cli", "train", "--help"], capture_output=True, text=True,
                           timeout=120)

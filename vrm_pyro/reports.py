@@ -168,12 +168,7 @@ def evaluate_models(models: dict, pairs: PairEmbeddings, *, texts=None, group_co
         report.margin[name] = accuracy_by_uncertainty(pred.prob, pred.label, np.abs(pred.diff_mean),
                                                       bins=uncertainty_bins, name="margin", descending=True)
         if texts is not None and group_column is not None:
-            values = [m.get(group_column) for m in texts.meta]
-            if all(v is None for v in values):
-                raise DataError(f"no row has a '{group_column}' field (fields kept: "
-                                f"{sorted(texts.meta[0]) if texts.meta else []})", source=str(texts.source),
-                                field=group_column)
-            df = group_breakdown(pred.prob, pred.label, values)
+            df = group_breakdown(pred.prob, pred.label, group_values(texts, group_column))
             df.insert(0, "model", name)
             frames.append(df)
     if frames:
@@ -181,6 +176,16 @@ def evaluate_models(models: dict, pairs: PairEmbeddings, *, texts=None, group_co
 
         report.groups = pd.concat(frames, ignore_index=True)
     return report
+
+
+def group_values(texts: PreferencePairs, group_column: str) -> list:
+    """Each pair's value of the kept field ``group_column`` (None where a row lacks it); a
+    :class:`~vrm_pyro.errors.DataError` naming the fields there are when no row has it."""
+    values = [m.get(group_column) for m in texts.meta]
+    if all(v is None for v in values):
+        raise DataError(f"no row has a '{group_column}' field (fields kept: "
+                        f"{sorted(texts.meta[0]) if texts.meta else []})", source=str(texts.source), field=group_column)
+    return values
 
 
 def load_models(checkpoint: str | Path, baseline: str | Path | None = None, *, device: str = "cpu",
@@ -233,6 +238,8 @@ def evaluation_report(checkpoint, output_dir=None, *, baseline=None, data=None, 
 
     models, encoder, main = load_models(checkpoint, baseline, device=device, cache_dir=cache_dir)
     pairs, info = eval_pairs(main, data, format=format, split=split, limit=limit, skip_invalid=skip_invalid)
+    if group_column is not None:
+        group_values(pairs, group_column)  # a missing field fails now, not after encoding every text
     embedded = embed_pairs(pairs, encoder, nuisance=main.reward_model.config.nuisance)
     report = evaluate_models(models, embedded, texts=pairs, group_column=group_column, num_samples=num_samples,
                              info={"checkpoint": str(checkpoint), **info})
