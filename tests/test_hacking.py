@@ -56,6 +56,11 @@ def test_junk_kind_names():
     assert junk_kinds("echo, template") == ["echo", "template"] and junk_kinds("") == []
     with pytest.raises(DataError, match="unknown junk kind"):
         junk_kinds("echo,gibberish")
+    with pytest.raises(DataError, match=r"field 'kinds': unknown junk kind\(s\) \['nonsense'\] in 'nonsense'; choose "
+                                        r"from: all, core, rrm, [a-z_, ]+$"):  # the option the user gave, no rates
+        stress_kinds("nonsense")
+    with pytest.raises(DataError, match=r"field 'augment': .* \(each optionally with :RATE\)"):
+        augment_groups("echo,nonsense")
 
 
 def test_content_free_answers_vary_and_share_no_line_with_the_stress_tests_fixed_answers():

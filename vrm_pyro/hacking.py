@@ -384,7 +384,7 @@ class AugmentGroup:
     stream: str = "augment"
 
 
-def augment_groups(spec: str | list[str] | None, rate: float = 0.0) -> list[AugmentGroup]:
+def augment_groups(spec: str | list[str] | None, rate: float = 0.0, *, field: str = "augment") -> list[AugmentGroup]:
     """Parse an augmentation spec (``DataConfig.augment``) into groups, one :func:`augment_pairs` call each.
 
     ``spec`` is comma-separated items, each a kind (:data:`JUNK_KINDS`, :data:`TRAINING_JUNK_KINDS`) or an alias
@@ -392,7 +392,8 @@ def augment_groups(spec: str | list[str] | None, rate: float = 0.0) -> list[Augm
     take turns (one group, first, stream ``"augment"``); an item with a rate is a group of its own with a stream of
     its own, so adding ``content_free:0.1`` to ``rrm`` leaves RRM's pairs as they were. E.g.
     ``"rrm,content_free:0.1"`` at rate 0.6 -> ``[AugmentGroup(RRM_JUNK, 0.6), AugmentGroup(("content_free",), 0.1,
-    "augment:content_free")]``."""
+    "augment:content_free")]``. ``field`` names the option in errors (``augment``, or a list of kinds read
+    through :func:`junk_kinds`)."""
     if not spec:
         return []
     items = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n).strip() for n in spec]
@@ -402,14 +403,15 @@ def augment_groups(spec: str | list[str] | None, rate: float = 0.0) -> list[Augm
     for item in items:
         if not item:
             raise DataError(f"an empty item in {spec!r} (a comma too many?); name kinds separated by commas",
-                            field="augment")
+                            field=field)
         name, colon, rate_text = item.partition(":")
         name = name.strip()
         kinds = _JUNK_ALIASES[name]() if name in _JUNK_ALIASES else [name]
         unknown = [k for k in kinds if k not in known]
         if unknown:
             raise DataError(f"unknown junk kind(s) {unknown} in {spec!r}; choose from: all, core, rrm, "
-                            f"{', '.join(known)} (each optionally with :RATE)", field="augment")
+                            f"{', '.join(known)}" + (" (each optionally with :RATE)" if field == "augment" else ""),
+                            field=field)
         if not colon:
             shared += [k for k in kinds if k not in shared]
             continue
@@ -435,7 +437,7 @@ def junk_kinds(spec: str | list[str] | None, *, field: str = "augment_valid") ->
     if spec and any(":" in str(item) for item in (spec.split(",") if isinstance(spec, str) else spec)):
         raise DataError(f"{spec!r}: no rates here (KIND:RATE belongs to --augment); name the kinds alone",
                         field=field)
-    return list(dict.fromkeys(k for group in augment_groups(spec) for k in group.kinds))
+    return list(dict.fromkeys(k for group in augment_groups(spec, field=field) for k in group.kinds))
 
 
 def stress_kinds(spec: str | list[str] | None) -> list[str]:
