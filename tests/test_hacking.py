@@ -309,3 +309,11 @@ def test_augmentation_of_a_training_split_is_what_vrm_train_adds():
     assert got.response_b == augment(pairs, cfg.augment, 1.0, seed=cfg.split_seed, source="both",
                                      valid=["echo"]).response_b
     assert len(augmentation(pairs, DataConfig())) == 0
+
+
+def test_stress_report_checks_the_kinds_before_loading_anything(monkeypatch, tmp_path):
+    from vrm_pyro import reports
+
+    monkeypatch.setattr(reports, "load_models", lambda *a, **k: pytest.fail("the models were loaded before the check"))
+    with pytest.raises(DataError, match="field 'kinds': unknown junk kind"):
+        reports.stress_report(tmp_path / "no-checkpoint", tmp_path / "no-input.jsonl", kinds="echo,nonsense")

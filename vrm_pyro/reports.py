@@ -336,6 +336,7 @@ def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kin
     from vrm_pyro.hacking import load_stress_rows, stress_kinds, stress_set, stress_test
     from vrm_pyro.plots import stress_plot
 
+    kinds = stress_kinds(kinds)  # a bad name fails before anything is loaded
     prompts, responses = load_stress_rows(input_path)
     models, encoder, main = load_models(checkpoint, baseline, device=device, cache_dir=cache_dir)
     if held_out_from is not None:
@@ -346,7 +347,7 @@ def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kin
             raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(input_path))
     if limit is not None:
         prompts, responses = prompts[:limit], responses[:limit]
-    stress = stress_set(prompts, responses, stress_kinds(kinds), seed=seed)
+    stress = stress_set(prompts, responses, kinds, seed=seed)
     frames = []
     for name, rm in models.items():
         df = stress_test(rm, encoder, stress, num_samples=num_samples)
