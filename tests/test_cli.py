@@ -86,6 +86,16 @@ def test_length_bias_best_of_n_objectives_and_spurious_commands(trained, tmp_pat
     assert set(curve.method) == {"vrm", "vrm lcb(k=2)", "bt", "bt lcb(k=2)", "random", "longest", "oracle"}
     assert set(curve.n) == {1, 2, 4}
     assert curve[(curve.method == "longest") & (curve.n == 4)].gold.item() == 3.0  # longest is best here
+    from vrm_pyro.checkpoint import load_checkpoint
+    from vrm_pyro.reports import training_prompts
+
+    seen = sorted(training_prompts(load_checkpoint(out)))[:2]  # --held-out-from drops the run's own prompts
+    bon.write_text("".join(json.dumps({"prompt": p, "candidates": [{"response": "Yes.", "gold": 0.0},
+                                                                   {"response": "No.", "gold": 1.0}]}) + "\n"
+                           for p in [*seen, "A prompt no split has?"]))
+    assert main(["best-of-n", "--checkpoint", str(out), "--input", str(bon), "--output", str(tmp_path / "held"),
+                 "--held-out-from", str(out), *cache]) == 0
+    assert "1 prompts from" in (tmp_path / "held" / "best_of_n.md").read_text()
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"Q{i % 2}", "response": "- a\n- b" if i % 2 else "I'm sorry."}) + "\n"
                             for i in range(6)))

@@ -1,5 +1,6 @@
 """Evaluation and reward-hacking instruments: exact numbers on constructed cases."""
 
+import gzip
 import json
 import math
 
@@ -75,6 +76,26 @@ def test_best_of_n_file_errors_are_located(tmp_path, row, field):
     path.write_text(json.dumps({"prompt": "ok", "candidates": [{"response": "a", "gold": 0}, {"response": "b", "gold": 1}]})
                     + "\n" + json.dumps(row) + "\n")
     with pytest.raises(DataError, match=rf"bad.jsonl:2: field '{re_escape(field)}'"):
+        load_best_of_n(path)
+
+
+def test_best_of_n_reads_alpaca_evals_own_best_of_n_rows(tmp_path):
+    """``../shared/data/alpaca_bon_dev.jsonl.gz``'s form: gold = the judge's preference over the reference − 1."""
+    from .conftest import SHARED, require
+
+    real = load_best_of_n(require(SHARED / "alpaca_bon_dev.jsonl.gz"))
+    assert len(real) == 407 and real.max_n == 11
+    first = json.loads(gzip.open(SHARED / "alpaca_bon_dev.jsonl.gz", "rt").readline())
+    assert real.prompts[0] == first["instruction"] and real.responses[0] == [s["output"] for s in first["samples"]]
+    np.testing.assert_allclose(real.gold[0], [s["preference"] - 1 for s in first["samples"]])
+    # the picks the data's README quotes (win rate x 100 = 100 x mean gold): random 33.1, oracle 59.3 (its longest,
+    # 36.9, counts characters; the curve's counts words: 37.3)
+    curve = best_of_n_curve(real, {}, ns=[11]).pivot(index="n", columns="method", values="gold")
+    assert [round(100 * curve.loc[11, m], 1) for m in ("random", "oracle", "longest")] == [33.1, 59.3, 37.3]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"instruction": "i", "samples": [{"output": "a", "preference": 1.2},
+                                                                {"output": "b", "preference": None}]}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: field 'samples\[1\]': 'preference' must be a finite number"):
         load_best_of_n(path)
 
 

@@ -130,7 +130,7 @@ def cmd_best_of_n(args) -> int:
 
     curve = best_of_n_report(args.checkpoint, args.input, args.output, baseline=args.baseline, ns=args.n,
                              num_samples=args.num_samples, device=args.device, cache_dir=args.cache_dir,
-                             select=args.select, kappa=args.kappa)
+                             select=args.select, kappa=args.kappa, held_out_from=args.held_out_from)
     print(curve.pivot(index="n", columns="method", values="gold").to_string(float_format=lambda v: f"{v:.4f}"))
     return 0
 
@@ -298,7 +298,12 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                        help="Best-of-N over-optimisation curve vs random, longest and oracle picks.")
     common(p)
     p.add_argument("--baseline", default=None, help="Baseline checkpoint (default: CHECKPOINT/baseline of a run).")
-    p.add_argument("--input", required=True, help='JSONL {"prompt", "candidates": [{"response", "gold"}, ...]}.')
+    p.add_argument("--input", required=True, help='JSONL {"prompt", "candidates": [{"response", "gold"}, ...]}, or '
+                   'AlpacaEval best-of-N rows {"instruction", "samples": [{"output", "preference"}]} (gold = '
+                   'preference - 1; ../shared/data/alpaca_bon_dev.jsonl.gz).')
+    p.add_argument("--held-out-from", default=None,
+                   help="Keep only prompts that are not in this run's training or validation split (a run directory "
+                        "or checkpoint).")
     p.add_argument("--n", type=int, nargs="+", default=None, help="Values of n (default 1, 2, 4, ... up to N).")
     p.add_argument("--select", choices=["mean", "lcb", "both"], default="mean",
                    help="Pick by the posterior mean reward, by its lower credible bound mean - kappa * reward_std "
@@ -312,7 +317,8 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--alpaca-eval", required=True, help="AlpacaEval pairs file (alpaca_eval format).")
     p.add_argument("--held-out-from", default=None,
                    help="Keep only the test-split instructions of this checkpoint's training data.")
-    p.add_argument("--min-candidates", type=int, default=16)
+    p.add_argument("--min-candidates", type=int, default=16,
+                   help="Keep only instructions with at least this many distinct answers.")
     p.add_argument("--output", required=True, help="Output JSONL.")
     p.set_defaults(func=cmd_best_of_n_data)
 

@@ -105,6 +105,11 @@ class BestOfNSet:
         """The largest ``n`` every prompt supports (its fewest candidates)."""
         return min(len(r) for r in self.responses)
 
+    def subset(self, keep: list[int]) -> BestOfNSet:
+        """The prompts at indices ``keep``, with their candidates and gold."""
+        return BestOfNSet([self.prompts[i] for i in keep], [self.responses[i] for i in keep],
+                          [self.gold[i] for i in keep], self.source)
+
     def save(self, path: str | os.PathLike) -> None:
         """JSONL rows ``{"prompt", "candidates": [{"response", "gold"}, ...]}``."""
         with open(path, "w", encoding="utf-8") as fh:
@@ -113,8 +118,20 @@ class BestOfNSet:
                                                                   for r, x in zip(rs, g)]}, ensure_ascii=False) + "\n")
 
 
+def _candidates(row: dict) -> tuple[str, str, list, str, str, float]:
+    """Where a best-of-N row keeps its prompt and candidates: ``(prompt, prompt field, candidates, candidates
+    field, response key, gold offset)``; the AlpacaEval form (``alpaca_bon_dev``) scores a sample by the judge's
+    preference against the reference, gold = ``preference − 1``."""
+    if "prompt" not in row and "instruction" in row and "samples" in row:
+        return row["instruction"], "instruction", row["samples"], "samples", "output", -1.0
+    return row.get("prompt"), "prompt", row.get("candidates"), "candidates", "response", 0.0
+
+
 def load_best_of_n(path: str | os.PathLike) -> BestOfNSet:
-    """Read ``{"prompt", "candidates": [{"response", "gold"}]}`` JSONL; bad rows raise a located DataError."""
+    """Read best-of-N JSONL: ``{"prompt", "candidates": [{"response", "gold"}]}`` rows, or AlpacaEval's
+    ``{"instruction", "samples": [{"output", "preference"}]}`` (``../shared/data/alpaca_bon_dev.jsonl.gz``; gold
+    = ``preference − 1``, the judge's preference over the reference answer, centred). Bad rows raise a located
+    DataError."""
     source = str(path)
     prompts, responses, gold = [], [], []
     for line, row in iter_rows(source):
@@ -122,24 +139,26 @@ def load_best_of_n(path: str | os.PathLike) -> BestOfNSet:
             raise row
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", source=source, line=line)
-        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise DataError("expected a non-empty string", source=source, line=line, field="prompt")
-        cands = row.get("candidates")
+        prompt, prompt_field, cands, cands_field, key, offset = _candidates(row)
+        gold_key = "gold" if key == "response" else "preference"
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError("expected a non-empty string", source=source, line=line, field=prompt_field)
         if not isinstance(cands, list) or len(cands) < 2:
-            raise DataError("expected a list of at least 2 {response, gold} objects", source=source, line=line,
-                            field="candidates")
+            raise DataError(f"expected a list of at least 2 {{{key}, {gold_key}}} objects", source=source, line=line,
+                            field=cands_field)
         rs, gs = [], []
         for j, c in enumerate(cands):
-            where = f"candidates[{j}]"
-            if not isinstance(c, dict) or not isinstance(c.get("response"), str) or not c["response"].strip():
-                raise DataError("expected an object with a non-empty string 'response'", source=source, line=line,
+            where = f"{cands_field}[{j}]"
+            if not isinstance(c, dict) or not isinstance(c.get(key), str) or not c[key].strip():
+                raise DataError(f"expected an object with a non-empty string '{key}'", source=source, line=line,
                                 field=where)
-            g = c.get("gold")
+            g = c.get(gold_key)
             if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g):
-                raise DataError(f"'gold' must be a finite number, got {g!r}", source=source, line=line, field=where)
-            rs.append(c["response"])
-            gs.append(float(g))
-        prompts.append(row["prompt"])
+                raise DataError(f"'{gold_key}' must be a finite number, got {g!r}", source=source, line=line,
+                                field=where)
+            rs.append(c[key])
+            gs.append(float(g) + offset)
+        prompts.append(prompt)
         responses.append(rs)
         gold.append(np.asarray(gs))
     if not prompts:

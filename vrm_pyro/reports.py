@@ -285,14 +285,20 @@ def length_bias_report(checkpoint, output_dir=None, *, baseline=None, data=None,
 
 
 def best_of_n_report(checkpoint, input_path, output_dir=None, *, baseline=None, ns=None, num_samples=32,
-                     device="cpu", cache_dir=None, select: str = "mean", kappa: float = 1.0):
+                     device="cpu", cache_dir=None, select: str = "mean", kappa: float = 1.0, held_out_from=None):
     """Best-of-N curve of the model, its baseline, and the random / longest / oracle picks. ``select``:
     ``mean`` (pick by the posterior mean reward), ``lcb`` (by ``reward - kappa * reward_std``) or ``both``
-    (a curve for each; models without an epistemic std pick by the mean either way)."""
+    (a curve for each; models without an epistemic std pick by the mean either way). ``held_out_from``: a run
+    or checkpoint; only the prompts outside its training and validation splits are kept."""
     from vrm_pyro.hacking import best_of_n_curve, load_best_of_n, score_best_of_n
     from vrm_pyro.plots import best_of_n_plot
 
     bon = load_best_of_n(input_path)
+    if held_out_from is not None:
+        seen = training_prompts(load_checkpoint(held_out_from))
+        bon = bon.subset([i for i, p in enumerate(bon.prompts) if p not in seen])
+        if not len(bon):
+            raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(input_path))
     models, encoder, _ = load_models(checkpoint, baseline, device=device, cache_dir=cache_dir)
     rewards = {}
     for name, rm in models.items():
