@@ -265,9 +265,11 @@ def test_conversational_prompts_and_completions(checkpoint):
                    [{"role": "assistant", "content": "Never."}]]
     got = reward(prompts, completions)
     ckpt = load_checkpoint(path)
-    ref = score_texts(ckpt, encoder_for(ckpt, cache_dir=str(root / "cache")), ["\n\nHuman: How do I water a fern?"] * 2,
-                      ["Keep the soil moist.", "Never."])
+    encoder = encoder_for(ckpt, cache_dir=str(root / "cache"))
+    texts = ["\n\nHuman: How do I water a fern?"] * 2, ["Keep the soil moist.", "Never."]
+    ref = score_texts(ckpt, encoder, *texts)
     assert got == pytest.approx(ref.reward.tolist(), abs=1e-6)
+    assert torch.equal(score_texts(ckpt.reward_model, encoder, *texts).reward, ref.reward)  # the model alone too
 
 
 def test_save_pretrained_from_pretrained_and_model_card(checkpoint, tmp_path):

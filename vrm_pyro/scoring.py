@@ -19,6 +19,7 @@ from vrm_pyro.checkpoint import Checkpoint, load_checkpoint
 from vrm_pyro.errors import CheckpointError, DataError
 from vrm_pyro.formats import load_score_rows
 from vrm_pyro.models.base import RewardOutput
+from vrm_pyro.reward_model import RewardModel
 
 
 def encoder_for(checkpoint: Checkpoint, *, cache_dir: str | None = None, device: str = "cpu",
@@ -66,11 +67,12 @@ def reward_texts(reward_model, encoder, prompts: Sequence[str], responses: Seque
     return out
 
 
-def score_texts(checkpoint: Checkpoint, encoder, prompts: Sequence[str], responses: Sequence[str], *,
+def score_texts(checkpoint: Checkpoint | RewardModel, encoder, prompts: Sequence[str], responses: Sequence[str], *,
                 num_samples: int = 32, include_nuisance: bool = False) -> RewardOutput:
-    """Score ``N`` (prompt, response) texts with a checkpoint: a :class:`RewardOutput` of CPU tensors."""
-    return reward_texts(checkpoint.reward_model, encoder, prompts, responses, num_samples=num_samples,
-                        include_nuisance=include_nuisance)
+    """Score ``N`` (prompt, response) texts with a checkpoint (or its ``reward_model``): a :class:`RewardOutput`
+    of CPU tensors."""
+    rm = checkpoint if isinstance(checkpoint, RewardModel) else checkpoint.reward_model
+    return reward_texts(rm, encoder, prompts, responses, num_samples=num_samples, include_nuisance=include_nuisance)
 
 
 def output_row(out: RewardOutput, i: int, kappa: float = 1.0) -> dict:
