@@ -110,8 +110,8 @@ def embed_splits(data_cfg: DataConfig, encoder_cfg: EncoderConfig, *, nuisance: 
 
     pairs, splits = load_splits(data_cfg)
     encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
-    return encoder, embed_loaded(splits, encoder, data_cfg.split_seed, nuisance=nuisance, progress=progress), pairs, \
-        splits
+    embedded = embed_loaded(splits, encoder, data_cfg.split_seed, nuisance=nuisance, progress=progress)
+    return encoder, embedded, pairs, splits
 
 
 def embed_loaded(splits: dict, encoder, seed: int, *, nuisance: str = "", progress: bool = True) -> dict:
@@ -169,7 +169,8 @@ def read_run(output: str | Path) -> dict:
     """The ``run.json`` of a training run directory: its four configs and the baseline flag."""
     path = Path(output) / RUN_FILE
     if not path.is_file():
-        raise ConfigError(f"{path}: no run to resume here (`vrm train --output {output}` writes it once the data are read)")
+        raise ConfigError(f"{path}: no run to resume here (`vrm train --output {output}` writes it once the data "
+                          "are read)")
     try:
         run = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
