@@ -145,8 +145,8 @@ def objective_report_markdown(report: dict, *, chars: int = 160) -> str:
           "| objective | mean weight | " + " | ".join(next(iter(report.values()))["score_correlation"]) + " |",
           "|---|---|" + "---|" * len(next(iter(report.values()))["score_correlation"])]
     for name, r in report.items():
-        md.append(f"| {name} | {r['mean_weight']:.3f} | " + " | ".join(map(correlation_text, r["score_correlation"].values()))
-                  + " |")
+        cells = " | ".join(map(correlation_text, r["score_correlation"].values()))
+        md.append(f"| {name} | {r['mean_weight']:.3f} | {cells} |")
     for name, r in report.items():
         md += ["", f"## {name}", "", "Prompts that weight it most:", ""]
         md += [f"- ({x['weight']:.3f}) {short(x['prompt'])}" for x in r["top_prompts"]]

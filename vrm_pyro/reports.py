@@ -295,10 +295,7 @@ def best_of_n_report(checkpoint, input_path, output_dir=None, *, baseline=None, 
 
     bon = load_best_of_n(input_path)
     if held_out_from is not None:
-        seen = training_prompts(load_checkpoint(held_out_from))
-        bon = bon.subset([i for i, p in enumerate(bon.prompts) if p not in seen])
-        if not len(bon):
-            raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(input_path))
+        bon = bon.subset(held_out_indices(bon.prompts, held_out_from, input_path))
     models, encoder, _ = load_models(checkpoint, baseline, device=device, cache_dir=cache_dir)
     rewards = {}
     for name, rm in models.items():
@@ -332,6 +329,16 @@ def training_prompts(main: Checkpoint) -> set[str]:
     return seen
 
 
+def held_out_indices(prompts: list[str], held_out_from, source) -> list[int]:
+    """The indices of ``prompts`` outside the training and validation splits of the run or checkpoint
+    ``held_out_from`` (``--held-out-from``); a DataError when there are none."""
+    seen = training_prompts(load_checkpoint(held_out_from))
+    keep = [i for i, p in enumerate(prompts) if p not in seen]
+    if not keep:
+        raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(source))
+    return keep
+
+
 def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kinds="all", held_out_from=None,
                   limit=None, num_samples=32, device="cpu", cache_dir=None, seed=0):
     """:func:`vrm_pyro.hacking.stress_test` of the model and its baseline on junk made from the real answers in
@@ -346,11 +353,8 @@ def stress_report(checkpoint, input_path, output_dir=None, *, baseline=None, kin
     prompts, responses = load_stress_rows(input_path)
     models, encoder, main = load_models(checkpoint, baseline, device=device, cache_dir=cache_dir)
     if held_out_from is not None:
-        seen = training_prompts(load_checkpoint(held_out_from))
-        keep = [i for i, p in enumerate(prompts) if p not in seen]
+        keep = held_out_indices(prompts, held_out_from, input_path)
         prompts, responses = [prompts[i] for i in keep], [responses[i] for i in keep]
-        if not prompts:
-            raise DataError(f"every prompt of the input was used in training by {held_out_from}", source=str(input_path))
     if limit is not None:
         prompts, responses = prompts[:limit], responses[:limit]
     stress = stress_set(prompts, responses, kinds, seed=seed)
