@@ -182,6 +182,8 @@ def test_a_train_that_cannot_start_leaves_the_run_already_there(tmp_path, capsys
     cases = [(["--data", str(tmp_path / "typo.jsonl")], "typo.jsonl: file does not exist"),
              (["--data", str(tmp_path / "bad.jsonl")], "bad.jsonl:1: field 'rejected': expected a string"),
              (["--data-limit", "20", "--encoder", str(tmp_path / "no-encoder")], "cannot load encoder"),
+             (["--data-limit", "20", "--encoder", str(tmp_path / "no-llm"), "--encoder-mode", "lora",
+               "--representation", "joint", "--monotone", "", "--gate", ""], "cannot load encoder"),
              (["--data-limit", "20", "--recipe", "likelihood", "--likelihood-model", str(tmp_path / "no.gguf")],
               "no.gguf' (EncoderConfig.likelihood_model, --likelihood-model) does not exist")]
     for args, error in cases:

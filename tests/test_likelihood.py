@@ -115,7 +115,7 @@ def test_representation_part_reads_the_configured_model(tmp_path):
     from .conftest import save_tiny_bert
 
     tiny_lm(tmp_path / "lm")
-    cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), cache_dir=str(tmp_path / "cache"),
+    cfg = EncoderConfig(name=str(save_tiny_bert(tmp_path / "enc")), max_length=128, cache_dir=str(tmp_path / "cache"),
                         representation="response+likelihood", likelihood_model=str(tmp_path / "lm"),
                         likelihood_dtype="float32")
     enc = TextEncoder(cfg)

@@ -162,7 +162,7 @@ def test_the_part_needs_a_fitted_model_and_gives_its_score(tiny_bert):
     from vrm_pyro.representations import representation_dim, response_features
 
     model, tok = tiny_bert
-    enc = TextEncoder(EncoderConfig(representation="response+order_score"), model=model, tokenizer=tok, use_cache=False)
+    enc = TextEncoder(EncoderConfig(representation="response+order_score", max_length=128), model=model, tokenizer=tok, use_cache=False)
     prompts, responses = corpus(3, 20)
     assert needs_order_model("response + order_score") and not needs_order_model("response+order+discourse")
     with pytest.raises(ConfigError, match="order_score needs a fitted sentence-order model"):

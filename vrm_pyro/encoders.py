@@ -63,6 +63,16 @@ def resolve_model_path(name: str) -> str:
     return os.path.expanduser(name)
 
 
+def position_limit(model_config) -> int | None:
+    """How many token positions a model's learned position embeddings hold (BERT's 512, GPT-2's 1024), or None
+    where its config does not say."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def middle_truncate(prompt_ids: list[int], response_ids: list[int] | None, budget: int) -> list[int]:
     """Fit ``prompt + response`` into ``budget`` tokens keeping the prompt start and the response end.
 
@@ -108,6 +118,11 @@ class TextEncoder:
         if model is None or tokenizer is None:
             model, tokenizer = self._load(self.config)
         self.model, self.tokenizer = model, tokenizer
+        positions = position_limit(self.model.config)
+        if positions is not None and self.config.max_length > positions:
+            raise ConfigError(f"EncoderConfig.max_length {self.config.max_length} (--max-length) is more than the "
+                              f"{positions} positions encoder {self.config.name!r} has (max_position_embeddings in "
+                              f"its config.json); pass --max-length {positions} or less")
         self.model.to(self.device)
         self.model.eval()
         self.pooling = self._pooling(self.config.pooling, self.model.config)
@@ -144,8 +159,10 @@ class TextEncoder:
 
     # -- loading -------------------------------------------------------------------------
     @staticmethod
-    def _load(cfg: EncoderConfig):
-        from transformers import AutoModel, AutoTokenizer
+    def _load(cfg: EncoderConfig, *, config_only: bool = False):
+        """``(model, tokenizer)`` of ``cfg.name``, offline; with ``config_only`` just its ``(config, tokenizer)``
+        (:meth:`check_loadable`)."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -153,6 +170,8 @@ class TextEncoder:
         kwargs = {"local_files_only": True, "trust_remote_code": cfg.trust_remote_code}
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            if config_only:
+                return AutoConfig.from_pretrained(path, **kwargs), tokenizer
             model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)
         except (OSError, ValueError) as exc:
             where = "directory" if Path(path).exists() else "name"
@@ -160,6 +179,14 @@ class TextEncoder:
                               f"{where} without the network: {exc}. Give a local model directory "
                               "(config.json, weights, tokenizer) or a model already in the HF cache.") from exc
         return model, tokenizer
+
+    @classmethod
+    def check_loadable(cls, cfg: EncoderConfig) -> None:
+        """Fail now, with :meth:`__init__`'s message, if ``cfg``'s encoder (its config and tokenizer) or its LM
+        cannot be found offline; loads no weights (a LoRA run builds its encoders later, one per model)."""
+        if set(LIKELIHOOD_PARTS) & set(parse_representation(cfg.representation)):
+            resolve_likelihood_model(cfg.likelihood_model)
+        cls._load(cfg, config_only=True)
 
     @staticmethod
     def _pooling(pooling: str, model_config) -> str:

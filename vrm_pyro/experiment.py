@@ -209,11 +209,13 @@ def train_and_evaluate(data_cfg: DataConfig, encoder_cfg: EncoderConfig, model_c
     # the data are read and the encoder (and its LM, if any) loaded before OUTPUT is touched: a run that cannot
     # start (a missing or malformed file, a missing model) must not overwrite the run.json of the run already
     # there, nor remove its snapshots
+    from vrm_pyro.encoders import TextEncoder
+
     lora = encoder_cfg.mode == "lora"
     pairs, splits = load_splits(data_cfg)
-    if not lora:
-        from vrm_pyro.encoders import TextEncoder
-
+    if lora:
+        TextEncoder.check_loadable(encoder_cfg)  # its encoders are built per model, after run.json
+    else:
         encoder = TextEncoder(encoder_cfg.replace(mode="frozen"))
     if output is not None and not resume and main:
         _write_run(Path(output), data_cfg, encoder_cfg, model_cfg, train_cfg, compare_baseline)
