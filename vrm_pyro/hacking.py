@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,13 +119,20 @@ class BestOfNSet:
                                                                   for r, x in zip(rs, g)]}, ensure_ascii=False) + "\n")
 
 
-def _candidates(row: dict) -> tuple[str, str, list, str, str, float]:
-    """Where a best-of-N row keeps its prompt and candidates: ``(prompt, prompt field, candidates, candidates
-    field, response key, gold offset)``; the AlpacaEval form (``alpaca_bon_dev``) scores a sample by the judge's
-    preference against the reference, gold = ``preference − 1``."""
-    if "prompt" not in row and "instruction" in row and "samples" in row:
-        return row["instruction"], "instruction", row["samples"], "samples", "output", -1.0
-    return row.get("prompt"), "prompt", row.get("candidates"), "candidates", "response", 0.0
+class _BestOfNForm(NamedTuple):
+    """The field names of one best-of-N row form, and what is added to its score to get the gold."""
+
+    prompt: str
+    candidates: str
+    response: str
+    gold: str
+    offset: float
+
+
+#: ``{"prompt", "candidates": [{"response", "gold"}]}``, and AlpacaEval's (``alpaca_bon_dev``): the judge's
+#: preference of a sample over the reference answer, gold = ``preference − 1``
+_BEST_OF_N_FORMS = (_BestOfNForm("prompt", "candidates", "response", "gold", 0.0),
+                    _BestOfNForm("instruction", "samples", "output", "preference", -1.0))
 
 
 def load_best_of_n(path: str | os.PathLike) -> BestOfNSet:
@@ -139,25 +147,26 @@ def load_best_of_n(path: str | os.PathLike) -> BestOfNSet:
             raise row
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", source=source, line=line)
-        prompt, prompt_field, cands, cands_field, key, offset = _candidates(row)
-        gold_key = "gold" if key == "response" else "preference"
+        plain, alpaca = _BEST_OF_N_FORMS
+        form = alpaca if "prompt" not in row and alpaca.prompt in row and alpaca.candidates in row else plain
+        prompt, cands = row.get(form.prompt), row.get(form.candidates)
         if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError("expected a non-empty string", source=source, line=line, field=prompt_field)
+            raise DataError("expected a non-empty string", source=source, line=line, field=form.prompt)
         if not isinstance(cands, list) or len(cands) < 2:
-            raise DataError(f"expected a list of at least 2 {{{key}, {gold_key}}} objects", source=source, line=line,
-                            field=cands_field)
+            raise DataError(f"expected a list of at least 2 {{{form.response}, {form.gold}}} objects", source=source,
+                            line=line, field=form.candidates)
         rs, gs = [], []
         for j, c in enumerate(cands):
-            where = f"{cands_field}[{j}]"
-            if not isinstance(c, dict) or not isinstance(c.get(key), str) or not c[key].strip():
-                raise DataError(f"expected an object with a non-empty string '{key}'", source=source, line=line,
-                                field=where)
-            g = c.get(gold_key)
+            where = f"{form.candidates}[{j}]"
+            if not isinstance(c, dict) or not isinstance(c.get(form.response), str) or not c[form.response].strip():
+                raise DataError(f"expected an object with a non-empty string '{form.response}'", source=source,
+                                line=line, field=where)
+            g = c.get(form.gold)
             if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g):
-                raise DataError(f"'{gold_key}' must be a finite number, got {g!r}", source=source, line=line,
+                raise DataError(f"'{form.gold}' must be a finite number, got {g!r}", source=source, line=line,
                                 field=where)
-            rs.append(c[key])
-            gs.append(float(g) + offset)
+            rs.append(c[form.response])
+            gs.append(float(g) + form.offset)
         prompts.append(prompt)
         responses.append(rs)
         gold.append(np.asarray(gs))
